@@ -1,0 +1,187 @@
+//! The in-memory buffer: namespace → table → partition.
+//!
+//! The tree is the last sink of the write chain and the source of queries
+//! and persist jobs. Each level is a map behind a short-lived `RwLock`
+//! (held to find or insert a child, never across I/O or an await); the data
+//! itself lives in [`PartitionData`], each behind its own mutex, so writes to
+//! different partitions never contend. Ids and names come resolved in the
+//! [`DmlOperation`]: applying a write does no I/O and cannot fail.
+
+mod partition;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hashbrown::HashMap;
+use parking_lot::RwLock;
+use prometheus::{IntGauge, Registry};
+
+pub(crate) use partition::{PartitionData, PartitionSnapshot, PersistingBatch};
+
+use crate::catalog::{NamespaceId, PartitionId, TableId};
+use crate::dml_sink::{DmlError, DmlSink};
+use crate::ingest_state::IngestState;
+use crate::write::DmlOperation;
+
+#[derive(Debug)]
+pub(crate) struct TableData {
+    pub(crate) id: TableId,
+    pub(crate) name: Arc<str>,
+    partitions: RwLock<HashMap<PartitionId, Arc<PartitionData>>>,
+}
+
+impl TableData {
+    pub(crate) fn partitions(&self) -> Vec<Arc<PartitionData>> {
+        let mut v: Vec<_> = self.partitions.read().values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct NamespaceData {
+    pub(crate) id: NamespaceId,
+    pub(crate) name: Arc<str>,
+    tables: RwLock<HashMap<TableId, Arc<TableData>>>,
+}
+
+impl NamespaceData {
+    pub(crate) fn tables(&self) -> Vec<Arc<TableData>> {
+        self.tables.read().values().cloned().collect()
+    }
+}
+
+/// Totals over the whole buffer.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct BufferStats {
+    pub(crate) buffered_rows: u64,
+    pub(crate) buffered_bytes: u64,
+    pub(crate) persisting_rows: u64,
+    pub(crate) partitions: u64,
+    pub(crate) oldest_write: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BufferTree {
+    namespaces: RwLock<HashMap<NamespaceId, Arc<NamespaceData>>>,
+    state: Arc<IngestState>,
+    bytes_gauge: IntGauge,
+}
+
+impl BufferTree {
+    pub(crate) fn new(state: Arc<IngestState>, registry: &Registry) -> Result<Self, prometheus::Error> {
+        let bytes_gauge = IntGauge::new(
+            "sluice_buffer_bytes",
+            "Bytes of Arrow data buffered in memory (including data being persisted)",
+        )?;
+        registry.register(Box::new(bytes_gauge.clone()))?;
+        Ok(Self {
+            namespaces: RwLock::new(HashMap::new()),
+            state,
+            bytes_gauge,
+        })
+    }
+
+    fn namespace_entry(&self, id: NamespaceId, name: &Arc<str>) -> Arc<NamespaceData> {
+        if let Some(ns) = self.namespaces.read().get(&id) {
+            return Arc::clone(ns);
+        }
+        let mut w = self.namespaces.write();
+        Arc::clone(w.entry(id).or_insert_with(|| {
+            Arc::new(NamespaceData {
+                id,
+                name: Arc::clone(name),
+                tables: RwLock::new(HashMap::new()),
+            })
+        }))
+    }
+
+    pub(crate) fn namespace(&self, id: NamespaceId) -> Option<Arc<NamespaceData>> {
+        self.namespaces.read().get(&id).cloned()
+    }
+
+    pub(crate) fn namespaces(&self) -> Vec<Arc<NamespaceData>> {
+        self.namespaces.read().values().cloned().collect()
+    }
+
+    pub(crate) fn table(&self, ns: NamespaceId, table: TableId) -> Option<Arc<TableData>> {
+        self.namespace(ns)?.tables.read().get(&table).cloned()
+    }
+
+    /// Every partition of the tree.
+    pub(crate) fn partitions(&self) -> Vec<Arc<PartitionData>> {
+        let mut out = Vec::new();
+        for ns in self.namespaces() {
+            for t in ns.tables() {
+                out.extend(t.partitions());
+            }
+        }
+        out
+    }
+
+    /// Records a change in buffered bytes.
+    pub(crate) fn account(&self, delta: isize) {
+        if delta >= 0 {
+            self.state.add_buffer_bytes(delta as u64);
+        } else {
+            self.state.release_buffer_bytes(delta.unsigned_abs() as u64);
+        }
+        self.bytes_gauge.set(self.state.buffer_bytes() as i64);
+    }
+
+    pub(crate) fn stats(&self) -> BufferStats {
+        let mut s = BufferStats::default();
+        for p in self.partitions() {
+            let ps = p.stats();
+            s.partitions += 1;
+            s.buffered_rows += ps.buffered_rows as u64;
+            s.buffered_bytes += (ps.buffered_bytes + ps.persisting_bytes) as u64;
+            s.persisting_rows += ps.persisting_rows as u64;
+            s.oldest_write = match (s.oldest_write, ps.oldest_write) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        s
+    }
+
+    fn apply_op(&self, op: DmlOperation) {
+        let ns = self.namespace_entry(op.namespace_id, &op.namespace);
+        let mut delta = 0isize;
+        for tw in op.tables {
+            let table = {
+                let existing = ns.tables.read().get(&tw.table.id).cloned();
+                match existing {
+                    Some(t) => t,
+                    None => Arc::clone(ns.tables.write().entry(tw.table.id).or_insert_with(|| {
+                        Arc::new(TableData {
+                            id: tw.table.id,
+                            name: tw.table.name.as_str().into(),
+                            partitions: RwLock::new(HashMap::new()),
+                        })
+                    })),
+                }
+            };
+            for pw in tw.partitions {
+                let partition = {
+                    let existing = table.partitions.read().get(&pw.id).cloned();
+                    match existing {
+                        Some(p) => p,
+                        None => Arc::clone(table.partitions.write().entry(pw.id).or_insert_with(|| {
+                            Arc::new(PartitionData::new(pw.id, Arc::clone(&pw.key), ns.id, table.id))
+                        })),
+                    }
+                };
+                delta += partition.buffer_write(pw.batch, op.sequence_number);
+            }
+        }
+        self.account(delta);
+    }
+}
+
+impl DmlSink for BufferTree {
+    async fn apply(&self, op: DmlOperation) -> Result<(), DmlError> {
+        self.apply_op(op);
+        Ok(())
+    }
+}

@@ -1,0 +1,243 @@
+//! One partition's data: the mutable buffer and the batches being persisted.
+//!
+//! Writes append immutable Arrow batches (one per write, tagged with its
+//! sequence number); queries take a snapshot by cloning `Arc`s under the
+//! lock, so a query sees every write applied before it started and never
+//! blocks writers for longer than that clone. Many tiny writes are merged
+//! into one batch now and then, keeping per-batch overhead (and RSS) close
+//! to the data's Arrow size.
+//!
+//! Persisting moves the whole buffer, as one batch, to the back of the
+//! `persisting` queue; the partition keeps accepting writes into a fresh
+//! buffer meanwhile. Queries read the queue too, so persisting data stays
+//! visible until the persist completes and the batch is dropped. Batches
+//! complete in queue order (one partition always persists on one worker).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::compute::concat_batches;
+use arrow::record_batch::RecordBatch;
+use parking_lot::Mutex;
+
+use crate::catalog::{NamespaceId, PartitionId, TableId};
+use crate::schema::{align_batch, union_schema};
+
+/// Below this many rows a batch counts as small and may be merged.
+const SMALL_BATCH_ROWS: usize = 1024;
+/// Merge once this many small batches trail the buffer.
+const MERGE_AFTER_SMALL_BATCHES: usize = 32;
+
+/// Sequence numbers of a batch's rows, as runs: `(sequence number, rows)`.
+pub(crate) type SequenceRuns = Vec<(u64, u32)>;
+
+/// A batch of buffered rows with the sequence numbers of its writes.
+#[derive(Debug, Clone)]
+pub(crate) struct BufferedBatch {
+    pub(crate) batch: RecordBatch,
+    pub(crate) sequence_numbers: SequenceRuns,
+}
+
+/// Data handed to the persist system: everything buffered at one moment.
+#[derive(Debug, Clone)]
+pub(crate) struct PersistingBatch {
+    /// 1-based count of persists of this partition by this ingester.
+    pub(crate) batch_number: u64,
+    pub(crate) batches: Vec<BufferedBatch>,
+    pub(crate) rows: usize,
+    pub(crate) bytes: usize,
+}
+
+impl PersistingBatch {
+    /// Every sequence number in the batch.
+    pub(crate) fn sequence_numbers(&self) -> impl Iterator<Item = u64> + '_ {
+        self.batches
+            .iter()
+            .flat_map(|b| b.sequence_numbers.iter().map(|(s, _)| *s))
+    }
+}
+
+/// What a query sees of a partition.
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionSnapshot {
+    pub(crate) id: PartitionId,
+    pub(crate) key: Arc<str>,
+    pub(crate) batches: Vec<RecordBatch>,
+    pub(crate) persisted_batches: u64,
+    pub(crate) rows: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    buffer: Vec<BufferedBatch>,
+    buffer_rows: usize,
+    buffer_bytes: usize,
+    /// Small batches at the end of `buffer`.
+    trailing_small: usize,
+    persisting: VecDeque<PersistingBatch>,
+    /// Persists started (the next batch number is this + 1).
+    persists_started: u64,
+    /// Persists completed.
+    persisted_batches: u64,
+    /// When the oldest unpersisted write arrived.
+    oldest_write: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PartitionData {
+    pub(crate) id: PartitionId,
+    pub(crate) key: Arc<str>,
+    pub(crate) namespace_id: NamespaceId,
+    pub(crate) table_id: TableId,
+    inner: Mutex<Inner>,
+}
+
+/// Buffer figures of a partition.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PartitionStats {
+    pub(crate) buffered_rows: usize,
+    pub(crate) buffered_bytes: usize,
+    pub(crate) persisting_rows: usize,
+    pub(crate) persisting_bytes: usize,
+    pub(crate) oldest_write: Option<Instant>,
+}
+
+impl PartitionData {
+    pub(crate) fn new(id: PartitionId, key: Arc<str>, namespace_id: NamespaceId, table_id: TableId) -> Self {
+        Self {
+            id,
+            key,
+            namespace_id,
+            table_id,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Appends a write's rows. Returns the change in buffered bytes (may be
+    /// negative after a merge shrank the buffer).
+    pub(crate) fn buffer_write(&self, batch: RecordBatch, sequence_number: u64) -> isize {
+        let rows = batch.num_rows();
+        let bytes = batch.get_array_memory_size();
+        let mut g = self.inner.lock();
+        g.oldest_write.get_or_insert_with(Instant::now);
+        g.buffer.push(BufferedBatch {
+            batch,
+            sequence_numbers: vec![(sequence_number, rows as u32)],
+        });
+        g.buffer_rows += rows;
+        g.buffer_bytes += bytes;
+        let mut delta = bytes as isize;
+        if rows < SMALL_BATCH_ROWS {
+            g.trailing_small += 1;
+            if g.trailing_small >= MERGE_AFTER_SMALL_BATCHES {
+                delta += merge_trailing(&mut g);
+            }
+        } else {
+            g.trailing_small = 0;
+        }
+        delta
+    }
+
+    /// A consistent view for a query.
+    pub(crate) fn snapshot(&self) -> PartitionSnapshot {
+        let g = self.inner.lock();
+        let mut batches = Vec::with_capacity(g.buffer.len() + g.persisting.len());
+        let mut rows = 0;
+        for p in &g.persisting {
+            for b in &p.batches {
+                rows += b.batch.num_rows();
+                batches.push(b.batch.clone());
+            }
+        }
+        for b in &g.buffer {
+            rows += b.batch.num_rows();
+            batches.push(b.batch.clone());
+        }
+        PartitionSnapshot {
+            id: self.id,
+            key: Arc::clone(&self.key),
+            batches,
+            persisted_batches: g.persisted_batches,
+            rows,
+        }
+    }
+
+    /// Moves the buffer to the persisting queue; `None` if it is empty.
+    pub(crate) fn mark_persisting(&self) -> Option<PersistingBatch> {
+        let mut g = self.inner.lock();
+        if g.buffer.is_empty() {
+            return None;
+        }
+        g.persists_started += 1;
+        let batch = PersistingBatch {
+            batch_number: g.persists_started,
+            batches: std::mem::take(&mut g.buffer),
+            rows: std::mem::take(&mut g.buffer_rows),
+            bytes: std::mem::take(&mut g.buffer_bytes),
+        };
+        g.trailing_small = 0;
+        g.persisting.push_back(batch.clone());
+        Some(batch)
+    }
+
+    /// Drops a persisted batch. Returns its bytes (to release from the
+    /// memory account), or `None` if it is not the oldest persisting batch.
+    pub(crate) fn mark_persisted(&self, batch_number: u64) -> Option<usize> {
+        let mut g = self.inner.lock();
+        match g.persisting.front() {
+            Some(p) if p.batch_number == batch_number => {}
+            _ => return None,
+        }
+        let done = g.persisting.pop_front().expect("front checked");
+        g.persisted_batches += 1;
+        if g.buffer.is_empty() && g.persisting.is_empty() {
+            g.oldest_write = None;
+        }
+        Some(done.bytes)
+    }
+
+    pub(crate) fn stats(&self) -> PartitionStats {
+        let g = self.inner.lock();
+        PartitionStats {
+            buffered_rows: g.buffer_rows,
+            buffered_bytes: g.buffer_bytes,
+            persisting_rows: g.persisting.iter().map(|p| p.rows).sum(),
+            persisting_bytes: g.persisting.iter().map(|p| p.bytes).sum(),
+            oldest_write: g.oldest_write,
+        }
+    }
+}
+
+/// Merges the trailing small batches into one. Returns the byte delta.
+fn merge_trailing(g: &mut Inner) -> isize {
+    let n = g.trailing_small;
+    let start = g.buffer.len() - n;
+    let parts = &g.buffer[start..];
+    let schema = union_schema(parts.iter().map(|b| b.batch.schema_ref()));
+    let aligned: Result<Vec<RecordBatch>, _> = parts.iter().map(|b| align_batch(&b.batch, &schema)).collect();
+    let merged = match aligned.and_then(|a| concat_batches(&schema, &a)) {
+        Ok(m) => m,
+        // Leave the batches as they are; merging is an optimisation only.
+        Err(_) => {
+            g.trailing_small = 0;
+            return 0;
+        }
+    };
+    let old_bytes: usize = parts.iter().map(|b| b.batch.get_array_memory_size()).sum();
+    let mut runs = SequenceRuns::with_capacity(n);
+    for b in parts {
+        runs.extend_from_slice(&b.sequence_numbers);
+    }
+    let new_bytes = merged.get_array_memory_size();
+    let rows = merged.num_rows();
+    g.buffer.truncate(start);
+    g.buffer.push(BufferedBatch {
+        batch: merged,
+        sequence_numbers: runs,
+    });
+    g.buffer_bytes = g.buffer_bytes + new_bytes - old_bytes;
+    // A merged batch that is still small keeps collecting.
+    g.trailing_small = usize::from(rows < SMALL_BATCH_ROWS);
+    new_bytes as isize - old_bytes as isize
+}

@@ -1,0 +1,241 @@
+//! The composition root: the one place that assembles an ingester.
+//!
+//! ```text
+//!  catalog ─┐
+//!  WAL ─────┼─▶ replay (WriteHandler over the BufferTree, no WalSink)
+//!           └─▶ live chain: WriteHandler ▶ Instrumentation ▶ WalSink ▶ BufferTree
+//!  BufferTree ─▶ QueryExecTracing ▶ BufferQueryExec ─▶ Flight
+//! ```
+//!
+//! [`serve`] binds the listeners first (so a port in use fails at once with
+//! a clear error), starts HTTP (health is answered during replay, readiness
+//! only after), replays the WAL, then serves gRPC until `shutdown`.
+
+mod config;
+mod wal_replay;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+pub use config::Config;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::buffer_tree::BufferTree;
+use crate::catalog::{self, CatalogError, SchemaCache};
+use crate::dml_sink::DmlSinkInstrumentation;
+use crate::ingest_state::{IngestState, IngestStateError, Phase, PhaseCell};
+use crate::query::{BufferQueryExec, QueryExecTracing};
+use crate::server;
+use crate::timestamp_oracle::TimestampOracle;
+use crate::wal::{Wal, WalConfig, WalError, WalSink};
+use crate::write::WriteHandler;
+
+/// Why the ingester could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot bind {what} to {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("catalog {url}: {source}")]
+    Catalog { url: String, source: CatalogError },
+    #[error("WAL: {0}")]
+    Wal(#[from] WalError),
+    #[error("WAL replay: {0}")]
+    Replay(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("gRPC server: {0}")]
+    Grpc(String),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+type LiveSink = DmlSinkInstrumentation<WalSink<Arc<BufferTree>>>;
+type HttpState = server::http::HttpState<LiveSink>;
+
+/// Runs a complete ingester until `shutdown` resolves, then stops cleanly:
+/// new writes are refused, in-flight ones finish, the WAL is synced.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), InitError> {
+    let grpc_listener = TcpListener::bind(config.grpc_bind)
+        .await
+        .map_err(|source| InitError::Bind { what: "gRPC", addr: config.grpc_bind, source })?;
+    let http_listener = TcpListener::bind(config.http_bind)
+        .await
+        .map_err(|source| InitError::Bind { what: "HTTP", addr: config.http_bind, source })?;
+    serve_on(config, grpc_listener, http_listener, shutdown).await
+}
+
+/// [`serve`] on listeners bound by the caller.
+pub async fn serve_on(
+    config: Config,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), InitError> {
+    let registry = prometheus::Registry::new();
+    let phase = Arc::new(PhaseCell::new());
+    let http_state: Arc<HttpState> = Arc::new(server::http::HttpState {
+        phase: Arc::clone(&phase),
+        registry: registry.clone(),
+        writer: OnceLock::new(),
+        max_request_bytes: config.max_request_bytes,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut http_stop = stop_rx.clone();
+    let http_addr = http_listener.local_addr().ok();
+    let http = tokio::spawn(
+        axum::serve(http_listener, server::http::router(Arc::clone(&http_state)))
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .into_future(),
+    );
+    tracing::info!(addr = ?http_addr, "HTTP listening (health now, ready after replay)");
+
+    for dir in [&config.data_dir, &config.wal_dir()] {
+        std::fs::create_dir_all(dir).map_err(|source| InitError::CreateDir { path: dir.clone(), source })?;
+    }
+    let catalog_url = config.catalog_url();
+    let catalog = catalog::connect(&catalog_url).await.map_err(|source| InitError::Catalog {
+        url: redact(&catalog_url),
+        source,
+    })?;
+    let state = Arc::new(IngestState::new(config.buffer_limit_bytes));
+    let buffer = Arc::new(BufferTree::new(Arc::clone(&state), &registry)?);
+    let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
+    let oracle = Arc::new(TimestampOracle::new(0));
+
+    let mut wal_config = WalConfig::new(config.wal_dir());
+    wal_config.max_segment_bytes = config.wal_segment_bytes;
+    wal_config.max_segment_age = Some(config.wal_rotation_interval);
+    let (wal, segments) = Wal::open(wal_config, &registry)?;
+
+    phase.set(Phase::Replaying);
+    let replay_handler = WriteHandler::new(
+        Arc::clone(&cache),
+        Arc::clone(&oracle),
+        Arc::clone(&state),
+        Arc::clone(&buffer),
+        usize::MAX,
+        None,
+    )?;
+    wal_replay::replay(&segments, &replay_handler).await?;
+    drop(replay_handler);
+
+    let live_sink = DmlSinkInstrumentation::new(WalSink::new(Arc::clone(&buffer), wal.clone()), &registry)?;
+    let writer = Arc::new(WriteHandler::new(
+        Arc::clone(&cache),
+        Arc::clone(&oracle),
+        Arc::clone(&state),
+        live_sink,
+        config.max_request_bytes,
+        Some(&registry),
+    )?);
+    let _ = http_state.writer.set(Arc::clone(&writer));
+    let query = Arc::new(QueryExecTracing::new(
+        BufferQueryExec::new(Arc::clone(&buffer), Arc::clone(&cache)),
+        &registry,
+    )?);
+    let ingester_id: Arc<str> = config.ingester_id().into();
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sluice_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| InitError::Grpc(e.to_string()))?;
+    let max_msg = config.max_request_bytes.saturating_add(64 * 1024);
+    use sluice_proto::v1::{
+        catalog_service_server::CatalogServiceServer, control_service_server::ControlServiceServer,
+        write_service_server::WriteServiceServer,
+    };
+    let write_svc = WriteServiceServer::new(server::grpc::write::WriteService::new(Arc::clone(&writer)))
+        .max_decoding_message_size(max_msg);
+    let flight_svc = arrow_flight::flight_service_server::FlightServiceServer::new(
+        server::grpc::flight::FlightQueryService::new(Arc::clone(&query), Arc::clone(&ingester_id)),
+    )
+    .max_encoding_message_size(usize::MAX);
+    let catalog_svc = CatalogServiceServer::new(server::grpc::catalog::CatalogService::new(Arc::clone(&catalog)));
+    let control_svc = ControlServiceServer::new(server::grpc::control::ControlService {
+        ingester_id: Arc::clone(&ingester_id),
+        buffer: Arc::clone(&buffer),
+        wal: wal.clone(),
+        phase: Arc::clone(&phase),
+    });
+    health_reporter
+        .set_serving::<WriteServiceServer<server::grpc::write::WriteService<LiveSink>>>()
+        .await;
+    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+
+    let mut grpc_stop = stop_rx.clone();
+    let grpc_addr = grpc_listener.local_addr().ok();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(write_svc)
+            .add_service(flight_svc)
+            .add_service(catalog_svc)
+            .add_service(control_svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            }),
+    );
+
+    state.unset(IngestStateError::Starting);
+    phase.set(Phase::Ready);
+    tracing::info!(grpc = ?grpc_addr, ingester_id = %ingester_id, "ready");
+
+    shutdown.await;
+    tracing::info!("shutting down: refusing new writes, finishing in-flight ones");
+    state.set(IngestStateError::ShuttingDown);
+    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    let _ = stop_tx.send(true);
+    let grpc_res = grpc.await;
+    let http_res = http.await;
+    wal.shutdown().await?;
+    tracing::info!("WAL synced and closed; bye");
+    match grpc_res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(InitError::Grpc(e.to_string())),
+        Err(e) => return Err(InitError::Grpc(e.to_string())),
+    }
+    match http_res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(InitError::Http(e)),
+        Err(e) => Err(InitError::Grpc(e.to_string())),
+    }
+}
+
+/// Hides a password in a connection URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact("sqlite:///data/c.sqlite"), "sqlite:///data/c.sqlite");
+    }
+}

@@ -1,0 +1,102 @@
+//! Every setting of `sluice-ingester serve`, each a flag and an environment
+//! variable, with defaults that run a complete single node under `./data`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Settings of one ingester.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Directory for everything local: the WAL (`<dir>/wal`), objects
+    /// (`<dir>/objects`) and the SQLite catalog (`<dir>/catalog.sqlite`),
+    /// unless set separately below.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// WAL directory; should be on the pod's persistent volume.
+    /// [default: <data-dir>/wal]
+    #[arg(long, env = "SLUICE_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+
+    /// Catalog URL: `sqlite://<path>` (single node) or
+    /// `postgres://user:pass@host/db` (shared by many pods).
+    /// [default: sqlite://<data-dir>/catalog.sqlite]
+    #[arg(long, env = "SLUICE_CATALOG")]
+    pub catalog: Option<String>,
+
+    /// Object store for Parquet files: `file:///<dir>` or `s3://bucket/prefix`.
+    /// [default: file://<data-dir>/objects]
+    #[arg(long, env = "SLUICE_OBJECT_STORE")]
+    pub object_store: Option<String>,
+
+    /// gRPC address: Write, Flight, Catalog, Control, health, reflection.
+    #[arg(long, env = "SLUICE_GRPC_BIND", default_value = "0.0.0.0:8082")]
+    pub grpc_bind: SocketAddr,
+
+    /// HTTP address: /health, /ready, /metrics, /api/v2/write.
+    #[arg(long, env = "SLUICE_HTTP_BIND", default_value = "0.0.0.0:8080")]
+    pub http_bind: SocketAddr,
+
+    /// This ingester's id, reported in query metadata and recorded with its
+    /// Parquet files. [default: the host name]
+    #[arg(long, env = "SLUICE_INGESTER_ID")]
+    pub ingester_id: Option<String>,
+
+    /// Largest write request accepted (bytes, after gzip decompression).
+    #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 32 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+
+    /// Buffer memory limit (bytes of Arrow data); over it writes get
+    /// RESOURCE_EXHAUSTED until persisted data is released.
+    #[arg(long, env = "SLUICE_BUFFER_LIMIT_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
+    pub buffer_limit_bytes: u64,
+
+    /// Rotate the WAL segment once it reaches this size (bytes).
+    #[arg(long, env = "SLUICE_WAL_SEGMENT_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+
+    /// Rotate the WAL segment once its first entry is this old (e.g. `10m`, `30s`).
+    #[arg(long, env = "SLUICE_WAL_ROTATION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wal_rotation_interval: Duration,
+}
+
+impl Config {
+    /// The defaults of `serve` with no arguments, rooted at `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            wal_dir: None,
+            catalog: None,
+            object_store: None,
+            grpc_bind: "0.0.0.0:8082".parse().expect("valid literal"),
+            http_bind: "0.0.0.0:8080".parse().expect("valid literal"),
+            ingester_id: None,
+            max_request_bytes: 32 * 1024 * 1024,
+            buffer_limit_bytes: 2 * 1024 * 1024 * 1024,
+            wal_segment_bytes: 128 * 1024 * 1024,
+            wal_rotation_interval: Duration::from_secs(600),
+        }
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal_dir.clone().unwrap_or_else(|| self.data_dir.join("wal"))
+    }
+
+    pub fn catalog_url(&self) -> String {
+        self.catalog.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("catalog.sqlite").display())
+        })
+    }
+
+    pub fn ingester_id(&self) -> String {
+        self.ingester_id.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "sluice-ingester".to_string())
+        })
+    }
+}

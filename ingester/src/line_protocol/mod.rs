@@ -1,0 +1,246 @@
+//! A zero-copy parser for InfluxDB line protocol.
+//!
+//! ```text
+//! measurement[,tag_key=tag_value...] field_key=field_value[,...] [timestamp]
+//! ```
+//!
+//! [`Parser::next_line`] yields one [`Line`] per non-blank, non-comment line.
+//! Names and string values are slices of the input ([`Name`], [`StrValue`]),
+//! unescaped only on demand; tags and fields land in two `Vec`s owned by the
+//! parser and reused for every line, so parsing allocates nothing per line
+//! (errors, the cold path, may allocate their message). The parser is
+//! single-threaded and holds no locks; run one per request.
+//!
+//! The grammar is InfluxDB's: that of the IOx crate `influxdb_line_protocol`
+//! (the parser of InfluxDB 3 / IOx), which was written to match the Go parser
+//! of InfluxDB 1.x/2.x. Where those two differ we follow IOx, except for the
+//! choices listed at the end. Checks that need the schema or a whole line's
+//! names (a column called `time`, one name used as both tag and field,
+//! duplicate keys) are *not* made here; the write validator makes them.
+//!
+//! # Lines
+//!
+//! - Lines end at `\n`, except a newline inside a double-quoted string field
+//!   value (it belongs to the value) or preceded by an unescaped backslash.
+//!   InfluxDB decides this before parsing, with a heuristic we reproduce
+//!   exactly (see `scan.rs`); [`Line::line_number`] counts every physical line.
+//! - Lines holding only spaces and tabs are skipped. A line whose first
+//!   non-blank character is `#` is a comment, so no measurement can start with
+//!   an unescaped `#` (`\#cpu` is the measurement `\#cpu`, backslash included:
+//!   `\#` is not an escape). Leading spaces and tabs are ignored.
+//! - Sections are separated by one or more spaces. A tab is not a separator:
+//!   it ends a name, and then an error follows (InfluxDB 3 does the same).
+//!
+//! # Names and escapes
+//!
+//! - Measurement: ends at an unescaped space or comma; `\,` `\ ` `\\` escape.
+//!   It may not hold an unescaped tab, newline or NUL.
+//! - Tag keys end at `=`, tag values at `,`, field keys at `=` (and all at a
+//!   space); `\,` `\=` `\ ` `\\` escape. A comma is an ordinary character in
+//!   tag and field keys (`m,a,b=1 f=1` has the tag key `a,b`) and `=` in tag
+//!   values, as in IOx.
+//! - A backslash before any other character is kept with it (`a\tb` is the four
+//!   characters `a`, `\`, `t`, `b`; a backslash before a real tab keeps both).
+//! - Refused: an empty name, a name whose *unescaped* value ends in a backslash
+//!   (`cpu\\` as well as a dangling `cpu\`), a name or string value longer than
+//!   [`MAX_VALUE_BYTES`] once unescaped, a comma after the measurement not
+//!   followed by a tag, a line with no field.
+//!
+//! # Values
+//!
+//! - Integer `-?D+i` (i64), unsigned `D+u` (u64), float
+//!   `-?D+(.D+)?([eE][+-]?D+)?` (so `1`, `-1.5`, `1e3`, `-1.5E-3`, `2E+10`; not
+//!   `.5`, `5.`, `+5`, `NaN`, `inf`). Out-of-range integers are refused.
+//! - Booleans: `t T true True TRUE` and `f F false False FALSE`, exactly.
+//! - Strings: `"..."`; `\"` and `\\` escape, any other backslash is literal;
+//!   newlines are allowed inside.
+//! - A value must be followed by a comma, a space or the end of the line.
+//! - Timestamp (optional, after one or more spaces): `-?D+` within i64, raw:
+//!   the caller applies the precision.
+//!
+//! # Choices (where InfluxDB's parsers differ, or where we differ from both)
+//!
+//! 1. **`\r\n`**: InfluxDB refuses a line ending in `\r` ("bad timestamp" /
+//!    "trailing content"). We drop one `\r` before each line end, so files
+//!    with Windows line endings load. No line InfluxDB accepts ends in `\r`,
+//!    so this only accepts lines InfluxDB would refuse.
+//! 2. **Trailing blanks**: IOx refuses trailing spaces when there is no
+//!    timestamp, Go accepts them; we accept trailing spaces and tabs after the
+//!    fields or the timestamp, and tabs after the spaces that precede a
+//!    timestamp (as Go does).
+//! 3. **Floats out of range** (`1e400`): IOx stores infinity, Go refuses; we
+//!    refuse (no NaN or infinity can be written).
+//! 4. **Quotes in comments**: both InfluxDB parsers split lines before seeing
+//!    comments, so `# x="a` makes the next newline part of a string; Go then
+//!    silently drops the next line and IOx parses it. A comment here always
+//!    ends at its first newline (IOx's result for that case).
+//! 5. **UTF-8**: IOx needs the whole body to be UTF-8, Go takes any bytes. We
+//!    refuse only the line holding invalid UTF-8, naming its line and column;
+//!    comment lines are not checked.
+//! 6. **Where Go and IOx disagree** we follow IOx: tabs in names are refused
+//!    (Go stores them), commas in keys and `=` in tag values are accepted (Go
+//!    refuses them), `.5` and `5.` are refused (Go accepts some such forms),
+//!    duplicate tags are left to the validator (Go's parser refuses them).
+//! 7. **Errors** are ours: each names the physical line, the column (in
+//!    characters, 1-based) and what was wrong; the wording is not InfluxDB's.
+
+mod error;
+mod line;
+mod name;
+mod scan;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use error::{Found, InvalidValue, NamePart, ParseError, ParseErrorKind, TimestampProblem};
+pub use name::{Name, StrValue};
+
+/// The longest name or string value InfluxDB accepts, in bytes once unescaped
+/// (64 KiB; IOx's limit, also documented for string fields).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// A field value, typed by its spelling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldValue<'a> {
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    String(StrValue<'a>),
+}
+
+impl FieldValue<'_> {
+    /// The InfluxDB name of the value's type, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::I64(_) => "integer",
+            Self::U64(_) => "unsigned integer",
+            Self::F64(_) => "float",
+            Self::Bool(_) => "boolean",
+            Self::String(_) => "string",
+        }
+    }
+}
+
+/// One parsed line. `tags` and `fields` borrow the parser's buffers: use the
+/// line before asking for the next one.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'p, 'a> {
+    /// 1-based number of the physical line where this line starts.
+    pub line_number: usize,
+    pub measurement: Name<'a>,
+    /// In input order; duplicates are kept (the validator refuses them).
+    pub tags: &'p [(Name<'a>, Name<'a>)],
+    /// In input order, never empty; duplicates are kept.
+    pub fields: &'p [(Name<'a>, FieldValue<'a>)],
+    /// As written; the caller applies the write's precision.
+    pub timestamp: Option<i64>,
+}
+
+/// Parses line protocol from a byte buffer, one line at a time.
+///
+/// After an error, parsing goes on with the next line, so a caller can report
+/// every bad line of a request.
+#[derive(Debug)]
+pub struct Parser<'a> {
+    input: &'a [u8],
+    /// Start of the next line to parse.
+    pos: usize,
+    /// Physical line number of the line starting at `pos`.
+    line_number: usize,
+    tags: Vec<(Name<'a>, Name<'a>)>,
+    fields: Vec<(Name<'a>, FieldValue<'a>)>,
+}
+
+impl<'a> Parser<'a> {
+    pub fn new(input: &'a [u8]) -> Self {
+        Self {
+            input,
+            pos: 0,
+            line_number: 1,
+            tags: Vec::with_capacity(16),
+            fields: Vec::with_capacity(16),
+        }
+    }
+
+    /// The next non-blank, non-comment line, or `None` at the end of input.
+    #[allow(clippy::should_implement_trait)] // lending: cannot be an Iterator
+    pub fn next_line(&mut self) -> Option<Result<Line<'_, 'a>, ParseError>> {
+        let input = self.input;
+        loop {
+            if self.pos >= input.len() {
+                return None;
+            }
+            let start = self.pos;
+            let line_number = self.line_number;
+            let raw = scan::next_raw_line(input, start);
+            self.pos = raw.end + 1;
+            self.line_number += 1 + raw.newlines;
+            if raw.comment {
+                continue;
+            }
+
+            let mut end = raw.end;
+            if end > start && input[end - 1] == b'\r' {
+                end -= 1;
+            }
+            let bytes = &input[start..end];
+            if scan::count_blanks(bytes) == bytes.len() {
+                continue;
+            }
+            let text = match std::str::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => {
+                    let at = start + e.valid_up_to();
+                    let kind = ParseErrorKind::InvalidUtf8;
+                    return Some(Err(self.error(start, line_number, at, kind)));
+                }
+            };
+            return Some(
+                match line::parse_line(text, &mut self.tags, &mut self.fields) {
+                    Ok((measurement, timestamp)) => Ok(Line {
+                        line_number,
+                        measurement,
+                        tags: &self.tags,
+                        fields: &self.fields,
+                        timestamp,
+                    }),
+                    Err(e) => Err(self.error(start, line_number, start + e.offset, e.kind)),
+                },
+            );
+        }
+    }
+
+    /// Locate absolute offset `at` of the logical line starting at
+    /// `line_start` (physical line `line_number`) as physical line and column.
+    #[cold]
+    fn error(
+        &self,
+        line_start: usize,
+        line_number: usize,
+        at: usize,
+        kind: ParseErrorKind,
+    ) -> ParseError {
+        let before = &self.input[line_start..at.min(self.input.len())];
+        let newlines = memchr::memchr_iter(b'\n', before).count();
+        let physical_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+        // Characters, not bytes: count the bytes that start a UTF-8 sequence.
+        let column = 1 + before[physical_start..]
+            .iter()
+            .filter(|&&b| b & 0xC0 != 0x80)
+            .count();
+        ParseError {
+            line_number: line_number + newlines,
+            column,
+            kind,
+        }
+    }
+}
+
+/// A cheap upper-bound-ish guess of the number of lines in `input` (newline
+/// bytes + 1), for sizing buffers before parsing.
+pub fn count_lines_hint(input: &[u8]) -> usize {
+    memchr::memchr_iter(b'\n', input).count() + 1
+}

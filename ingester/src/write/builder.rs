@@ -1,0 +1,300 @@
+//! Column builders for one table of one request.
+//!
+//! Values are appended straight into Arrow builders (no per-row structs, no
+//! per-row allocation); a row that lacks a column gets a null. Each column's
+//! type is fixed by the catalog (through the cached schema) or, for a column
+//! new to the table, by its first appearance in the request; any other type
+//! later in the request is a conflict naming the line.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    StringDictionaryBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{Field, Int32Type, Schema};
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use hashbrown::HashMap;
+
+use super::WriteError;
+use crate::catalog::{ColumnType, TableSchema};
+use crate::schema::{TIME_COLUMN, arrow_field};
+
+enum ColumnData {
+    Tag(StringDictionaryBuilder<Int32Type>),
+    I64(Int64Builder),
+    U64(UInt64Builder),
+    F64(Float64Builder),
+    Bool(BooleanBuilder),
+    String(StringBuilder),
+}
+
+impl ColumnData {
+    fn new(t: ColumnType, cap: usize) -> Self {
+        match t {
+            ColumnType::Tag => Self::Tag(StringDictionaryBuilder::new()),
+            ColumnType::I64 => Self::I64(Int64Builder::with_capacity(cap)),
+            ColumnType::U64 => Self::U64(UInt64Builder::with_capacity(cap)),
+            ColumnType::F64 => Self::F64(Float64Builder::with_capacity(cap)),
+            ColumnType::Bool => Self::Bool(BooleanBuilder::with_capacity(cap)),
+            ColumnType::String => Self::String(StringBuilder::with_capacity(cap, cap * 8)),
+            ColumnType::Time => unreachable!("time is not a builder column"),
+        }
+    }
+
+    fn append_nulls(&mut self, n: usize) {
+        match self {
+            Self::Tag(b) => b.append_nulls(n),
+            Self::I64(b) => b.append_nulls(n),
+            Self::U64(b) => b.append_nulls(n),
+            Self::F64(b) => b.append_nulls(n),
+            Self::Bool(b) => b.append_nulls(n),
+            Self::String(b) => {
+                for _ in 0..n {
+                    b.append_null()
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Tag(b) => Arc::new(b.finish()),
+            Self::I64(b) => Arc::new(b.finish()),
+            Self::U64(b) => Arc::new(b.finish()),
+            Self::F64(b) => Arc::new(b.finish()),
+            Self::Bool(b) => Arc::new(b.finish()),
+            Self::String(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+struct Column {
+    name: String,
+    column_type: ColumnType,
+    data: ColumnData,
+    /// Rows appended so far (values and nulls).
+    len: usize,
+    /// First line that used the column (for error messages).
+    first_line: usize,
+    /// Not in the cached catalog schema: must be added to the catalog.
+    new: bool,
+}
+
+/// A value to append.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Value<'a> {
+    Tag(&'a str),
+    I64(i64),
+    U64(u64),
+    F64(f64),
+    Bool(bool),
+    String(&'a str),
+}
+
+impl Value<'_> {
+    pub(crate) fn column_type(&self) -> ColumnType {
+        match self {
+            Self::Tag(_) => ColumnType::Tag,
+            Self::I64(_) => ColumnType::I64,
+            Self::U64(_) => ColumnType::U64,
+            Self::F64(_) => ColumnType::F64,
+            Self::Bool(_) => ColumnType::Bool,
+            Self::String(_) => ColumnType::String,
+        }
+    }
+}
+
+/// A column the catalog does not know yet.
+#[derive(Debug, Clone)]
+pub(crate) struct NewColumn {
+    pub(crate) name: String,
+    pub(crate) column_type: ColumnType,
+    pub(crate) first_line: usize,
+}
+
+/// The finished batch of one table of a request.
+#[derive(Debug)]
+pub(crate) struct BuiltTable {
+    pub(crate) name: String,
+    pub(crate) batch: RecordBatch,
+    pub(crate) new_columns: Vec<NewColumn>,
+    /// The cached schema it was validated against, if any.
+    pub(crate) cached: Option<Arc<TableSchema>>,
+}
+
+/// Builds one table's columns, row by row.
+pub(crate) struct TableBuilder {
+    name: String,
+    cached: Option<Arc<TableSchema>>,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    times: TimestampNanosecondBuilder,
+    rows: usize,
+    /// Column positions used by the previous row, in order: rows of one
+    /// table usually repeat their keys, so this avoids hashing every name.
+    hint: Vec<usize>,
+    hint_pos: usize,
+}
+
+impl TableBuilder {
+    pub(crate) fn new(name: String, cached: Option<Arc<TableSchema>>, cap: usize) -> Self {
+        Self {
+            name,
+            cached,
+            columns: Vec::new(),
+            index: HashMap::new(),
+            times: TimestampNanosecondBuilder::with_capacity(cap),
+            rows: 0,
+            hint: Vec::new(),
+            hint_pos: 0,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Finds or creates the column `name` of type `t` for the current row.
+    fn column(&mut self, name: &str, t: ColumnType, line: usize) -> Result<usize, WriteError> {
+        // Fast path: same key at the same position as in the previous row.
+        let idx = match self.hint.get(self.hint_pos) {
+            Some(&i) if self.columns[i].name == name => i,
+            _ => match self.index.get(name) {
+                Some(&i) => i,
+                None => self.create_column(name, t, line)?,
+            },
+        };
+        if self.hint_pos < self.hint.len() {
+            self.hint[self.hint_pos] = idx;
+        } else {
+            self.hint.push(idx);
+        }
+        self.hint_pos += 1;
+        let col = &self.columns[idx];
+        if col.column_type != t {
+            return Err(WriteError::ColumnTypeConflict {
+                line: Some(line),
+                table: self.name.clone(),
+                column: name.to_string(),
+                existing: col.column_type,
+                requested: t,
+            });
+        }
+        Ok(idx)
+    }
+
+    fn create_column(&mut self, name: &str, t: ColumnType, line: usize) -> Result<usize, WriteError> {
+        super::names::check_column(name).map_err(|reason| WriteError::InvalidName {
+            line: Some(line),
+            table: self.name.clone(),
+            name: name.to_string(),
+            reason,
+        })?;
+        let (column_type, new) = match self.cached.as_ref().and_then(|s| s.column(name)) {
+            Some(existing) => (existing.column_type, false),
+            None => (t, true),
+        };
+        if column_type != t {
+            return Err(WriteError::ColumnTypeConflict {
+                line: Some(line),
+                table: self.name.clone(),
+                column: name.to_string(),
+                existing: column_type,
+                requested: t,
+            });
+        }
+        let mut data = ColumnData::new(column_type, self.times.capacity());
+        data.append_nulls(self.rows);
+        let idx = self.columns.len();
+        self.columns.push(Column {
+            name: name.to_string(),
+            column_type,
+            data,
+            len: self.rows,
+            first_line: line,
+            new,
+        });
+        self.index.insert(name.to_string(), idx);
+        Ok(idx)
+    }
+
+    /// Appends `value` to column `name` of the current row.
+    pub(crate) fn append(&mut self, name: &str, value: Value<'_>, line: usize) -> Result<(), WriteError> {
+        let idx = self.column(name, value.column_type(), line)?;
+        let col = &mut self.columns[idx];
+        if col.len > self.rows {
+            return Err(WriteError::DuplicateColumn {
+                line,
+                table: self.name.clone(),
+                column: name.to_string(),
+            });
+        }
+        match (&mut col.data, value) {
+            (ColumnData::Tag(b), Value::Tag(v)) => b.append_value(v),
+            (ColumnData::I64(b), Value::I64(v)) => b.append_value(v),
+            (ColumnData::U64(b), Value::U64(v)) => b.append_value(v),
+            (ColumnData::F64(b), Value::F64(v)) => b.append_value(v),
+            (ColumnData::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (ColumnData::String(b), Value::String(v)) => b.append_value(v),
+            _ => unreachable!("column type checked above"),
+        }
+        col.len += 1;
+        Ok(())
+    }
+
+    /// Ends the current row with timestamp `time` (ns), padding nulls.
+    pub(crate) fn finish_row(&mut self, time: i64) {
+        self.times.append_value(time);
+        self.rows += 1;
+        if self.hint_pos < self.hint.len() {
+            self.hint.truncate(self.hint_pos);
+        }
+        self.hint_pos = 0;
+        let rows = self.rows;
+        for c in &mut self.columns {
+            if c.len < rows {
+                c.data.append_nulls(rows - c.len);
+                c.len = rows;
+            }
+        }
+    }
+
+    /// Drops the partial current row (after an error on one of its values
+    /// the whole request is refused anyway; this keeps the builder sane).
+    pub(crate) fn finish(mut self) -> Result<BuiltTable, WriteError> {
+        let mut fields = Vec::with_capacity(self.columns.len() + 1);
+        let mut arrays = Vec::with_capacity(self.columns.len() + 1);
+        let mut new_columns = Vec::new();
+        for c in &mut self.columns {
+            fields.push(arrow_field(&c.name, c.column_type));
+            arrays.push(c.data.finish());
+            if c.new {
+                new_columns.push(NewColumn {
+                    name: c.name.clone(),
+                    column_type: c.column_type,
+                    first_line: c.first_line,
+                });
+            }
+        }
+        fields.push(arrow_field(TIME_COLUMN, ColumnType::Time));
+        arrays.push(Arc::new(self.times.finish().with_timezone("UTC")));
+        let schema = Arc::new(Schema::new(fields.into_iter().collect::<Vec<Field>>()));
+        let batch = RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(self.rows)),
+        )
+        .map_err(|e| WriteError::Internal(format!("building batch for `{}`: {e}", self.name)))?;
+        Ok(BuiltTable {
+            name: self.name,
+            batch,
+            new_columns,
+            cached: self.cached,
+        })
+    }
+}

@@ -1,0 +1,256 @@
+//! The write path's front door, shared by gRPC, HTTP and WAL replay.
+
+use std::sync::Arc;
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use super::builder::BuiltTable;
+use super::request::{Payload, WriteRequest};
+use super::{
+    DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition,
+};
+use crate::catalog::{CatalogError, SchemaCache};
+use crate::dml_sink::DmlSink;
+use crate::ingest_state::IngestState;
+use crate::timestamp_oracle::TimestampOracle;
+
+/// What an accepted write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriteSummary {
+    pub(crate) sequence_number: u64,
+    pub(crate) rows: u64,
+    pub(crate) tables: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Metrics {
+    requests: IntCounterVec,
+    rows: IntCounter,
+    bytes: IntCounter,
+    validate: Histogram,
+}
+
+impl Metrics {
+    fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new("sluice_write_requests_total", "Write requests, by result"),
+            &["result"],
+        )?;
+        let rows = IntCounter::new("sluice_write_rows_total", "Rows accepted")?;
+        let bytes = IntCounter::new("sluice_write_bytes_total", "Payload bytes accepted")?;
+        let validate = Histogram::with_opts(
+            HistogramOpts::new(
+                "sluice_write_validate_duration_seconds",
+                "Time to parse, validate and resolve a write (before the WAL)",
+            )
+            .buckets(prometheus::exponential_buckets(0.00002, 2.0, 16)?),
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(rows.clone()))?;
+        registry.register(Box::new(bytes.clone()))?;
+        registry.register(Box::new(validate.clone()))?;
+        Ok(Self {
+            requests,
+            rows,
+            bytes,
+            validate,
+        })
+    }
+}
+
+/// Validates, sequences and applies writes through the sink `S`.
+#[derive(Debug)]
+pub(crate) struct WriteHandler<S> {
+    cache: Arc<SchemaCache>,
+    oracle: Arc<TimestampOracle>,
+    state: Arc<IngestState>,
+    sink: S,
+    max_request_bytes: usize,
+    metrics: Option<Metrics>,
+}
+
+impl<S: DmlSink> WriteHandler<S> {
+    pub(crate) fn new(
+        cache: Arc<SchemaCache>,
+        oracle: Arc<TimestampOracle>,
+        state: Arc<IngestState>,
+        sink: S,
+        max_request_bytes: usize,
+        registry: Option<&Registry>,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            cache,
+            oracle,
+            state,
+            sink,
+            max_request_bytes,
+            metrics: registry.map(Metrics::new).transpose()?,
+        })
+    }
+
+    /// A live write: refused unless the ingester accepts writes; acknowledged
+    /// (returns `Ok`) only once the sink chain, WAL fsync included, is done.
+    pub(crate) async fn write(&self, req: WriteRequest) -> Result<WriteSummary, WriteError> {
+        let res = self.write_inner(req).await;
+        if let Some(m) = &self.metrics {
+            match &res {
+                Ok(s) => {
+                    m.requests.with_label_values(&["ok"]).inc();
+                    m.rows.inc_by(s.rows);
+                }
+                Err(e) => m.requests.with_label_values(&[error_label(e)]).inc(),
+            }
+        }
+        res
+    }
+
+    async fn write_inner(&self, req: WriteRequest) -> Result<WriteSummary, WriteError> {
+        self.state.check().map_err(WriteError::State)?;
+        if let Err((used, limit)) = self.state.check_buffer() {
+            return Err(WriteError::BufferFull { used, limit });
+        }
+        let size = req.payload_len();
+        if size > self.max_request_bytes {
+            return Err(WriteError::TooLarge {
+                size,
+                limit: self.max_request_bytes,
+            });
+        }
+        if size == 0 {
+            return Err(WriteError::Empty);
+        }
+        let start = std::time::Instant::now();
+        let mut op = self.validate(&req).await?;
+        if let Some(m) = &self.metrics {
+            m.validate.observe(start.elapsed().as_secs_f64());
+            m.bytes.inc_by(size as u64);
+        }
+        op.sequence_number = self.oracle.next();
+        op.wal_payload = req.encode();
+        let summary = WriteSummary {
+            sequence_number: op.sequence_number,
+            rows: op.rows as u64,
+            tables: op.tables.len() as u32,
+        };
+        self.sink.apply(op).await?;
+        Ok(summary)
+    }
+
+    /// Replays a write read from the WAL with its original sequence number.
+    /// No state or size checks: it was accepted once already.
+    pub(crate) async fn replay(&self, sequence_number: u64, req: WriteRequest) -> Result<usize, WriteError> {
+        self.oracle.observe(sequence_number);
+        let mut op = self.validate(&req).await?;
+        op.sequence_number = sequence_number;
+        let rows = op.rows;
+        self.sink.apply(op).await?;
+        Ok(rows)
+    }
+
+    /// Parses, validates and resolves `req` against the catalog.
+    async fn validate(&self, req: &WriteRequest) -> Result<DmlOperation, WriteError> {
+        names::check_namespace(&req.namespace).map_err(|reason| WriteError::InvalidNamespace {
+            name: req.namespace.clone(),
+            reason,
+        })?;
+        let ns = self
+            .cache
+            .namespace(&req.namespace)
+            .await
+            .map_err(WriteError::Catalog)?;
+        let lookup = |table: &str| ns.cached_table(table);
+        let built: Vec<BuiltTable> = match &req.payload {
+            Payload::LineProtocol {
+                body,
+                precision,
+                default_time,
+            } => lp::build_tables(body, *precision, *default_time, &lookup)?,
+            Payload::Arrow { table, ipc, tags } => {
+                vec![arrow_batch::build_table(table, ipc, tags, lookup(table))?]
+            }
+        };
+
+        let mut tables = Vec::with_capacity(built.len());
+        let mut rows = 0;
+        for t in built {
+            let schema = match (&t.cached, t.new_columns.is_empty()) {
+                (Some(s), true) => Arc::clone(s),
+                _ => {
+                    let new: Vec<_> = t
+                        .new_columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.column_type))
+                        .collect();
+                    self.cache
+                        .resolve_table(&ns, &t.name, &new)
+                        .await
+                        .map_err(|e| match e {
+                            CatalogError::ColumnTypeConflict {
+                                column,
+                                existing,
+                                requested,
+                                ..
+                            } => WriteError::ColumnTypeConflict {
+                                line: t
+                                    .new_columns
+                                    .iter()
+                                    .find(|c| c.name == column)
+                                    .map(|c| c.first_line)
+                                    .filter(|l| *l > 0),
+                                table: t.name.clone(),
+                                column,
+                                existing,
+                                requested,
+                            },
+                            other => WriteError::Catalog(other),
+                        })?
+                }
+            };
+            rows += t.batch.num_rows();
+            let mut partitions = Vec::new();
+            for (key, batch) in partition::split_by_day(t.batch)? {
+                let id = self
+                    .cache
+                    .partition(&ns, schema.id, &key)
+                    .await
+                    .map_err(WriteError::Catalog)?;
+                partitions.push(PartitionWrite {
+                    id,
+                    key: key.into(),
+                    batch,
+                });
+            }
+            tables.push(TableWrite {
+                table: schema,
+                partitions,
+            });
+        }
+        Ok(DmlOperation {
+            sequence_number: 0,
+            namespace_id: ns.id,
+            namespace: Arc::clone(&ns.name),
+            tables,
+            wal_payload: bytes::Bytes::new(),
+            rows,
+        })
+    }
+}
+
+fn error_label(e: &WriteError) -> &'static str {
+    match e {
+        WriteError::Empty
+        | WriteError::InvalidNamespace { .. }
+        | WriteError::Parse(_)
+        | WriteError::InvalidName { .. }
+        | WriteError::ColumnTypeConflict { .. }
+        | WriteError::DuplicateColumn { .. }
+        | WriteError::TimestampOutOfRange { .. }
+        | WriteError::InvalidArrow { .. } => "invalid",
+        WriteError::TooLarge { .. } => "too_large",
+        WriteError::BufferFull { .. } => "buffer_full",
+        WriteError::State(_) => "unavailable",
+        WriteError::Catalog(_) => "catalog",
+        WriteError::Dml(_) => "wal",
+        WriteError::Internal(_) => "internal",
+    }
+}

@@ -1,0 +1,149 @@
+//! Line protocol → per-table Arrow batches.
+//!
+//! The whole body is parsed and validated before anything is applied: the
+//! first error refuses the request and names its line, table and column.
+//! A key repeated within one line keeps its last value, as InfluxDB does.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use super::builder::{BuiltTable, TableBuilder, Value};
+use super::names;
+use super::request::Precision;
+use super::WriteError;
+use crate::catalog::TableSchema;
+use crate::line_protocol::{FieldValue, Parser};
+
+/// Parses and validates `body`, returning one batch per table in order of
+/// first appearance. `cached` gives the catalog schema known for a table.
+pub(crate) fn build_tables(
+    body: &[u8],
+    precision: Precision,
+    default_time: i64,
+    cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
+) -> Result<Vec<BuiltTable>, WriteError> {
+    let mut tables: Vec<TableBuilder> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut last: Option<usize> = None;
+    let mult = precision.multiplier();
+    let cap_hint = (body.len() / 128).clamp(16, 1 << 16);
+    // Positions of keys overridden later in the same line (rare).
+    let mut skip: Vec<bool> = Vec::new();
+
+    let mut parser = Parser::new(body);
+    while let Some(line) = parser.next_line() {
+        let line = line.map_err(WriteError::Parse)?;
+        let n = line.line_number;
+        let measurement = line.measurement.unescaped();
+
+        let t = match last {
+            Some(i) if tables[i].name() == measurement.as_ref() => i,
+            _ => match index.get(measurement.as_ref()) {
+                Some(&i) => i,
+                None => {
+                    names::check_table(&measurement).map_err(|reason| WriteError::InvalidName {
+                        line: Some(n),
+                        table: measurement.to_string(),
+                        name: measurement.to_string(),
+                        reason,
+                    })?;
+                    let i = tables.len();
+                    tables.push(TableBuilder::new(
+                        measurement.to_string(),
+                        cached(&measurement),
+                        cap_hint,
+                    ));
+                    index.insert(measurement.to_string(), i);
+                    i
+                }
+            },
+        };
+        last = Some(t);
+        let table = &mut tables[t];
+
+        let time = match line.timestamp {
+            None => default_time,
+            Some(ts) => ts.checked_mul(mult).ok_or_else(|| WriteError::TimestampOutOfRange {
+                line: n,
+                table: table.name().to_string(),
+                value: ts,
+                precision,
+            })?,
+        };
+
+        // Duplicate keys within the line: the last one wins. Detected with
+        // a quadratic scan over raw names, cheap for the handful of keys a
+        // line has; skipped entirely for lines without duplicates.
+        let has_dup = has_duplicates(line.tags.iter().map(|(k, _)| k.raw()))
+            || has_duplicates(line.fields.iter().map(|(k, _)| k.raw()));
+        if has_dup {
+            skip.clear();
+            mark_overridden(line.tags.iter().map(|(k, _)| k.unescaped()), &mut skip);
+            let ntags = skip.len();
+            mark_overridden(line.fields.iter().map(|(k, _)| k.unescaped()), &mut skip);
+            for (i, (k, v)) in line.tags.iter().enumerate() {
+                if !skip[i] {
+                    table.append(&k.unescaped(), Value::Tag(&v.unescaped()), n)?;
+                }
+            }
+            for (i, (k, v)) in line.fields.iter().enumerate() {
+                if !skip[ntags + i] {
+                    append_field(table, &k.unescaped(), v, n)?;
+                }
+            }
+        } else {
+            for (k, v) in line.tags {
+                table.append(&k.unescaped(), Value::Tag(&v.unescaped()), n)?;
+            }
+            for (k, v) in line.fields {
+                append_field(table, &k.unescaped(), v, n)?;
+            }
+        }
+        table.finish_row(time);
+    }
+    if tables.is_empty() {
+        return Err(WriteError::Empty);
+    }
+    tables.into_iter().map(TableBuilder::finish).collect()
+}
+
+fn append_field(
+    table: &mut TableBuilder,
+    name: &str,
+    v: &FieldValue<'_>,
+    line: usize,
+) -> Result<(), WriteError> {
+    let s: Cow<'_, str>;
+    let value = match v {
+        FieldValue::I64(x) => Value::I64(*x),
+        FieldValue::U64(x) => Value::U64(*x),
+        FieldValue::F64(x) => Value::F64(*x),
+        FieldValue::Bool(x) => Value::Bool(*x),
+        FieldValue::String(x) => {
+            s = x.unescaped();
+            Value::String(&s)
+        }
+    };
+    table.append(name, value, line)
+}
+
+fn has_duplicates<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> bool {
+    let mut rest = keys.clone();
+    for (i, k) in keys.enumerate() {
+        rest.next();
+        if rest.clone().any(|o| o == k) {
+            return true;
+        }
+        let _ = i;
+    }
+    false
+}
+
+fn mark_overridden<'a>(keys: impl Iterator<Item = Cow<'a, str>>, skip: &mut Vec<bool>) {
+    let keys: Vec<Cow<'a, str>> = keys.collect();
+    for (i, k) in keys.iter().enumerate() {
+        skip.push(keys[i + 1..].iter().any(|o| o == k));
+    }
+}

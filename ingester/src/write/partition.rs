@@ -1,0 +1,87 @@
+//! Rows → partitions: one partition per table per UTC day of `time`.
+
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampNanosecondArray};
+use arrow::compute::filter_record_batch;
+
+use super::WriteError;
+use crate::schema::TIME_COLUMN;
+
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// The partition key (`YYYY-MM-DD`, UTC) of a timestamp in nanoseconds.
+pub(crate) fn partition_key(time_ns: i64) -> String {
+    key_of_day(time_ns.div_euclid(NANOS_PER_DAY))
+}
+
+fn key_of_day(day: i64) -> String {
+    match chrono::DateTime::from_timestamp(day * 86_400, 0) {
+        Some(d) => d.format("%Y-%m-%d").to_string(),
+        // Unreachable for i64 nanoseconds (years 1677–2262), but never panic.
+        None => format!("day{day}"),
+    }
+}
+
+/// Splits `batch` by UTC day. Most writes cover one day and are returned
+/// whole, without copying.
+pub(crate) fn split_by_day(batch: RecordBatch) -> Result<Vec<(String, RecordBatch)>, WriteError> {
+    let times = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_any().downcast_ref::<TimestampNanosecondArray>())
+        .ok_or_else(|| WriteError::Internal("batch without a nanosecond `time` column".into()))?;
+    let values = times.values();
+    let Some(&first) = values.first() else {
+        return Ok(Vec::new());
+    };
+    let first_day = first.div_euclid(NANOS_PER_DAY);
+    if values.iter().all(|t| t.div_euclid(NANOS_PER_DAY) == first_day) {
+        return Ok(vec![(key_of_day(first_day), batch)]);
+    }
+    let mut days: Vec<i64> = values.iter().map(|t| t.div_euclid(NANOS_PER_DAY)).collect();
+    days.sort_unstable();
+    days.dedup();
+    let mut out = Vec::with_capacity(days.len());
+    for day in days {
+        let mask: BooleanArray = values
+            .iter()
+            .map(|t| Some(t.div_euclid(NANOS_PER_DAY) == day))
+            .collect();
+        let part = filter_record_batch(&batch, &mask)
+            .map_err(|e| WriteError::Internal(format!("splitting by day: {e}")))?;
+        out.push((key_of_day(day), part));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn keys() {
+        assert_eq!(partition_key(0), "1970-01-01");
+        assert_eq!(partition_key(-1), "1969-12-31");
+        assert_eq!(partition_key(NANOS_PER_DAY), "1970-01-02");
+        assert_eq!(partition_key(i64::MAX), "2262-04-11");
+        assert_eq!(partition_key(i64::MIN), "1677-09-21");
+    }
+
+    #[test]
+    fn splits_rows_by_day_keeping_order() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("v", DataType::Int64, true),
+            Field::new("time", crate::schema::time_data_type(), false),
+        ]));
+        let t = TimestampNanosecondArray::from(vec![0, NANOS_PER_DAY + 5, 7, -3]).with_timezone("UTC");
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(t)]).unwrap();
+        let parts = split_by_day(batch).unwrap();
+        let keys: Vec<_> = parts.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["1969-12-31", "1970-01-01", "1970-01-02"]);
+        let v = |i: usize| parts[i].1.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+        assert_eq!(v(0), [4]);
+        assert_eq!(v(1), [1, 3]);
+        assert_eq!(v(2), [2]);
+    }
+}
