@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     tonic_prost_build::configure()
-        .bytes(["."])
+        .bytes(".")
         .file_descriptor_set_path(out.join("sluice_descriptor.bin"))
         .compile_protos(&protos, &["."])?;
     Ok(())

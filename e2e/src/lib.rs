@@ -1,1 +1,376 @@
+//! Harness for end-to-end tests: runs the real `sluice-ingester` binary as
+//! a child process and talks to it only through its public APIs (gRPC,
+//! Flight, HTTP, CLI, files on disk).
+//!
+//! The binary is taken from `SLUICE_INGESTER_BIN` if set, else built once
+//! per test process with `cargo build` into the workspace's target dir.
 
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use arrow::record_batch::RecordBatch;
+use arrow_flight::Ticket;
+use arrow_flight::decode::{DecodedPayload, FlightDataDecoder};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use futures::{StreamExt, TryStreamExt};
+use prost::Message;
+use sluice_proto::v1;
+
+pub mod data;
+
+/// The `sluice-ingester` binary.
+pub fn ingester_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("SLUICE_INGESTER_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root")
+            .to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "sluice-ingester", "--bin", "sluice-ingester"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build for sluice-ingester");
+        assert!(status.success(), "building sluice-ingester failed");
+        target.join("debug").join("sluice-ingester")
+    })
+}
+
+/// A free localhost port (bound then released; good enough for tests).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local addr")
+}
+
+/// One ingester process.
+pub struct Ingester {
+    pub data_dir: PathBuf,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub extra_args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    child: Option<Child>,
+    log_path: PathBuf,
+    starts: u32,
+}
+
+impl Ingester {
+    /// Configured, not started.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        let log_path = data_dir.with_extension("log");
+        Self {
+            data_dir,
+            grpc: free_addr(),
+            http: free_addr(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            child: None,
+            log_path,
+            starts: 0,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.extra_args.push(a.into());
+        self
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The log of the current (or last) run.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Spawns the process without waiting for readiness.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        assert!(self.child.is_none(), "already running");
+        self.starts += 1;
+        let log = std::fs::File::create(&self.log_path).context("create log file")?;
+        let mut cmd = Command::new(ingester_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--grpc-bind")
+            .arg(self.grpc.to_string())
+            .arg("--http-bind")
+            .arg(self.http.to_string())
+            .args(&self.extra_args)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().context("spawn sluice-ingester")?);
+        Ok(())
+    }
+
+    /// Spawns and waits until `/ready` answers 200.
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let url = format!("{}/ready", self.http_url());
+        loop {
+            if let Some(status) = self.try_exit_status()? {
+                bail!(
+                    "ingester exited with {status} before ready; log:\n{}",
+                    self.log()
+                );
+            }
+            if let Ok(200) = http_get_status(&url).await {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("ingester not ready after {timeout:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `Some(exit status)` if the process has exited.
+    pub fn try_exit_status(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        match &mut self.child {
+            None => Ok(None),
+            Some(c) => Ok(c.try_wait()?),
+        }
+    }
+
+    /// Waits for the process to exit by itself (e.g. a start-up error).
+    pub async fn wait_exit(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit_status()? {
+                self.child = None;
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                bail!("ingester still running after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let Some(c) = &self.child else {
+            bail!("not running")
+        };
+        let pid = c.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        self.wait_exit(Duration::from_secs(30)).await
+    }
+
+    pub async fn write_client(
+        &self,
+    ) -> anyhow::Result<v1::write_service_client::WriteServiceClient<tonic::transport::Channel>>
+    {
+        Ok(
+            v1::write_service_client::WriteServiceClient::connect(self.grpc_url())
+                .await?
+                .max_encoding_message_size(64 << 20),
+        )
+    }
+
+    pub async fn control_client(
+        &self,
+    ) -> anyhow::Result<v1::control_service_client::ControlServiceClient<tonic::transport::Channel>>
+    {
+        Ok(v1::control_service_client::ControlServiceClient::connect(self.grpc_url()).await?)
+    }
+
+    /// Writes line protocol over gRPC.
+    pub async fn write_lp(
+        &self,
+        namespace: &str,
+        lp: &str,
+    ) -> Result<v1::WriteResponse, tonic::Status> {
+        let mut c = self
+            .write_client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        write_lp(&mut c, namespace, lp.as_bytes()).await
+    }
+
+    /// Writes line protocol over HTTP `/api/v2/write`; returns (status, body).
+    pub async fn http_write(
+        &self,
+        bucket: &str,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> anyhow::Result<(u16, String)> {
+        http_post(
+            &format!("{}/api/v2/write?bucket={bucket}", self.http_url()),
+            body,
+            gzip,
+        )
+        .await
+    }
+
+    /// A Flight query of the whole table (or `columns`, `range`).
+    pub async fn query(&self, req: v1::QueryRequest) -> Result<QueryResult, tonic::Status> {
+        query(&self.grpc_url(), req).await
+    }
+
+    /// All rows of a table as batches.
+    pub async fn query_table(
+        &self,
+        namespace: &str,
+        table: &str,
+    ) -> Result<QueryResult, tonic::Status> {
+        self.query(v1::QueryRequest {
+            namespace: namespace.into(),
+            table: table.into(),
+            ..Default::default()
+        })
+        .await
+    }
+}
+
+impl Drop for Ingester {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub async fn write_lp(
+    c: &mut v1::write_service_client::WriteServiceClient<tonic::transport::Channel>,
+    namespace: &str,
+    lp: &[u8],
+) -> Result<v1::WriteResponse, tonic::Status> {
+    c.write(v1::WriteRequest {
+        namespace: namespace.into(),
+        payload: Some(v1::write_request::Payload::LineProtocol(
+            bytes::Bytes::copy_from_slice(lp),
+        )),
+        precision: 0,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// A query's answer: batches plus each partition's metadata.
+#[derive(Debug, Default)]
+pub struct QueryResult {
+    pub batches: Vec<RecordBatch>,
+    pub partitions: Vec<v1::PartitionMetadata>,
+}
+
+impl QueryResult {
+    pub fn rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+pub async fn query(url: &str, req: v1::QueryRequest) -> Result<QueryResult, tonic::Status> {
+    let mut client = FlightServiceClient::connect(url.to_string())
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?
+        .max_decoding_message_size(256 << 20);
+    let stream = client
+        .do_get(Ticket {
+            ticket: req.encode_to_vec().into(),
+        })
+        .await?
+        .into_inner();
+    let mut decoder =
+        FlightDataDecoder::new(stream.map_err(arrow_flight::error::FlightError::Tonic));
+    let mut out = QueryResult::default();
+    while let Some(msg) = decoder.next().await {
+        let msg = msg.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        match msg.payload {
+            DecodedPayload::Schema(_) => {
+                if !msg.app_metadata().is_empty() {
+                    let m = v1::PartitionMetadata::decode(msg.app_metadata())
+                        .map_err(|e| tonic::Status::internal(e.to_string()))?;
+                    out.partitions.push(m);
+                }
+            }
+            DecodedPayload::RecordBatch(b) => out.batches.push(b),
+            DecodedPayload::None => {}
+        }
+    }
+    Ok(out)
+}
+
+async fn http_get_status(url: &str) -> anyhow::Result<u16> {
+    let (status, _) = http_request("GET", url, Vec::new(), false).await?;
+    Ok(status)
+}
+
+pub async fn http_post(url: &str, body: Vec<u8>, gzip: bool) -> anyhow::Result<(u16, String)> {
+    http_request("POST", url, body, gzip).await
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), enough for
+/// tests and free of another dependency.
+pub async fn http_request(
+    method: &str,
+    url: &str,
+    body: Vec<u8>,
+    gzip: bool,
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if gzip {
+        head.push_str("Content-Encoding: gzip\r\n");
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await?;
+    s.write_all(&body).await?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await?;
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .context("status line")?
+        .parse()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -6,7 +6,7 @@
 //! memory is accounted here too: the buffer adds and releases bytes, writes
 //! are refused while the total is over the limit.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// A reason writes are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

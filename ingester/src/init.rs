@@ -38,7 +38,10 @@ use crate::write::WriteHandler;
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot create directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot bind {what} to {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -64,13 +67,24 @@ type HttpState = server::http::HttpState<LiveSink>;
 
 /// Runs a complete ingester until `shutdown` resolves, then stops cleanly:
 /// new writes are refused, in-flight ones finish, the WAL is synced.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), InitError> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), InitError> {
     let grpc_listener = TcpListener::bind(config.grpc_bind)
         .await
-        .map_err(|source| InitError::Bind { what: "gRPC", addr: config.grpc_bind, source })?;
+        .map_err(|source| InitError::Bind {
+            what: "gRPC",
+            addr: config.grpc_bind,
+            source,
+        })?;
     let http_listener = TcpListener::bind(config.http_bind)
         .await
-        .map_err(|source| InitError::Bind { what: "HTTP", addr: config.http_bind, source })?;
+        .map_err(|source| InitError::Bind {
+            what: "HTTP",
+            addr: config.http_bind,
+            source,
+        })?;
     serve_on(config, grpc_listener, http_listener, shutdown).await
 }
 
@@ -102,13 +116,18 @@ pub async fn serve_on(
     tracing::info!(addr = ?http_addr, "HTTP listening (health now, ready after replay)");
 
     for dir in [&config.data_dir, &config.wal_dir()] {
-        std::fs::create_dir_all(dir).map_err(|source| InitError::CreateDir { path: dir.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| InitError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
     }
     let catalog_url = config.catalog_url();
-    let catalog = catalog::connect(&catalog_url).await.map_err(|source| InitError::Catalog {
-        url: redact(&catalog_url),
-        source,
-    })?;
+    let catalog = catalog::connect(&catalog_url)
+        .await
+        .map_err(|source| InitError::Catalog {
+            url: redact(&catalog_url),
+            source,
+        })?;
     let state = Arc::new(IngestState::new(config.buffer_limit_bytes));
     let buffer = Arc::new(BufferTree::new(Arc::clone(&state), &registry)?);
     let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
@@ -131,7 +150,8 @@ pub async fn serve_on(
     wal_replay::replay(&segments, &replay_handler).await?;
     drop(replay_handler);
 
-    let live_sink = DmlSinkInstrumentation::new(WalSink::new(Arc::clone(&buffer), wal.clone()), &registry)?;
+    let live_sink =
+        DmlSinkInstrumentation::new(WalSink::new(Arc::clone(&buffer), wal.clone()), &registry)?;
     let writer = Arc::new(WriteHandler::new(
         Arc::clone(&cache),
         Arc::clone(&oracle),
@@ -158,13 +178,16 @@ pub async fn serve_on(
         catalog_service_server::CatalogServiceServer, control_service_server::ControlServiceServer,
         write_service_server::WriteServiceServer,
     };
-    let write_svc = WriteServiceServer::new(server::grpc::write::WriteService::new(Arc::clone(&writer)))
-        .max_decoding_message_size(max_msg);
+    let write_svc =
+        WriteServiceServer::new(server::grpc::write::WriteService::new(Arc::clone(&writer)))
+            .max_decoding_message_size(max_msg);
     let flight_svc = arrow_flight::flight_service_server::FlightServiceServer::new(
         server::grpc::flight::FlightQueryService::new(Arc::clone(&query), Arc::clone(&ingester_id)),
     )
     .max_encoding_message_size(usize::MAX);
-    let catalog_svc = CatalogServiceServer::new(server::grpc::catalog::CatalogService::new(Arc::clone(&catalog)));
+    let catalog_svc = CatalogServiceServer::new(server::grpc::catalog::CatalogService::new(
+        Arc::clone(&catalog),
+    ));
     let control_svc = ControlServiceServer::new(server::grpc::control::ControlService {
         ingester_id: Arc::clone(&ingester_id),
         buffer: Arc::clone(&buffer),
@@ -174,7 +197,9 @@ pub async fn serve_on(
     health_reporter
         .set_serving::<WriteServiceServer<server::grpc::write::WriteService<LiveSink>>>()
         .await;
-    health_reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
 
     let mut grpc_stop = stop_rx.clone();
     let grpc_addr = grpc_listener.local_addr().ok();
@@ -199,7 +224,9 @@ pub async fn serve_on(
     shutdown.await;
     tracing::info!("shutting down: refusing new writes, finishing in-flight ones");
     state.set(IngestStateError::ShuttingDown);
-    health_reporter.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
     let _ = stop_tx.send(true);
     let grpc_res = grpc.await;
     let http_res = http.await;
@@ -235,7 +262,13 @@ fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(super::redact("sqlite:///data/c.sqlite"), "sqlite:///data/c.sqlite");
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            super::redact("sqlite:///data/c.sqlite"),
+            "sqlite:///data/c.sqlite"
+        );
     }
 }

@@ -24,13 +24,31 @@ struct Cli {
 enum Command {
     /// Run an ingester. With no arguments: a complete single node under ./data.
     Serve(sluice_ingester::Config),
-    #[command(flatten)]
-    Client(cli::ClientCommand),
+    /// Write line protocol (files, stdin, gzip) over gRPC, with a progress bar.
+    Write(cli::WriteArgs),
+    /// Query a table over Arrow Flight (table, CSV, JSON Lines or Parquet).
+    Query(cli::QueryArgs),
+    /// Show an ingester's state: buffer, WAL, persist queue.
+    Status(cli::StatusArgs),
+    /// Close the open WAL segment and start a new one.
+    Rotate(cli::RotateArgs),
+    /// Persist buffered data to Parquet (all, or one namespace/table).
+    Persist(cli::PersistArgs),
+    /// Drain the ingester before shutdown (PrepareShutdown).
+    Drain(cli::DrainArgs),
+    /// Accept writes again after a drain that has not finished.
+    Resume(cli::ResumeArgs),
+    /// List the namespaces in the catalog.
+    Namespaces(cli::NamespacesArgs),
+    /// List a namespace's tables and their columns.
+    Tables(cli::TablesArgs),
 }
 
 fn init_logging(filter: &str, format: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().flatten_event(true).init();
     } else {
@@ -73,7 +91,15 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(config) => sluice_ingester::serve(config, shutdown_signal())
             .await
             .map_err(anyhow::Error::from),
-        Command::Client(c) => cli::run(c).await,
+        Command::Write(a) => cli::run_write(a).await,
+        Command::Query(a) => cli::run_query(a).await,
+        Command::Status(a) => cli::run_status(a).await,
+        Command::Rotate(a) => cli::run_rotate(a).await,
+        Command::Persist(a) => cli::run_persist(a).await,
+        Command::Drain(a) => cli::run_drain(a).await,
+        Command::Resume(a) => cli::run_resume(a).await,
+        Command::Namespaces(a) => cli::run_namespaces(a).await,
+        Command::Tables(a) => cli::run_tables(a).await,
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

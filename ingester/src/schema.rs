@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::catalog::{ColumnType, TableSchema};
 
@@ -22,10 +22,7 @@ pub(crate) fn time_data_type() -> DataType {
 
 /// `Dictionary(Int32, Utf8)`.
 pub(crate) fn tag_data_type() -> DataType {
-    DataType::Dictionary(
-        Box::new(<Int32Type as arrow::datatypes::ArrowDictionaryKeyType>::DATA_TYPE),
-        Box::new(DataType::Utf8),
-    )
+    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
 }
 
 /// The Arrow type of a catalog column type.
@@ -75,7 +72,10 @@ pub(crate) fn align_batch(
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) => Ok(Arc::clone(c)),
-            None => Ok(arrow::array::new_null_array(f.data_type(), batch.num_rows())),
+            None => Ok(arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            )),
         })
         .collect::<Result<Vec<_>, arrow::error::ArrowError>>()?;
     arrow::record_batch::RecordBatch::try_new_with_options(
@@ -86,9 +86,7 @@ pub(crate) fn align_batch(
 }
 
 /// The union of the batches' columns, sorted by name.
-pub(crate) fn union_schema<'a>(
-    schemas: impl IntoIterator<Item = &'a SchemaRef>,
-) -> SchemaRef {
+pub(crate) fn union_schema<'a>(schemas: impl IntoIterator<Item = &'a SchemaRef>) -> SchemaRef {
     let mut fields: Vec<Arc<Field>> = Vec::new();
     for s in schemas {
         for f in s.fields() {

@@ -69,7 +69,10 @@ pub(crate) struct BufferTree {
 }
 
 impl BufferTree {
-    pub(crate) fn new(state: Arc<IngestState>, registry: &Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(
+        state: Arc<IngestState>,
+        registry: &Registry,
+    ) -> Result<Self, prometheus::Error> {
         let bytes_gauge = IntGauge::new(
             "sluice_buffer_bytes",
             "Bytes of Arrow data buffered in memory (including data being persisted)",
@@ -167,9 +170,16 @@ impl BufferTree {
                     let existing = table.partitions.read().get(&pw.id).cloned();
                     match existing {
                         Some(p) => p,
-                        None => Arc::clone(table.partitions.write().entry(pw.id).or_insert_with(|| {
-                            Arc::new(PartitionData::new(pw.id, Arc::clone(&pw.key), ns.id, table.id))
-                        })),
+                        None => {
+                            Arc::clone(table.partitions.write().entry(pw.id).or_insert_with(|| {
+                                Arc::new(PartitionData::new(
+                                    pw.id,
+                                    Arc::clone(&pw.key),
+                                    ns.id,
+                                    table.id,
+                                ))
+                            }))
+                        }
                     }
                 };
                 delta += partition.buffer_write(pw.batch, op.sequence_number);

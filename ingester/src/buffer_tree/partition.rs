@@ -104,7 +104,12 @@ pub(crate) struct PartitionStats {
 }
 
 impl PartitionData {
-    pub(crate) fn new(id: PartitionId, key: Arc<str>, namespace_id: NamespaceId, table_id: TableId) -> Self {
+    pub(crate) fn new(
+        id: PartitionId,
+        key: Arc<str>,
+        namespace_id: NamespaceId,
+        table_id: TableId,
+    ) -> Self {
         Self {
             id,
             key,
@@ -215,7 +220,10 @@ fn merge_trailing(g: &mut Inner) -> isize {
     let start = g.buffer.len() - n;
     let parts = &g.buffer[start..];
     let schema = union_schema(parts.iter().map(|b| b.batch.schema_ref()));
-    let aligned: Result<Vec<RecordBatch>, _> = parts.iter().map(|b| align_batch(&b.batch, &schema)).collect();
+    let aligned: Result<Vec<RecordBatch>, _> = parts
+        .iter()
+        .map(|b| align_batch(&b.batch, &schema))
+        .collect();
     let merged = match aligned.and_then(|a| concat_batches(&schema, &a)) {
         Ok(m) => m,
         // Leave the batches as they are; merging is an optimisation only.

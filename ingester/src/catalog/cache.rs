@@ -70,7 +70,10 @@ impl SchemaCache {
     }
 
     /// The namespace if it exists (never creates it).
-    pub(crate) async fn existing_namespace(&self, name: &str) -> Result<Option<Arc<CachedNamespace>>, CatalogError> {
+    pub(crate) async fn existing_namespace(
+        &self,
+        name: &str,
+    ) -> Result<Option<Arc<CachedNamespace>>, CatalogError> {
         if let Some(ns) = self.namespaces.read().get(name) {
             return Ok(Some(Arc::clone(ns)));
         }

@@ -203,7 +203,10 @@ fn retryable_code(code: &str) -> bool {
     }
     code.starts_with("08")
         || code.starts_with("53")
-        || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "55P03"
+        )
 }
 
 #[cfg(test)]
@@ -212,7 +215,9 @@ mod tests {
 
     #[test]
     fn retryable_codes() {
-        for code in ["08006", "08001", "53300", "57P01", "40001", "40P01", "5", "261", "517", "6"] {
+        for code in [
+            "08006", "08001", "53300", "57P01", "40001", "40P01", "5", "261", "517", "6",
+        ] {
             assert!(retryable_code(code), "{code} should be retryable");
         }
         for code in ["23505", "23503", "42P01", "19", "2067", "1"] {

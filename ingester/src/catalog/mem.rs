@@ -117,8 +117,7 @@ impl Catalog for MemCatalog {
         name: &str,
     ) -> Result<Option<TableSchema>, CatalogError> {
         let s = self.state.lock();
-        Ok(s
-            .table_ids
+        Ok(s.table_ids
             .get(&(namespace_id, name.to_owned()))
             .and_then(|&id| s.table(id))
             .cloned())
@@ -142,7 +141,8 @@ impl Catalog for MemCatalog {
         columns: &[(String, ColumnType)],
     ) -> Result<TableSchema, CatalogError> {
         let mut s = self.state.lock();
-        let i = index(table_id.0, s.tables.len()).ok_or(CatalogError::TableNotFound { table_id })?;
+        let i =
+            index(table_id.0, s.tables.len()).ok_or(CatalogError::TableNotFound { table_id })?;
         let missing = plan_new_columns(&s.tables[i], columns)?;
         if missing.is_empty() {
             return Ok(s.tables[i].clone());
@@ -173,7 +173,8 @@ impl Catalog for MemCatalog {
         }
         let map_key = (table_id, key.to_owned());
         if let Some(&id) = s.partition_ids.get(&map_key) {
-            let i = index(id.0, s.partitions.len()).expect("partition id map points at a partition");
+            let i =
+                index(id.0, s.partitions.len()).expect("partition id map points at a partition");
             return Ok(s.partitions[i].clone());
         }
         let partition = Partition {

@@ -46,6 +46,7 @@
 //!
 //! Name validation is not done here: callers pass names already checked.
 
+mod cache;
 mod error;
 mod mem;
 mod migrate;
@@ -63,11 +64,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub(crate) use cache::{CachedNamespace, SchemaCache};
 pub use error::CatalogError;
 pub use mem::MemCatalog;
 pub use types::{
-    ColumnId, ColumnSchema, ColumnType, NamespaceId, ParquetFile, ParquetFileId,
-    ParquetFileParams, Partition, PartitionId, TableId, TableSchema, UnknownColumnType,
+    ColumnId, ColumnSchema, ColumnType, NamespaceId, ParquetFile, ParquetFileId, ParquetFileParams,
+    Partition, PartitionId, TableId, TableSchema, UnknownColumnType,
 };
 
 /// The catalog interface shared by all backends. Object-safe: use `Arc<dyn Catalog>`.
@@ -98,8 +100,10 @@ pub trait Catalog: std::fmt::Debug + Send + Sync + 'static {
     ) -> Result<Option<TableSchema>, CatalogError>;
 
     /// All tables of a namespace with their columns, in id (creation) order.
-    async fn list_tables(&self, namespace_id: NamespaceId)
-    -> Result<Vec<TableSchema>, CatalogError>;
+    async fn list_tables(
+        &self,
+        namespace_id: NamespaceId,
+    ) -> Result<Vec<TableSchema>, CatalogError>;
 
     /// Records the missing `columns` of a table, all or nothing, and returns the full
     /// current schema. Columns already present with the same type are fine; one present
@@ -190,7 +194,9 @@ pub async fn connect_with(
     let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
     match scheme {
         "memory" => Ok(Arc::new(MemCatalog::new())),
-        "sqlite" => Ok(Arc::new(sqlite::SqliteCatalog::connect(url, options).await?)),
+        "sqlite" => Ok(Arc::new(
+            sqlite::SqliteCatalog::connect(url, options).await?,
+        )),
         "postgres" | "postgresql" => Ok(Arc::new(
             postgres::PostgresCatalog::connect(url, options).await?,
         )),
@@ -335,7 +341,10 @@ mod tests {
                 existing,
                 requested,
                 ..
-            }) => assert_eq!((existing, requested), (ColumnType::Bool, ColumnType::String)),
+            }) => assert_eq!(
+                (existing, requested),
+                (ColumnType::Bool, ColumnType::String)
+            ),
             other => panic!("expected conflict, got {other:?}"),
         }
     }
@@ -349,6 +358,14 @@ mod tests {
         assert!(matches!(err, CatalogError::InvalidUrl { .. }), "{err:?}");
         assert!(msg.contains("mysql") && !msg.contains("hunter2"), "{msg}");
         assert!(connect("").await.is_err());
+    }
+
+    #[test]
+    fn connect_future_is_send() {
+        // Callers spawn it; sqlx's `Migrator::run` would break this (see migrate calls).
+        fn assert_send<T: Send>(_: &T) {}
+        let fut = connect("memory://");
+        assert_send(&fut);
     }
 
     #[tokio::test]

@@ -59,15 +59,22 @@ impl PostgresCatalog {
                 .await
                 .map_err(db("connect"))?;
             let migrator = migrate::migrator(migrate::POSTGRES).await?;
+            // `run_direct` rather than `run`: `run`'s `Acquire` bound makes the future
+            // non-`Send` (sqlx's own workaround; see `Migrator::run_direct`).
             migrator
-                .run(&mut conn)
+                .run_direct(&mut conn)
                 .await
                 .map_err(|source| CatalogError::Migration { source })?;
             conn.close().await.map_err(db("migrate"))
         })
         .await?;
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1))
+            .max_connections(
+                options
+                    .max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                    .max(1),
+            )
             .min_connections(1)
             .acquire_timeout(options.operation_timeout)
             .connect_with(connect_options)
@@ -145,11 +152,10 @@ impl Catalog for PostgresCatalog {
     async fn list_namespaces(&self) -> Result<Vec<(NamespaceId, String)>, CatalogError> {
         const OP: &str = "list_namespaces";
         with_timeout(OP, self.timeout, async {
-            let rows: Vec<(i64, String)> =
-                query_as("SELECT id, name FROM namespaces ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db(OP))?;
+            let rows: Vec<(i64, String)> = query_as("SELECT id, name FROM namespaces ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
             Ok(rows
                 .into_iter()
                 .map(|(id, name)| (NamespaceId(id), name))
@@ -279,13 +285,14 @@ impl Catalog for PostgresCatalog {
                 }
                 // The UNIQUE constraint kept another writer's column: re-read its type.
                 // Dropping `tx` on the error path rolls back what we inserted.
-                let code: i16 =
-                    query_scalar("SELECT column_type FROM columns WHERE table_id = $1 AND name = $2")
-                        .bind(table_id.0)
-                        .bind(name)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db(OP))?;
+                let code: i16 = query_scalar(
+                    "SELECT column_type FROM columns WHERE table_id = $1 AND name = $2",
+                )
+                .bind(table_id.0)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db(OP))?;
                 let existing = column_type_from_db(code, table_id.0, name)?;
                 if existing != column_type {
                     return Err(CatalogError::ColumnTypeConflict {
@@ -431,8 +438,14 @@ impl Catalog for PostgresCatalog {
                 .bind(u64_to_db("row_count", params.row_count)?)
                 .bind(params.min_time)
                 .bind(params.max_time)
-                .bind(u64_to_db("min_sequence_number", params.min_sequence_number)?)
-                .bind(u64_to_db("max_sequence_number", params.max_sequence_number)?)
+                .bind(u64_to_db(
+                    "min_sequence_number",
+                    params.min_sequence_number,
+                )?)
+                .bind(u64_to_db(
+                    "max_sequence_number",
+                    params.max_sequence_number,
+                )?)
                 .bind(&params.sort_key)
                 .bind(&params.ingester_id)
                 .bind(u64_to_db("batch_number", params.batch_number)?)
@@ -497,5 +510,65 @@ impl Catalog for PostgresCatalog {
                 .map_err(db(OP))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::test_suite::PgScratch;
+
+    #[tokio::test]
+    async fn unreachable_server_is_retryable_and_bounded() {
+        let options = ConnectOptions {
+            migration_timeout: Duration::from_secs(5),
+            ..ConnectOptions::default()
+        };
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let started = std::time::Instant::now();
+        let err = PostgresCatalog::connect("postgres://sluice:secret@127.0.0.1:1/sluice", &options)
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[tokio::test]
+    async fn bad_url_is_invalid_not_retryable() {
+        let err =
+            PostgresCatalog::connect("postgres://host:notaport/db", &ConnectOptions::default())
+                .await
+                .expect_err("bad port");
+        assert!(matches!(err, CatalogError::InvalidUrl { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+    }
+
+    /// Many pods starting at once against a fresh schema: one migrates, the others
+    /// wait on the advisory lock and find the work done.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_starts_migrate_once() {
+        let Some(pg) = PgScratch::new().await else {
+            return;
+        };
+        let starts: Vec<_> = (0..8)
+            .map(|_| {
+                let url = pg.url.clone();
+                tokio::spawn(async move { crate::catalog::connect(&url).await })
+            })
+            .collect();
+        for start in starts {
+            let catalog = start
+                .await
+                .expect("no panic")
+                .expect("every start succeeds");
+            catalog.health().await.expect("healthy");
+        }
+        assert_eq!(
+            pg.count("_sqlx_migrations").await,
+            migrate::POSTGRES.len() as i64
+        );
+        assert_eq!(pg.count("namespaces").await, 0);
+        pg.drop_schema().await;
     }
 }

@@ -62,25 +62,31 @@ impl SqliteCatalog {
                     source,
                 })?;
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS).max(1))
+        // Switching a brand-new file to WAL needs an exclusive lock, and SQLite answers
+        // BUSY at once (no busy handler) when another process is opening the same new
+        // file: retry such transient failures until the migration deadline.
+        let pool_options = SqlitePoolOptions::new()
+            .max_connections(
+                options
+                    .max_connections
+                    .unwrap_or(DEFAULT_MAX_CONNECTIONS)
+                    .max(1),
+            )
             // Keeps a `sqlite::memory:` database alive; harmless for files.
             .min_connections(1)
-            .acquire_timeout(options.operation_timeout)
-            .connect_with(connect_options)
-            .await
-            .map_err(db("connect"))?;
-        with_timeout("migrate", options.migration_timeout, async {
-            let migrator = migrate::migrator(migrate::SQLITE).await?;
-            let mut tx = pool
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(db("migrate"))?;
-            migrator
-                .run(&mut *tx)
-                .await
-                .map_err(|source| CatalogError::Migration { source })?;
-            tx.commit().await.map_err(db("migrate"))
+            .acquire_timeout(options.operation_timeout);
+        let pool = with_timeout("migrate", options.migration_timeout, async {
+            let mut backoff = Duration::from_millis(10);
+            loop {
+                match open_and_migrate(pool_options.clone(), connect_options.clone()).await {
+                    Err(e) if e.is_retryable() => {
+                        tracing::debug!(error = %e, "sqlite catalog busy at open, retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                    }
+                    done => return done,
+                }
+            }
         })
         .await?;
         tracing::info!(
@@ -92,6 +98,30 @@ impl SqliteCatalog {
             timeout: options.operation_timeout,
         })
     }
+}
+
+/// Opens the pool and applies pending migrations in one `BEGIN IMMEDIATE` transaction.
+async fn open_and_migrate(
+    pool_options: SqlitePoolOptions,
+    connect_options: SqliteConnectOptions,
+) -> Result<SqlitePool, CatalogError> {
+    let pool = pool_options
+        .connect_with(connect_options)
+        .await
+        .map_err(db("connect"))?;
+    let migrator = migrate::migrator(migrate::SQLITE).await?;
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(db("migrate"))?;
+    // `run_direct` rather than `run`: `run`'s `Acquire` bound makes the future
+    // non-`Send` (sqlx's own workaround; see `Migrator::run_direct`).
+    migrator
+        .run_direct(&mut *tx)
+        .await
+        .map_err(|source| CatalogError::Migration { source })?;
+    tx.commit().await.map_err(db("migrate"))?;
+    Ok(pool)
 }
 
 fn encode_sort_key(key: &[String]) -> Result<String, CatalogError> {
@@ -166,11 +196,10 @@ impl Catalog for SqliteCatalog {
     async fn list_namespaces(&self) -> Result<Vec<(NamespaceId, String)>, CatalogError> {
         const OP: &str = "list_namespaces";
         with_timeout(OP, self.timeout, async {
-            let rows: Vec<(i64, String)> =
-                query_as("SELECT id, name FROM namespaces ORDER BY id")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(db(OP))?;
+            let rows: Vec<(i64, String)> = query_as("SELECT id, name FROM namespaces ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
             Ok(rows
                 .into_iter()
                 .map(|(id, name)| (NamespaceId(id), name))
@@ -290,13 +319,14 @@ impl Catalog for SqliteCatalog {
                 }
                 // The UNIQUE constraint kept another writer's column: re-read its type.
                 // Dropping `tx` on the error path rolls back what we inserted.
-                let code: i16 =
-                    query_scalar("SELECT column_type FROM columns WHERE table_id = $1 AND name = $2")
-                        .bind(table_id.0)
-                        .bind(name)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db(OP))?;
+                let code: i16 = query_scalar(
+                    "SELECT column_type FROM columns WHERE table_id = $1 AND name = $2",
+                )
+                .bind(table_id.0)
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db(OP))?;
                 let existing = column_type_from_db(code, table_id.0, name)?;
                 if existing != column_type {
                     return Err(CatalogError::ColumnTypeConflict {
@@ -402,13 +432,12 @@ impl Catalog for SqliteCatalog {
                 .begin_with("BEGIN IMMEDIATE")
                 .await
                 .map_err(db(OP))?;
-            let row: Option<(i64, String, String)> = query_as(
-                "SELECT table_id, partition_key, sort_key FROM partitions WHERE id = $1",
-            )
-            .bind(partition_id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db(OP))?;
+            let row: Option<(i64, String, String)> =
+                query_as("SELECT table_id, partition_key, sort_key FROM partitions WHERE id = $1")
+                    .bind(partition_id.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db(OP))?;
             let (table_id, key, current) =
                 row.ok_or(CatalogError::PartitionNotFound { partition_id })?;
             let current = decode_sort_key(current)?;
@@ -450,8 +479,14 @@ impl Catalog for SqliteCatalog {
                 .bind(u64_to_db("row_count", params.row_count)?)
                 .bind(params.min_time)
                 .bind(params.max_time)
-                .bind(u64_to_db("min_sequence_number", params.min_sequence_number)?)
-                .bind(u64_to_db("max_sequence_number", params.max_sequence_number)?)
+                .bind(u64_to_db(
+                    "min_sequence_number",
+                    params.min_sequence_number,
+                )?)
+                .bind(u64_to_db(
+                    "max_sequence_number",
+                    params.max_sequence_number,
+                )?)
                 .bind(&sort_key)
                 .bind(&params.ingester_id)
                 .bind(u64_to_db("batch_number", params.batch_number)?)
@@ -516,5 +551,108 @@ impl Catalog for SqliteCatalog {
                 .map_err(db(OP))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::connect;
+
+    fn url(dir: &tempfile::TempDir) -> String {
+        format!("sqlite:{}/nested/dir/catalog.sqlite", dir.path().display())
+    }
+
+    #[tokio::test]
+    async fn creates_file_in_wal_mode_and_keeps_data_across_reopen() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let options = ConnectOptions::default();
+        let first = SqliteCatalog::connect(&url(&dir), &options)
+            .await
+            .expect("open new file");
+        assert!(dir.path().join("nested/dir/catalog.sqlite").is_file());
+        let mode: String = query_scalar("PRAGMA journal_mode")
+            .fetch_one(&first.pool)
+            .await
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
+        let sync: i64 = query_scalar("PRAGMA synchronous")
+            .fetch_one(&first.pool)
+            .await
+            .expect("synchronous");
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let ns = first
+            .get_or_create_namespace("db")
+            .await
+            .expect("namespace");
+        first.pool.close().await;
+
+        // Reopening re-runs the (already applied) migrations and finds the data.
+        let second = SqliteCatalog::connect(&url(&dir), &options)
+            .await
+            .expect("reopen");
+        assert_eq!(second.get_namespace("db").await.expect("read"), Some(ns));
+        let applied: i64 = query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&second.pool)
+            .await
+            .expect("count migrations");
+        assert_eq!(applied, migrate::SQLITE.len() as i64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_opens_of_a_new_file_all_migrate_safely() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = url(&dir);
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let url = url.clone();
+                tokio::spawn(async move { connect(&url).await })
+            })
+            .collect();
+        for open in opens {
+            let catalog = open.await.expect("no panic").expect("every open succeeds");
+            catalog.health().await.expect("healthy");
+        }
+    }
+
+    #[tokio::test]
+    async fn unreadable_stored_values_are_reported_not_panicked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let catalog = SqliteCatalog::connect(&url(&dir), &ConnectOptions::default())
+            .await
+            .expect("open");
+        let ns = catalog.get_or_create_namespace("ns").await.expect("ns");
+        let t = catalog.get_or_create_table(ns, "t").await.expect("table");
+        let p = catalog
+            .get_or_create_partition(t.id, "k")
+            .await
+            .expect("partition");
+        query("UPDATE partitions SET sort_key = 'not json' WHERE id = $1")
+            .bind(p.id.0)
+            .execute(&catalog.pool)
+            .await
+            .expect("corrupt it");
+        for result in [
+            catalog.get_or_create_partition(t.id, "k").await.map(drop),
+            catalog.cas_sort_key(p.id, &[], &[]).await.map(drop),
+        ] {
+            assert!(
+                matches!(result, Err(CatalogError::Corrupt { .. })),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unopenable_path_is_a_typed_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"x").expect("write");
+        // The "directory" that should hold the database is a regular file.
+        let url = format!("sqlite:{}/catalog.sqlite", blocker.display());
+        let err = connect(&url)
+            .await
+            .expect_err("cannot create a dir under a file");
+        assert!(matches!(err, CatalogError::CreateDir { .. }), "{err:?}");
     }
 }

@@ -21,12 +21,15 @@ impl<T> DmlSinkInstrumentation<T> {
                 "Time to apply a sequenced write through the sink chain (WAL fsync included)",
             )
             .buckets(vec![
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                0.5, 1.0,
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0,
             ]),
         )?;
         let results = IntCounterVec::new(
-            Opts::new("sluice_dml_apply_total", "Sequenced writes applied, by result"),
+            Opts::new(
+                "sluice_dml_apply_total",
+                "Sequenced writes applied, by result",
+            ),
             &["result"],
         )?;
         registry.register(Box::new(duration.clone()))?;

@@ -80,12 +80,17 @@ impl Config {
     }
 
     pub fn wal_dir(&self) -> PathBuf {
-        self.wal_dir.clone().unwrap_or_else(|| self.data_dir.join("wal"))
+        self.wal_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("wal"))
     }
 
     pub fn catalog_url(&self) -> String {
         self.catalog.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("catalog.sqlite").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("catalog.sqlite").display()
+            )
         })
     }
 
@@ -94,7 +99,11 @@ impl Config {
             std::env::var("HOSTNAME")
                 .ok()
                 .filter(|h| !h.is_empty())
-                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_string()))
+                .or_else(|| {
+                    std::fs::read_to_string("/etc/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_string())
+                })
                 .filter(|h| !h.is_empty())
                 .unwrap_or_else(|| "sluice-ingester".to_string())
         })

@@ -230,7 +230,10 @@ mod tests {
         // `\=` is an escape in keys but an ordinary pair in measurements.
         assert_eq!(name(r"a\=b", Escaping::Key).unescaped(), "a=b");
         assert_eq!(name(r"a\=b", Escaping::Measurement).unescaped(), r"a\=b");
-        assert_eq!(name(r"a\,b\ c\\d", Escaping::Measurement).unescaped(), r"a,b c\d");
+        assert_eq!(
+            name(r"a\,b\ c\\d", Escaping::Measurement).unescaped(),
+            r"a,b c\d"
+        );
         // Unknown escapes keep the backslash.
         assert_eq!(name(r"a\tb\", Escaping::Key).unescaped(), r"a\tb\");
         // `\\,` is an escaped backslash followed by a comma.
@@ -252,7 +255,10 @@ mod tests {
         assert_eq!(escaped.to_string(), "us west,1");
         assert_eq!(format!("{escaped:?}"), "\"us west,1\"");
         assert!(matches!(escaped.unescaped(), Cow::Owned(_)));
-        assert!(matches!(Name::from("plain").unescaped(), Cow::Borrowed("plain")));
+        assert!(matches!(
+            Name::from("plain").unescaped(),
+            Cow::Borrowed("plain")
+        ));
         assert_eq!(escaped.raw(), r"us\ west\,1");
         assert!(escaped.has_escapes());
         assert!(!Name::from("plain").has_escapes());

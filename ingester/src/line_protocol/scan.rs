@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn splits_like_influxdb() {
         assert_eq!(split("a\nb"), [("a", 0, false), ("b", 0, false)]);
-        assert_eq!(split("a\n\nb\n"), [("a", 0, false), ("", 0, false), ("b", 0, false)]);
+        assert_eq!(
+            split("a\n\nb\n"),
+            [("a", 0, false), ("", 0, false), ("b", 0, false)]
+        );
         // An escaped newline continues the line; an escaped backslash does not.
         assert_eq!(split("a\\\nb\nc"), [("a\\\nb", 1, false), ("c", 0, false)]);
         assert_eq!(split("a\\\\\nb"), [("a\\\\", 0, false), ("b", 0, false)]);
@@ -159,7 +162,10 @@ mod tests {
             [("m f=\\\"", 0, false), ("v\"", 0, false), ("n", 0, false)]
         );
         // A quote before the first space (measurement or tags) is ordinary.
-        assert_eq!(split("m,t=\"a f=1\nn"), [("m,t=\"a f=1", 0, false), ("n", 0, false)]);
+        assert_eq!(
+            split("m,t=\"a f=1\nn"),
+            [("m,t=\"a f=1", 0, false), ("n", 0, false)]
+        );
         // InfluxDB's quirk: with a comma in a field key, `=` and `,` counts
         // are equal at the quote, so it does not open a string.
         assert_eq!(
@@ -172,7 +178,11 @@ mod tests {
     fn comments_end_at_the_first_newline() {
         assert_eq!(
             split("# note x=\"open\nm f=1\n  # again\n"),
-            [("# note x=\"open", 0, true), ("m f=1", 0, false), ("  # again", 0, true)]
+            [
+                ("# note x=\"open", 0, true),
+                ("m f=1", 0, false),
+                ("  # again", 0, true)
+            ]
         );
         // A `#` after other text is not a comment.
         assert_eq!(split("m #f=1"), [("m #f=1", 0, false)]);

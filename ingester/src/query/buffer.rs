@@ -117,7 +117,10 @@ impl QueryExec for BufferQueryExec {
                 namespace: plan.namespace.clone(),
                 table: plan.table.clone(),
             })?;
-        if plan.columns.iter().any(|c| c != TIME_COLUMN && schema.column(c).is_none())
+        if plan
+            .columns
+            .iter()
+            .any(|c| c != TIME_COLUMN && schema.column(c).is_none())
             && let Some(s) = self.cache.refresh_table(&ns, &plan.table).await?
         {
             schema = s;

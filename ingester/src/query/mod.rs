@@ -8,9 +8,9 @@
 //! batches, never a lock, and never a materialised copy of the result.
 
 mod buffer;
-mod r#trait;
 mod tracing;
+mod r#trait;
 
 pub(crate) use buffer::BufferQueryExec;
-pub(crate) use r#trait::{PartitionResponse, QueryError, QueryExec, QueryPlan, QueryResponse};
 pub(crate) use tracing::QueryExecTracing;
+pub(crate) use r#trait::{PartitionResponse, QueryError, QueryExec, QueryPlan, QueryResponse};

@@ -68,11 +68,17 @@ pub(crate) enum QueryError {
 
 /// Answers queries. Implemented over the buffer; wrapped by decorators.
 pub(crate) trait QueryExec: Debug + Send + Sync {
-    fn query(&self, plan: QueryPlan) -> impl Future<Output = Result<QueryResponse, QueryError>> + Send;
+    fn query(
+        &self,
+        plan: QueryPlan,
+    ) -> impl Future<Output = Result<QueryResponse, QueryError>> + Send;
 }
 
 impl<T: QueryExec> QueryExec for Arc<T> {
-    fn query(&self, plan: QueryPlan) -> impl Future<Output = Result<QueryResponse, QueryError>> + Send {
+    fn query(
+        &self,
+        plan: QueryPlan,
+    ) -> impl Future<Output = Result<QueryResponse, QueryError>> + Send {
         (**self).query(plan)
     }
 }

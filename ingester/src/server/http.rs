@@ -45,7 +45,11 @@ pub(crate) fn router<S: DmlSink + 'static>(state: Arc<HttpState<S>>) -> Router {
 async fn ready<S: DmlSink + 'static>(State(s): State<Arc<HttpState<S>>>) -> Response {
     match s.phase.get() {
         Phase::Ready => (StatusCode::OK, "ready\n").into_response(),
-        p => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {p:?}\n")).into_response(),
+        p => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {p:?}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -67,7 +71,12 @@ struct WriteParams {
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     let body = serde_json::json!({ "code": code, "message": message.into() });
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// The HTTP status and InfluxDB error code of a refused write.
@@ -82,17 +91,25 @@ fn write_error_response(e: &WriteError) -> Response {
         | WriteError::DuplicateColumn { .. }
         | WriteError::TimestampOutOfRange { .. }
         | WriteError::InvalidArrow { .. } => error(StatusCode::BAD_REQUEST, "invalid", msg),
-        WriteError::TooLarge { .. } => error(StatusCode::PAYLOAD_TOO_LARGE, "request too large", msg),
-        WriteError::BufferFull { .. } => error(StatusCode::TOO_MANY_REQUESTS, "too many requests", msg),
+        WriteError::TooLarge { .. } => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, "request too large", msg)
+        }
+        WriteError::BufferFull { .. } => {
+            error(StatusCode::TOO_MANY_REQUESTS, "too many requests", msg)
+        }
         WriteError::State(s) => match s {
             IngestStateError::PersistSaturated | IngestStateError::DiskFull => {
                 error(StatusCode::TOO_MANY_REQUESTS, "too many requests", msg)
             }
-            IngestStateError::Starting | IngestStateError::Draining | IngestStateError::ShuttingDown => {
+            IngestStateError::Starting
+            | IngestStateError::Draining
+            | IngestStateError::ShuttingDown => {
                 error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
             }
         },
-        WriteError::Catalog(c) if c.is_retryable() => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg),
+        WriteError::Catalog(c) if c.is_retryable() => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", msg)
+        }
         WriteError::Catalog(_) | WriteError::Internal(_) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal error", msg)
         }
@@ -107,14 +124,28 @@ async fn write<S: DmlSink + 'static>(
     body: Bytes,
 ) -> Response {
     let Some(writer) = s.writer.get() else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the ingester is starting (replaying its WAL); retry shortly");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the ingester is starting (replaying its WAL); retry shortly",
+        );
     };
     let Some(namespace) = params.bucket.or(params.db) else {
-        return error(StatusCode::BAD_REQUEST, "invalid", "missing `bucket` query parameter");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "missing `bucket` query parameter",
+        );
     };
     let precision = match Precision::parse(params.precision.as_deref().unwrap_or("ns")) {
         Some(p) => p,
-        None => return error(StatusCode::BAD_REQUEST, "invalid", "precision must be one of ns, us, ms, s"),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "precision must be one of ns, us, ms, s",
+            );
+        }
     };
     let gzip = headers
         .get(header::CONTENT_ENCODING)
@@ -125,7 +156,11 @@ async fn write<S: DmlSink + 'static>(
         let mut out = Vec::new();
         let mut dec = flate2::read::GzDecoder::new(&body[..]).take(limit + 1);
         if let Err(e) = dec.read_to_end(&mut out) {
-            return error(StatusCode::BAD_REQUEST, "invalid", format!("invalid gzip body: {e}"));
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("invalid gzip body: {e}"),
+            );
         }
         if out.len() as u64 > limit {
             return write_error_response(&WriteError::TooLarge {

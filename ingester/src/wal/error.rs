@@ -107,7 +107,11 @@ impl WalError {
         }
     }
 
-    pub(crate) fn corrupt(path: impl Into<PathBuf>, offset: usize, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: usize,
+        reason: impl Into<String>,
+    ) -> Self {
         Self::Corrupt {
             path: path.into(),
             offset: offset as u64,

@@ -22,7 +22,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     pub(crate) fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let m = Self {
-            syncs: IntCounter::new("sluice_wal_syncs_total", "WAL entries written and fdatasynced (one per group commit)")?,
+            syncs: IntCounter::new(
+                "sluice_wal_syncs_total",
+                "WAL entries written and fdatasynced (one per group commit)",
+            )?,
             sync_duration: Histogram::with_opts(
                 HistogramOpts::new(
                     "sluice_wal_sync_duration_seconds",
@@ -31,12 +34,16 @@ impl Metrics {
                 // fdatasync ranges from tens of microseconds (NVMe with
                 // power-loss protection) to tens of milliseconds (network disks).
                 .buckets(vec![
-                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+                    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05,
+                    0.1, 0.25, 1.0,
                 ]),
             )?,
             ops_per_sync: Histogram::with_opts(
-                HistogramOpts::new("sluice_wal_ops_per_sync", "Operations made durable by one WAL group commit")
-                    .buckets(prometheus::exponential_buckets(1.0, 2.0, 14)?),
+                HistogramOpts::new(
+                    "sluice_wal_ops_per_sync",
+                    "Operations made durable by one WAL group commit",
+                )
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 14)?),
             )?,
             bytes_written: IntCounter::new(
                 "sluice_wal_bytes_written_total",
@@ -46,10 +53,19 @@ impl Metrics {
                 "sluice_wal_write_errors_total",
                 "WAL group commits whose write or fdatasync failed (their operations were refused)",
             )?,
-            segments: IntGauge::new("sluice_wal_segments", "WAL segment files on disk, open one included")?,
-            bytes: IntGauge::new("sluice_wal_bytes", "Total size of the WAL segment files on disk")?,
+            segments: IntGauge::new(
+                "sluice_wal_segments",
+                "WAL segment files on disk, open one included",
+            )?,
+            bytes: IntGauge::new(
+                "sluice_wal_bytes",
+                "Total size of the WAL segment files on disk",
+            )?,
             rotations: IntCounterVec::new(
-                Opts::new("sluice_wal_rotations_total", "WAL segment rotations, by reason"),
+                Opts::new(
+                    "sluice_wal_rotations_total",
+                    "WAL segment rotations, by reason",
+                ),
                 &["reason"],
             )?,
         };

@@ -52,6 +52,7 @@ mod metrics;
 mod reader;
 mod recovery;
 mod segment;
+mod wal_sink;
 mod writer;
 
 #[cfg(test)]
@@ -72,6 +73,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::WalError;
 pub use reader::SegmentReader;
 pub use segment::MAX_OP_BYTES;
+pub(crate) use wal_sink::WalSink;
 
 use metrics::Metrics;
 use recovery::Recovered;
@@ -244,7 +246,9 @@ impl Shared {
         let mut s = self.state.lock();
         let r = f(&mut s);
         self.metrics.segments.set(s.closed.len() as i64 + 1);
-        self.metrics.bytes.set((s.closed_bytes + s.open_bytes) as i64);
+        self.metrics
+            .bytes
+            .set((s.closed_bytes + s.open_bytes) as i64);
         r
     }
 
@@ -282,7 +286,9 @@ impl Shared {
     }
 
     fn publish(&self, closed: &ClosedSegment) {
-        self.subscribers.lock().retain(|tx| tx.send(closed.clone()).is_ok());
+        self.subscribers
+            .lock()
+            .retain(|tx| tx.send(closed.clone()).is_ok());
     }
 }
 
@@ -301,7 +307,9 @@ struct Inner {
 
 impl fmt::Debug for Wal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Wal").field("dir", &self.inner.shared.dir).finish_non_exhaustive()
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.shared.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -312,7 +320,10 @@ impl Wal {
     /// caller must replay (and later delete once persisted).
     ///
     /// Blocking: does file I/O; call it before serving, or in `spawn_blocking`.
-    pub fn open(config: WalConfig, registry: &prometheus::Registry) -> Result<(Self, Vec<SegmentFile>), WalError> {
+    pub fn open(
+        config: WalConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<(Self, Vec<SegmentFile>), WalError> {
         Self::open_with(config, registry, Faults::default())
     }
 
@@ -332,13 +343,19 @@ impl Wal {
             .map_err(|e| WalError::io("open lock file", &lock_path, e))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(WalError::Locked { path: lock_path }),
-            Err(std::fs::TryLockError::Error(e)) => return Err(WalError::io("lock", &lock_path, e)),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(WalError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(WalError::io("lock", &lock_path, e));
+            }
         }
         let metrics = Metrics::register(registry)?;
 
         let mut existing = segment::list_segments(&dir)?;
-        let next_id = existing.last().map_or(0, |(id, _)| id.get().saturating_add(1));
+        let next_id = existing
+            .last()
+            .map_or(0, |(id, _)| id.get().saturating_add(1));
         let mut newest_len = None;
         if let Some((id, path)) = existing.last() {
             match recovery::recover_newest(path, *id)? {
@@ -474,7 +491,11 @@ impl Wal {
             }
             Err(join) => {
                 shared.restore_closed(id, bytes);
-                Err(WalError::io("delete segment", segment::segment_path(&shared.dir, id), std::io::Error::other(join)))
+                Err(WalError::io(
+                    "delete segment",
+                    segment::segment_path(&shared.dir, id),
+                    std::io::Error::other(join),
+                ))
             }
         }
     }

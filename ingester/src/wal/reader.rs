@@ -1,11 +1,13 @@
 //! Reading a segment back: replay at start-up.
 //!
-//! The whole file is read with one `read` (segments are bounded by
-//! `max_segment_bytes` plus one entry), then entries are checked and
-//! decompressed one at a time. Each entry is decompressed into ONE buffer and
-//! its ops are handed out as `Bytes` slices of it, so replay costs one
-//! allocation per entry, not per op. (A caller that keeps one payload alive
-//! keeps its entry's buffer alive; replay consumers apply and drop them.)
+//! The file is read sequentially in large chunks (at least [`CHUNK`] bytes per
+//! `read`) into one reused window buffer, so memory stays at about one chunk
+//! (or one entry, if larger) whatever the segment size, and there is no
+//! per-entry syscall. Entries are checked and decompressed one at a time; each
+//! entry is decompressed into ONE buffer and its ops are handed out as `Bytes`
+//! slices of it, so replay costs one allocation per entry, not per op. (A
+//! caller that keeps one payload alive keeps its entry's buffer alive; replay
+//! consumers apply and drop them.)
 //!
 //! The reader is strict: anything that does not parse is
 //! [`WalError::Corrupt`] with the file and the entry's byte offset, and the
@@ -13,14 +15,24 @@
 //! is `Wal::open`'s job (see `recovery.rs`), done before replay, so a reader
 //! over a recovered WAL never sees one.
 
-use std::path::{Path, PathBuf};
+use std::{
+    fs::File,
+    io::Read,
+    path::{Path, PathBuf},
+};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::{
     SegmentId, WalError,
-    segment::{HEADER_LEN, OpIter, check_body, check_header, parse_segment_name, read_frame},
+    segment::{
+        FRAME_HEADER_LEN, FrameError, HEADER_LEN, MAX_BODY_LEN, MIN_BODY_LEN, OpIter, check_body,
+        check_header, parse_segment_name, read_frame,
+    },
 };
+
+/// Minimum size of one `read` from the segment file.
+const CHUNK: usize = 4 << 20;
 
 /// Iterator over the operations of one segment file, in file order, yielding
 /// `(sequence_number, payload)` with the payload decompressed.
@@ -28,14 +40,24 @@ use super::{
 pub struct SegmentReader {
     path: PathBuf,
     id: SegmentId,
-    data: Vec<u8>,
-    /// Offset of the next entry to decode.
-    pos: usize,
+    file: File,
+    file_len: u64,
+    /// Window over the file: `window[lo..hi]` holds the bytes at file offset
+    /// `pos` onwards.
+    window: Vec<u8>,
+    lo: usize,
+    hi: usize,
+    /// File offset of the next entry to decode.
+    pos: u64,
     /// Ops of the current entry: `(sequence_number, uncompressed_len)`.
     /// Reused across entries.
     ops: Vec<(u64, usize)>,
     /// Index of the next op in `ops` to hand out.
     next_op: usize,
+    /// Where entries are decompressed. Each entry's bytes are split off and
+    /// frozen; once the caller has dropped them, `reserve` reuses the same
+    /// allocation, so steady-state replay neither allocates nor page-faults.
+    out: BytesMut,
     /// Decompressed payloads of the current entry, back to back.
     buf: Bytes,
     buf_pos: usize,
@@ -43,27 +65,40 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    /// Read the segment at `path` and check its header. When the file name is
+    /// Open the segment at `path` and check its header. When the file name is
     /// a segment name, the id in the header must match it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WalError> {
         let path = path.as_ref().to_path_buf();
-        let data = std::fs::read(&path).map_err(|e| WalError::io("read segment", &path, e))?;
+        let file = File::open(&path).map_err(|e| WalError::io("open segment", &path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| WalError::io("stat segment", &path, e))?
+            .len();
         let expected = path
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(parse_segment_name);
-        let id = check_header(&data, expected).map_err(|r| WalError::corrupt(&path, 0, r))?;
-        Ok(Self {
+        let mut r = Self {
             path,
-            id,
-            data,
-            pos: HEADER_LEN,
+            id: SegmentId::new(0),
+            file,
+            file_len,
+            window: Vec::new(),
+            lo: 0,
+            hi: 0,
+            pos: 0,
             ops: Vec::new(),
             next_op: 0,
+            out: BytesMut::new(),
             buf: Bytes::new(),
             buf_pos: 0,
             done: false,
-        })
+        };
+        r.fill(HEADER_LEN.min(r.remaining()))?;
+        r.id = check_header(&r.window[r.lo..r.hi], expected)
+            .map_err(|e| WalError::corrupt(&r.path, 0, e))?;
+        r.consume(HEADER_LEN);
+        Ok(r)
     }
 
     /// The segment's id (from its header).
@@ -77,16 +112,96 @@ impl SegmentReader {
     }
 
     /// Size of the file in bytes.
-    pub fn file_len(&self) -> usize {
-        self.data.len()
+    pub fn file_len(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Bytes of the file from `pos` to its end.
+    fn remaining(&self) -> usize {
+        usize::try_from(self.file_len.saturating_sub(self.pos)).unwrap_or(usize::MAX)
+    }
+
+    /// Make `window[lo..]` hold at least `need` bytes. The caller guarantees
+    /// `need <= remaining()`.
+    fn fill(&mut self, need: usize) -> Result<(), WalError> {
+        if self.hi - self.lo >= need {
+            return Ok(());
+        }
+        if self.window.len() - self.lo < need {
+            self.window.copy_within(self.lo..self.hi, 0);
+            self.hi -= self.lo;
+            self.lo = 0;
+            if self.window.len() < need {
+                self.window.resize(need.max(CHUNK), 0);
+            }
+        }
+        while self.hi - self.lo < need {
+            match self.file.read(&mut self.window[self.hi..]) {
+                Ok(0) => {
+                    return Err(WalError::io(
+                        "read segment",
+                        &self.path,
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "segment shrank while being read",
+                        ),
+                    ));
+                }
+                Ok(n) => self.hi += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(WalError::io("read segment", &self.path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.lo += n;
+        self.pos += n as u64;
     }
 
     /// Decode the entry at `self.pos` into `self.ops` / `self.buf`.
     fn load_entry(&mut self) -> Result<(), WalError> {
-        let at = self.pos;
-        let frame = read_frame(&self.data, at).map_err(|e| WalError::corrupt(&self.path, at, e.to_string()))?;
+        let at = self.pos as usize;
+        let corrupt = |path: &Path, e: FrameError| WalError::corrupt(path, at, e.to_string());
+        let remaining = self.remaining();
+        if remaining < FRAME_HEADER_LEN {
+            return Err(corrupt(
+                &self.path,
+                FrameError::Incomplete {
+                    need: FRAME_HEADER_LEN,
+                    have: remaining,
+                },
+            ));
+        }
+        self.fill(FRAME_HEADER_LEN)?;
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.window[self.lo..self.lo + 4]);
+        let len = u32::from_le_bytes(len);
+        let frame_len = FRAME_HEADER_LEN + len as usize;
+        if !(MIN_BODY_LEN..=MAX_BODY_LEN).contains(&(len as usize)) {
+            return Err(corrupt(&self.path, FrameError::BadLength(len)));
+        }
+        if frame_len > remaining {
+            return Err(corrupt(
+                &self.path,
+                FrameError::Incomplete {
+                    need: frame_len,
+                    have: remaining,
+                },
+            ));
+        }
+        self.fill(frame_len)?;
+        let frame = read_frame(&self.window[self.lo..self.lo + frame_len], 0)
+            .map_err(|e| corrupt(&self.path, e))?;
         let info = check_body(frame.body).map_err(|r| WalError::corrupt(&self.path, at, r))?;
-        let mut out = vec![0u8; info.uncompressed];
+        // Drop our handle on the previous entry first, so `reserve` can
+        // reclaim its space when the caller holds none of its payloads.
+        self.buf = Bytes::new();
+        self.out.clear();
+        self.out.reserve(info.uncompressed);
+        self.out.resize(info.uncompressed, 0);
+        let out = &mut self.out[..];
         self.ops.clear();
         let mut off = 0;
         for (i, op) in OpIter::new(frame.body).enumerate() {
@@ -107,17 +222,20 @@ impl SegmentReader {
                     return Err(WalError::corrupt(
                         &self.path,
                         at,
-                        format!("op {i} (sequence number {}) does not decompress: {e}", op.sequence_number),
+                        format!(
+                            "op {i} (sequence number {}) does not decompress: {e}",
+                            op.sequence_number
+                        ),
                     ));
                 }
             }
             self.ops.push((op.sequence_number, op.uncompressed_len));
             off += op.uncompressed_len;
         }
-        self.buf = Bytes::from(out);
+        self.buf = self.out.split_to(info.uncompressed).freeze();
         self.buf_pos = 0;
         self.next_op = 0;
-        self.pos = frame.end;
+        self.consume(frame_len);
         Ok(())
     }
 }
@@ -130,7 +248,7 @@ impl Iterator for SegmentReader {
             return None;
         }
         if self.next_op == self.ops.len() {
-            if self.pos >= self.data.len() {
+            if self.pos >= self.file_len {
                 self.done = true;
                 return None;
             }
@@ -172,8 +290,61 @@ mod tests {
         let path = write_segment(dir.path(), 4, &entries);
         let r = SegmentReader::open(&path).unwrap();
         assert_eq!(r.id(), SegmentId::new(4));
-        let got: Vec<(u64, Vec<u8>)> = r.map(|x| x.map(|(s, b)| (s, b.to_vec())).unwrap()).collect();
+        let got: Vec<(u64, Vec<u8>)> = r
+            .map(|x| x.map(|(s, b)| (s, b.to_vec())).unwrap())
+            .collect();
         assert_eq!(got, entries.concat());
+    }
+
+    #[test]
+    fn entries_larger_than_a_chunk_and_across_chunk_boundaries() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        // Incompressible, so the entries really are this large on disk.
+        let mut entries = vec![vec![(1, noise(CHUNK + 12_345))]];
+        for s in 2..40 {
+            entries.push(vec![(s, noise(300_001)), (s + 1000, noise(17))]);
+        }
+        entries.push(vec![(99, noise(2 * CHUNK))]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(dir.path(), 0, &entries);
+        let r = SegmentReader::open(&path).unwrap();
+        assert!(r.file_len() > 3 * CHUNK as u64);
+        let got: Vec<(u64, Vec<u8>)> = r
+            .map(|x| x.map(|(s, b)| (s, b.to_vec())).unwrap())
+            .collect();
+        assert_eq!(got, entries.concat());
+    }
+
+    #[test]
+    fn truncated_entry_is_corrupt_at_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_segment(
+            dir.path(),
+            2,
+            &[vec![(1, b"one".to_vec())], vec![(2, b"two".to_vec())]],
+        );
+        let mut data = std::fs::read(&path).unwrap();
+        let second = HEADER_LEN + build_entry(&[(1, b"one".to_vec())]).len();
+        data.truncate(data.len() - 1);
+        std::fs::write(&path, &data).unwrap();
+        let mut r = SegmentReader::open(&path).unwrap();
+        assert_eq!(r.next().unwrap().unwrap().0, 1);
+        let e = r.next().unwrap().unwrap_err();
+        assert!(
+            matches!(e, WalError::Corrupt { offset, .. } if offset == second as u64),
+            "{e}"
+        );
+        assert!(e.to_string().contains("incomplete entry"), "{e}");
     }
 
     #[test]
@@ -185,7 +356,10 @@ mod tests {
         let err = SegmentReader::open(&renamed).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, WalError::Corrupt { offset: 0, .. }), "{msg}");
-        assert!(msg.contains("00000000000000000005.wal") && msg.contains("offset 0"), "{msg}");
+        assert!(
+            msg.contains("00000000000000000005.wal") && msg.contains("offset 0"),
+            "{msg}"
+        );
     }
 
     #[test]

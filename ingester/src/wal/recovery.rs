@@ -32,7 +32,9 @@ use std::path::Path;
 
 use super::{
     SegmentId, WalError,
-    segment::{FRAME_HEADER_LEN, HEADER_LEN, MIN_BODY_LEN, check_header, is_valid_frame_at, read_frame},
+    segment::{
+        FRAME_HEADER_LEN, HEADER_LEN, MIN_BODY_LEN, check_header, is_valid_frame_at, read_frame,
+    },
 };
 
 /// What the newest segment's bytes look like.
@@ -68,7 +70,9 @@ pub(crate) fn inspect(data: &[u8], id: SegmentId, path: &Path) -> Result<Tail, W
                     Some(at) => Err(WalError::corrupt(
                         path,
                         pos,
-                        format!("{e}; but a valid entry follows at offset {at}, so this is not a torn write"),
+                        format!(
+                            "{e}; but a valid entry follows at offset {at}, so this is not a torn write"
+                        ),
                     )),
                     None => Ok(Tail::Torn {
                         offset: pos,
@@ -133,7 +137,8 @@ pub(crate) fn recover_newest(path: &Path, id: SegmentId) -> Result<Recovered, Wa
                 %reason,
                 "WAL: removing newest segment that was never completely created (no header, no entries)"
             );
-            std::fs::remove_file(path).map_err(|e| WalError::io("remove header-less segment", path, e))?;
+            std::fs::remove_file(path)
+                .map_err(|e| WalError::io("remove header-less segment", path, e))?;
             Ok(Recovered::Removed)
         }
     }
@@ -158,7 +163,12 @@ mod tests {
 
     fn entries() -> Vec<Vec<(u64, Vec<u8>)>> {
         (0..4u64)
-            .map(|i| vec![(i, format!("cpu,host=h{i} usage={i}").into_bytes()), (i + 100, vec![i as u8; 50])])
+            .map(|i| {
+                vec![
+                    (i, format!("cpu,host=h{i} usage={i}").into_bytes()),
+                    (i + 100, vec![i as u8; 50]),
+                ]
+            })
             .collect()
     }
 
@@ -179,7 +189,10 @@ mod tests {
             }
         }
         // A cut exactly at an entry boundary is a clean (shorter) segment.
-        assert_eq!(inspect(&data[..last], ID, Path::new("x")).unwrap(), Tail::Clean);
+        assert_eq!(
+            inspect(&data[..last], ID, Path::new("x")).unwrap(),
+            Tail::Clean
+        );
     }
 
     #[test]
@@ -187,7 +200,9 @@ mod tests {
         let (mut data, _) = segment(&entries());
         let end = data.len();
         data.extend_from_slice(&[0u8; 8192]);
-        assert!(matches!(inspect(&data, ID, Path::new("x")).unwrap(), Tail::Torn { offset, .. } if offset == end));
+        assert!(
+            matches!(inspect(&data, ID, Path::new("x")).unwrap(), Tail::Torn { offset, .. } if offset == end)
+        );
         data.truncate(end);
         // Deterministic pseudo-random garbage.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -197,7 +212,9 @@ mod tests {
             x ^= x << 17;
             data.push(x as u8);
         }
-        assert!(matches!(inspect(&data, ID, Path::new("x")).unwrap(), Tail::Torn { offset, .. } if offset == end));
+        assert!(
+            matches!(inspect(&data, ID, Path::new("x")).unwrap(), Tail::Torn { offset, .. } if offset == end)
+        );
     }
 
     #[test]
@@ -209,7 +226,9 @@ mod tests {
             d[at] ^= 0x10;
             let err = inspect(&d, ID, Path::new("/wal/x.wal")).unwrap_err();
             match &err {
-                WalError::Corrupt { offset, .. } => assert_eq!(*offset as usize, starts[1], "flip at {at}"),
+                WalError::Corrupt { offset, .. } => {
+                    assert_eq!(*offset as usize, starts[1], "flip at {at}")
+                }
                 other => panic!("flip at {at}: {other}"),
             }
             assert!(err.to_string().contains("/wal/x.wal"));
@@ -221,10 +240,22 @@ mod tests {
         let (data, _) = segment(&entries());
         let mut d = data.clone();
         d[2] ^= 1;
-        assert!(matches!(inspect(&d, ID, Path::new("x")), Err(WalError::Corrupt { offset: 0, .. })));
+        assert!(matches!(
+            inspect(&d, ID, Path::new("x")),
+            Err(WalError::Corrupt { offset: 0, .. })
+        ));
         // Header-only, damaged: nothing to lose.
-        assert!(matches!(inspect(&d[..HEADER_LEN], ID, Path::new("x")), Ok(Tail::NoHeader { .. })));
-        assert!(matches!(inspect(&[], ID, Path::new("x")), Ok(Tail::NoHeader { .. })));
-        assert!(matches!(inspect(&[0; 7], ID, Path::new("x")), Ok(Tail::NoHeader { .. })));
+        assert!(matches!(
+            inspect(&d[..HEADER_LEN], ID, Path::new("x")),
+            Ok(Tail::NoHeader { .. })
+        ));
+        assert!(matches!(
+            inspect(&[], ID, Path::new("x")),
+            Ok(Tail::NoHeader { .. })
+        ));
+        assert!(matches!(
+            inspect(&[0; 7], ID, Path::new("x")),
+            Ok(Tail::NoHeader { .. })
+        ));
     }
 }

@@ -22,10 +22,7 @@
 //! - Each op is compressed on its own, by the appending task (see `mod.rs`), so
 //!   the writer thread only concatenates already-encoded op records.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use super::{SegmentId, WalError};
 
@@ -108,15 +105,22 @@ pub(crate) fn check_header(buf: &[u8], expected: Option<SegmentId>) -> Result<Se
         ));
     };
     if h[..6] != MAGIC {
-        return Err(format!("bad magic {:02x?}, not a Sluice WAL segment", &h[..6]));
+        return Err(format!(
+            "bad magic {:02x?}, not a Sluice WAL segment",
+            &h[..6]
+        ));
     }
     let version = u16::from_le_bytes([h[6], h[7]]);
     if version != VERSION {
-        return Err(format!("unsupported segment format version {version} (expected {VERSION})"));
+        return Err(format!(
+            "unsupported segment format version {version} (expected {VERSION})"
+        ));
     }
     let id = SegmentId::new(read_u64(h, 8));
     match expected {
-        Some(e) if e != id => Err(format!("header names segment {id} but the file name says {e}")),
+        Some(e) if e != id => Err(format!(
+            "header names segment {id} but the file name says {e}"
+        )),
         _ => Ok(id),
     }
 }
@@ -178,7 +182,10 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Incomplete { need, have } => {
-                write!(f, "incomplete entry: needs {need} bytes, {have} left in the file")
+                write!(
+                    f,
+                    "incomplete entry: needs {need} bytes, {have} left in the file"
+                )
             }
             Self::BadLength(l) => write!(
                 f,
@@ -268,12 +275,16 @@ pub(crate) fn check_body(body: &[u8]) -> Result<BodyInfo, String> {
     let mut uncompressed = 0usize;
     for i in 0..ops {
         let Some(h) = body.get(pos..pos + OP_HEADER_LEN) else {
-            return Err(format!("op {i} of {ops}: header runs past the end of the entry"));
+            return Err(format!(
+                "op {i} of {ops}: header runs past the end of the entry"
+            ));
         };
         let ulen = read_u32(h, 8) as usize;
         let clen = read_u32(h, 12) as usize;
         if ulen > MAX_OP_BYTES {
-            return Err(format!("op {i} of {ops}: uncompressed length {ulen} exceeds {MAX_OP_BYTES}"));
+            return Err(format!(
+                "op {i} of {ops}: uncompressed length {ulen} exceeds {MAX_OP_BYTES}"
+            ));
         }
         pos += OP_HEADER_LEN;
         if clen > body.len() - pos {
@@ -352,11 +363,6 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Map an I/O error of segment `path` into a [`WalError`].
-pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
-    move |e| WalError::io(action, path, e)
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -420,7 +426,12 @@ pub(crate) mod tests {
         assert_eq!(p, Path::new("/x/00000000000000000042.wal"));
         let name = p.file_name().unwrap().to_str().unwrap();
         assert_eq!(parse_segment_name(name), Some(SegmentId::new(42)));
-        for bad in ["42.wal", "0000000000000000004a.wal", "00000000000000000042.wal.tmp", "LOCK"] {
+        for bad in [
+            "42.wal",
+            "0000000000000000004a.wal",
+            "00000000000000000042.wal.tmp",
+            "LOCK",
+        ] {
             assert_eq!(parse_segment_name(bad), None, "{bad}");
         }
     }
@@ -428,9 +439,20 @@ pub(crate) mod tests {
     #[test]
     fn header_checks() {
         let h = encode_header(SegmentId::new(7));
-        assert_eq!(check_header(&h, Some(SegmentId::new(7))), Ok(SegmentId::new(7)));
-        assert!(check_header(&h, Some(SegmentId::new(8))).unwrap_err().contains("file name says 8"));
-        assert!(check_header(&h[..10], None).unwrap_err().contains("shorter"));
+        assert_eq!(
+            check_header(&h, Some(SegmentId::new(7))),
+            Ok(SegmentId::new(7))
+        );
+        assert!(
+            check_header(&h, Some(SegmentId::new(8)))
+                .unwrap_err()
+                .contains("file name says 8")
+        );
+        assert!(
+            check_header(&h[..10], None)
+                .unwrap_err()
+                .contains("shorter")
+        );
         let mut bad = h;
         bad[6] = 9;
         assert!(check_header(&bad, None).unwrap_err().contains("version"));
@@ -457,7 +479,10 @@ pub(crate) mod tests {
         assert!(check_body(&more).unwrap_err().contains("past the end"));
         // Zeros are never a frame.
         assert!(!is_valid_frame_at(&[0u8; 64], 0));
-        assert_eq!(read_frame(&[0u8; 64], 0).err(), Some(FrameError::BadLength(0)));
+        assert_eq!(
+            read_frame(&[0u8; 64], 0).err(),
+            Some(FrameError::BadLength(0))
+        );
     }
 
     #[test]
@@ -465,7 +490,10 @@ pub(crate) mod tests {
         let big = vec![0u8; MAX_OP_BYTES + 1];
         assert!(matches!(
             encode_op(9, &big),
-            Err(WalError::OpTooLarge { sequence_number: 9, .. })
+            Err(WalError::OpTooLarge {
+                sequence_number: 9,
+                ..
+            })
         ));
     }
 }

@@ -40,7 +40,10 @@ use tokio::sync::oneshot;
 
 use super::{
     ClosedSegment, RotationReason, SegmentId, Shared, WalError,
-    segment::{BODY_PREFIX_LEN, HEADER_LEN, MAX_BODY_LEN, MAX_OP_BYTES, OP_HEADER_LEN, encode_header, entry_prefix, segment_path, sync_dir},
+    segment::{
+        BODY_PREFIX_LEN, HEADER_LEN, MAX_BODY_LEN, MAX_OP_BYTES, OP_HEADER_LEN, encode_header,
+        entry_prefix, segment_path, sync_dir,
+    },
 };
 
 /// After a failed size/age rotation, wait this long before trying again.
@@ -94,7 +97,11 @@ impl OpenSegment {
 /// Create segment `id` in `dir`: header written and fdatasynced, then the
 /// directory fsynced, so an entry acknowledged in it can be found after a
 /// crash. On failure the partial file is removed (best effort).
-pub(crate) fn create_segment(dir: &std::path::Path, id: SegmentId, faults: &Faults) -> Result<OpenSegment, WalError> {
+pub(crate) fn create_segment(
+    dir: &std::path::Path,
+    id: SegmentId,
+    faults: &Faults,
+) -> Result<OpenSegment, WalError> {
     let path = segment_path(dir, id);
     let mut file = File::options()
         .write(true)
@@ -147,7 +154,9 @@ impl Writer {
         // Keep an entry within MAX_BODY_LEN even when one maximal op follows a
         // full group.
         let max_record = OP_HEADER_LEN + lz4_flex::block::get_maximum_output_size(MAX_OP_BYTES);
-        let cap = self.max_group_bytes.min(MAX_BODY_LEN - BODY_PREFIX_LEN - max_record);
+        let cap = self
+            .max_group_bytes
+            .min(MAX_BODY_LEN - BODY_PREFIX_LEN - max_record);
         let mut pending: Option<Request> = None;
         loop {
             let req = match pending.take() {
@@ -215,7 +224,13 @@ impl Writer {
         }
     }
 
+    /// When the open segment must be rotated by age; `None` without an age
+    /// limit, while the segment is empty, or once the WAL is failed (a
+    /// rotation could not succeed).
     fn age_deadline(&self) -> Option<Instant> {
+        if self.failed.is_some() {
+            return None;
+        }
         let due = self.seg.first_entry_at? + self.max_segment_age?;
         Some(self.rotate_retry_at.map_or(due, |r| r.max(due)))
     }
@@ -225,7 +240,9 @@ impl Writer {
         let mut group = std::mem::take(&mut self.group);
         if let Some(reason) = &self.failed {
             for a in group.drain(..) {
-                let _ = a.reply.send(Err(WalError::Failed { reason: reason.clone() }));
+                let _ = a.reply.send(Err(WalError::Failed {
+                    reason: reason.clone(),
+                }));
             }
             self.group = group;
             return;
@@ -236,14 +253,19 @@ impl Writer {
         let res = self.write_entry(&prefix, &group).and_then(|()| {
             let started = Instant::now();
             let r = self.faults.sync().and_then(|()| self.seg.file.sync_data());
-            self.shared.metrics.sync_duration.observe(started.elapsed().as_secs_f64());
+            self.shared
+                .metrics
+                .sync_duration
+                .observe(started.elapsed().as_secs_f64());
             r
         });
 
         match res {
             Ok(()) => {
                 self.seg.len += entry_len;
-                self.seg.seqs.extend(group.iter().map(|a| a.sequence_number));
+                self.seg
+                    .seqs
+                    .extend(group.iter().map(|a| a.sequence_number));
                 self.seg.first_entry_at.get_or_insert_with(Instant::now);
                 let m = &self.shared.metrics;
                 m.syncs.inc();
@@ -333,7 +355,9 @@ impl Writer {
     /// open segment stays open and nothing changes.
     fn rotate(&mut self, reason: RotationReason) -> Result<ClosedSegment, WalError> {
         if let Some(reason) = &self.failed {
-            return Err(WalError::Failed { reason: reason.clone() });
+            return Err(WalError::Failed {
+                reason: reason.clone(),
+            });
         }
         self.seg
             .file
@@ -375,7 +399,10 @@ fn write_all_vectored(file: &mut File, mut bufs: &mut [IoSlice<'_>]) -> io::Resu
     while !bufs.is_empty() {
         match file.write_vectored(bufs) {
             Ok(0) => {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "segment accepted no bytes"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "segment accepted no bytes",
+                ));
             }
             Ok(n) => IoSlice::advance_slices(&mut bufs, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -399,7 +426,9 @@ pub(crate) struct FaultPlan {
     /// Fail this many upcoming entry writes (after writing `partial_write` bytes).
     pub(crate) fail_writes: std::sync::atomic::AtomicU32,
     pub(crate) partial_write: std::sync::atomic::AtomicUsize,
-    /// Fail this many upcoming fdatasyncs of entries.
+    /// Let this many upcoming fdatasyncs of entries pass, then fail
+    /// `fail_syncs` of them.
+    pub(crate) skip_syncs: std::sync::atomic::AtomicU32,
     pub(crate) fail_syncs: std::sync::atomic::AtomicU32,
     /// Fail this many upcoming truncations after a failed entry.
     pub(crate) fail_truncates: std::sync::atomic::AtomicU32,
@@ -413,13 +442,18 @@ pub(crate) struct FaultPlan {
 impl FaultPlan {
     fn take(counter: &std::sync::atomic::AtomicU32) -> bool {
         use std::sync::atomic::Ordering::SeqCst;
-        counter.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok()
+        counter
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 }
 
 #[cfg(test)]
 fn injected() -> io::Error {
-    io::Error::new(io::ErrorKind::StorageFull, "injected failure: no space left on device")
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        "injected failure: no space left on device",
+    )
 }
 
 impl Faults {
@@ -429,7 +463,10 @@ impl Faults {
             return Ok(());
         }
         // Write a prefix, as a real short write before ENOSPC would.
-        let mut left = self.plan.partial_write.load(std::sync::atomic::Ordering::SeqCst);
+        let mut left = self
+            .plan
+            .partial_write
+            .load(std::sync::atomic::Ordering::SeqCst);
         for b in bufs {
             let n = left.min(b.len());
             file.write_all(&b[..n])?;
@@ -440,21 +477,36 @@ impl Faults {
 
     #[cfg(test)]
     fn sync(&self) -> io::Result<()> {
-        let delay = self.plan.sync_delay_ms.load(std::sync::atomic::Ordering::SeqCst);
+        let delay = self
+            .plan
+            .sync_delay_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
-        if FaultPlan::take(&self.plan.fail_syncs) { Err(injected()) } else { Ok(()) }
+        if FaultPlan::take(&self.plan.skip_syncs) || !FaultPlan::take(&self.plan.fail_syncs) {
+            Ok(())
+        } else {
+            Err(injected())
+        }
     }
 
     #[cfg(test)]
     fn truncate(&self) -> io::Result<()> {
-        if FaultPlan::take(&self.plan.fail_truncates) { Err(injected()) } else { Ok(()) }
+        if FaultPlan::take(&self.plan.fail_truncates) {
+            Err(injected())
+        } else {
+            Ok(())
+        }
     }
 
     #[cfg(test)]
     fn create(&self) -> io::Result<()> {
-        if FaultPlan::take(&self.plan.fail_creates) { Err(injected()) } else { Ok(()) }
+        if FaultPlan::take(&self.plan.fail_creates) {
+            Err(injected())
+        } else {
+            Ok(())
+        }
     }
 
     #[cfg(not(test))]

@@ -13,9 +13,9 @@ use arrow::compute::{cast, concat_batches};
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::ipc::reader::StreamReader;
 
+use super::WriteError;
 use super::builder::{BuiltTable, NewColumn};
 use super::names;
-use super::WriteError;
 use crate::catalog::{ColumnType, TableSchema};
 use crate::schema::{TIME_COLUMN, arrow_field, tag_data_type, time_data_type};
 
@@ -36,7 +36,8 @@ pub(crate) fn build_table(
         name: table.to_string(),
         reason,
     })?;
-    let reader = StreamReader::try_new(ipc, None).map_err(|e| invalid(format!("not an Arrow IPC stream: {e}")))?;
+    let reader = StreamReader::try_new(ipc, None)
+        .map_err(|e| invalid(format!("not an Arrow IPC stream: {e}")))?;
     let schema = reader.schema();
     let batches = reader
         .collect::<Result<Vec<_>, _>>()
@@ -57,7 +58,11 @@ pub(crate) fn build_table(
             continue;
         }
         let is_tag = tags.iter().any(|t| t == name)
-            || field.metadata().get("sluice.column_type").map(String::as_str) == Some("tag");
+            || field
+                .metadata()
+                .get("sluice.column_type")
+                .map(String::as_str)
+                == Some("tag");
         names::check_column(name).map_err(|reason| WriteError::InvalidName {
             line: None,
             table: table.to_string(),
@@ -81,7 +86,10 @@ pub(crate) fn build_table(
             }
         };
         if is_tag
-            && !matches!(field.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            && !matches!(
+                field.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
             && !matches!(field.data_type(), DataType::Dictionary(_, v) if matches!(**v, DataType::Utf8 | DataType::LargeUtf8))
         {
             return Err(invalid(format!(
@@ -106,7 +114,11 @@ pub(crate) fn build_table(
                 first_line: 0,
             }),
         }
-        let target = if is_tag { tag_data_type() } else { crate::schema::arrow_type(t) };
+        let target = if is_tag {
+            tag_data_type()
+        } else {
+            crate::schema::arrow_type(t)
+        };
         let array = if array.data_type() == &target {
             Arc::clone(array)
         } else {
@@ -118,8 +130,11 @@ pub(crate) fn build_table(
     let time = time.ok_or_else(|| invalid("no `time` column".to_string()))?;
     fields.push(arrow_field(TIME_COLUMN, ColumnType::Time));
     arrays.push(time);
-    let batch = RecordBatch::try_new(Arc::new(Schema::new(fields.into_iter().collect::<Vec<Field>>())), arrays)
-        .map_err(|e| invalid(e.to_string()))?;
+    let batch = RecordBatch::try_new(
+        Arc::new(Schema::new(fields.into_iter().collect::<Vec<Field>>())),
+        arrays,
+    )
+    .map_err(|e| invalid(e.to_string()))?;
     Ok(BuiltTable {
         name: table.to_string(),
         batch,
@@ -137,7 +152,11 @@ fn to_time(array: &ArrayRef) -> Result<ArrayRef, String> {
         DataType::Timestamp(TimeUnit::Microsecond, _) => 1_000,
         DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000_000,
         DataType::Timestamp(TimeUnit::Second, _) => 1_000_000_000,
-        other => return Err(format!("`time` has type {other}; expected a Timestamp or Int64 of nanoseconds")),
+        other => {
+            return Err(format!(
+                "`time` has type {other}; expected a Timestamp or Int64 of nanoseconds"
+            ));
+        }
     };
     let as_i64 = cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
     let values = as_i64

@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
-    StringDictionaryBuilder, TimestampNanosecondBuilder, UInt64Builder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
+    TimestampNanosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{Field, Int32Type, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -188,7 +188,12 @@ impl TableBuilder {
         Ok(idx)
     }
 
-    fn create_column(&mut self, name: &str, t: ColumnType, line: usize) -> Result<usize, WriteError> {
+    fn create_column(
+        &mut self,
+        name: &str,
+        t: ColumnType,
+        line: usize,
+    ) -> Result<usize, WriteError> {
         super::names::check_column(name).map_err(|reason| WriteError::InvalidName {
             line: Some(line),
             table: self.name.clone(),
@@ -224,7 +229,12 @@ impl TableBuilder {
     }
 
     /// Appends `value` to column `name` of the current row.
-    pub(crate) fn append(&mut self, name: &str, value: Value<'_>, line: usize) -> Result<(), WriteError> {
+    pub(crate) fn append(
+        &mut self,
+        name: &str,
+        value: Value<'_>,
+        line: usize,
+    ) -> Result<(), WriteError> {
         let idx = self.column(name, value.column_type(), line)?;
         let col = &mut self.columns[idx];
         if col.len > self.rows {

@@ -138,7 +138,11 @@ impl<S: DmlSink> WriteHandler<S> {
 
     /// Replays a write read from the WAL with its original sequence number.
     /// No state or size checks: it was accepted once already.
-    pub(crate) async fn replay(&self, sequence_number: u64, req: WriteRequest) -> Result<usize, WriteError> {
+    pub(crate) async fn replay(
+        &self,
+        sequence_number: u64,
+        req: WriteRequest,
+    ) -> Result<usize, WriteError> {
         self.oracle.observe(sequence_number);
         let mut op = self.validate(&req).await?;
         op.sequence_number = sequence_number;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
+use super::WriteError;
 use super::builder::{BuiltTable, TableBuilder, Value};
 use super::names;
 use super::request::Precision;
-use super::WriteError;
 use crate::catalog::TableSchema;
 use crate::line_protocol::{FieldValue, Parser};
 
@@ -65,12 +65,14 @@ pub(crate) fn build_tables(
 
         let time = match line.timestamp {
             None => default_time,
-            Some(ts) => ts.checked_mul(mult).ok_or_else(|| WriteError::TimestampOutOfRange {
-                line: n,
-                table: table.name().to_string(),
-                value: ts,
-                precision,
-            })?,
+            Some(ts) => ts
+                .checked_mul(mult)
+                .ok_or_else(|| WriteError::TimestampOutOfRange {
+                    line: n,
+                    table: table.name().to_string(),
+                    value: ts,
+                    precision,
+                })?,
         };
 
         // Duplicate keys within the line: the last one wins. Detected with

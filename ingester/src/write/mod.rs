@@ -128,9 +128,13 @@ pub(crate) enum WriteError {
 fn state_message(e: IngestStateError) -> &'static str {
     match e {
         IngestStateError::Starting => "the ingester is starting (replaying its WAL); retry shortly",
-        IngestStateError::Draining => "the ingester is draining (PrepareShutdown); send writes to another pod",
+        IngestStateError::Draining => {
+            "the ingester is draining (PrepareShutdown); send writes to another pod"
+        }
         IngestStateError::ShuttingDown => "the ingester is shutting down",
         IngestStateError::PersistSaturated => "the persist queue is full; retry once it drains",
-        IngestStateError::DiskFull => "the WAL volume is over its usage limit; retry once data is persisted",
+        IngestStateError::DiskFull => {
+            "the WAL volume is over its usage limit; retry once data is persisted"
+        }
     }
 }

@@ -33,7 +33,10 @@ pub(crate) fn split_by_day(batch: RecordBatch) -> Result<Vec<(String, RecordBatc
         return Ok(Vec::new());
     };
     let first_day = first.div_euclid(NANOS_PER_DAY);
-    if values.iter().all(|t| t.div_euclid(NANOS_PER_DAY) == first_day) {
+    if values
+        .iter()
+        .all(|t| t.div_euclid(NANOS_PER_DAY) == first_day)
+    {
         return Ok(vec![(key_of_day(first_day), batch)]);
     }
     let mut days: Vec<i64> = values.iter().map(|t| t.div_euclid(NANOS_PER_DAY)).collect();
@@ -55,9 +58,9 @@ pub(crate) fn split_by_day(batch: RecordBatch) -> Result<Vec<(String, RecordBatc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use arrow::array::Int64Array;
     use arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
 
     #[test]
     fn keys() {
@@ -74,12 +77,26 @@ mod tests {
             Field::new("v", DataType::Int64, true),
             Field::new("time", crate::schema::time_data_type(), false),
         ]));
-        let t = TimestampNanosecondArray::from(vec![0, NANOS_PER_DAY + 5, 7, -3]).with_timezone("UTC");
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(t)]).unwrap();
+        let t =
+            TimestampNanosecondArray::from(vec![0, NANOS_PER_DAY + 5, 7, -3]).with_timezone("UTC");
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3, 4])), Arc::new(t)],
+        )
+        .unwrap();
         let parts = split_by_day(batch).unwrap();
         let keys: Vec<_> = parts.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["1969-12-31", "1970-01-01", "1970-01-02"]);
-        let v = |i: usize| parts[i].1.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec();
+        let v = |i: usize| {
+            parts[i]
+                .1
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        };
         assert_eq!(v(0), [4]);
         assert_eq!(v(1), [1, 3]);
         assert_eq!(v(2), [2]);

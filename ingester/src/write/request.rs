@@ -142,8 +142,8 @@ impl WriteRequest {
         let namespace = get_str(&mut data)?;
         let payload = match get_u8(&mut data)? {
             KIND_LP => {
-                let precision = Precision::from_code(get_u8(&mut data)?)
-                    .ok_or(DecodeError("bad precision"))?;
+                let precision =
+                    Precision::from_code(get_u8(&mut data)?).ok_or(DecodeError("bad precision"))?;
                 if data.remaining() < 8 {
                     return Err(DecodeError("truncated"));
                 }

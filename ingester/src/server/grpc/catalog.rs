@@ -116,7 +116,12 @@ impl v1::catalog_service_server::CatalogService for CatalogService {
             .get_table(id, &r.table)
             .await
             .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("table `{}` not found in namespace `{}`", r.table, r.namespace)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "table `{}` not found in namespace `{}`",
+                    r.table, r.namespace
+                ))
+            })?;
         Ok(Response::new(proto_table(&r.namespace, &t)))
     }
 
@@ -131,7 +136,12 @@ impl v1::catalog_service_server::CatalogService for CatalogService {
             .get_table(id, &r.table)
             .await
             .map_err(status)?
-            .ok_or_else(|| Status::not_found(format!("table `{}` not found in namespace `{}`", r.table, r.namespace)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "table `{}` not found in namespace `{}`",
+                    r.table, r.namespace
+                ))
+            })?;
         let partitions = self.catalog.list_partitions(t.id).await.map_err(status)?;
         let files = self
             .catalog

@@ -62,18 +62,30 @@ impl v1::control_service_server::ControlService for ControlService {
             .rotate()
             .await
             .map_err(|e| Status::internal(format!("rotating the WAL: {e}")))?;
-        tracing::info!(segment = closed.id.get(), bytes = closed.bytes, "WAL rotated on request");
+        tracing::info!(
+            segment = closed.id.get(),
+            bytes = closed.bytes,
+            "WAL rotated on request"
+        );
         Ok(Response::new(v1::RotateWalResponse {
             closed_segment: closed.id.get(),
             partitions_marked: 0,
         }))
     }
 
-    async fn persist(&self, _: Request<v1::PersistRequest>) -> Result<Response<v1::PersistResponse>, Status> {
-        Err(Status::unimplemented("persistence is not built yet (issue: persistence)"))
+    async fn persist(
+        &self,
+        _: Request<v1::PersistRequest>,
+    ) -> Result<Response<v1::PersistResponse>, Status> {
+        Err(Status::unimplemented(
+            "persistence is not built yet (issue: persistence)",
+        ))
     }
 
-    async fn status(&self, _: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
         Ok(Response::new(ControlService::status(self)))
     }
 
@@ -81,13 +93,17 @@ impl v1::control_service_server::ControlService for ControlService {
         &self,
         _: Request<v1::PrepareShutdownRequest>,
     ) -> Result<Response<v1::PrepareShutdownResponse>, Status> {
-        Err(Status::unimplemented("draining needs persistence, not built yet"))
+        Err(Status::unimplemented(
+            "draining needs persistence, not built yet",
+        ))
     }
 
     async fn resume_ingest(
         &self,
         _: Request<v1::ResumeIngestRequest>,
     ) -> Result<Response<v1::ResumeIngestResponse>, Status> {
-        Err(Status::unimplemented("draining needs persistence, not built yet"))
+        Err(Status::unimplemented(
+            "draining needs persistence, not built yet",
+        ))
     }
 }

@@ -38,8 +38,12 @@ impl<Q> FlightQueryService<Q> {
 fn query_status(e: &QueryError) -> Status {
     let msg = e.to_string();
     match e {
-        QueryError::NamespaceNotFound(_) | QueryError::TableNotFound { .. } => Status::not_found(msg),
-        QueryError::ColumnNotFound { .. } | QueryError::InvalidRange { .. } => Status::invalid_argument(msg),
+        QueryError::NamespaceNotFound(_) | QueryError::TableNotFound { .. } => {
+            Status::not_found(msg)
+        }
+        QueryError::ColumnNotFound { .. } | QueryError::InvalidRange { .. } => {
+            Status::invalid_argument(msg)
+        }
         QueryError::Catalog(c) => super::catalog_status(c, msg),
         QueryError::Internal(_) => Status::internal(msg),
     }
@@ -47,10 +51,15 @@ fn query_status(e: &QueryError) -> Status {
 
 /// Decodes a ticket into a plan.
 pub(crate) fn decode_ticket(ticket: &[u8]) -> Result<QueryPlan, Status> {
-    let req = v1::QueryRequest::decode(ticket)
-        .map_err(|e| Status::invalid_argument(format!("ticket is not a sluice.ingester.v1.QueryRequest: {e}")))?;
+    let req = v1::QueryRequest::decode(ticket).map_err(|e| {
+        Status::invalid_argument(format!(
+            "ticket is not a sluice.ingester.v1.QueryRequest: {e}"
+        ))
+    })?;
     if req.namespace.is_empty() || req.table.is_empty() {
-        return Err(Status::invalid_argument("ticket needs a namespace and a table"));
+        return Err(Status::invalid_argument(
+            "ticket needs a namespace and a table",
+        ));
     }
     Ok(QueryPlan {
         namespace: req.namespace,
@@ -73,35 +82,39 @@ impl<Q: QueryExec + 'static> FlightService for FlightQueryService<Q> {
     type ListActionsStream = FlightStream<ActionType>;
     type DoExchangeStream = FlightStream<FlightData>;
 
-    async fn do_get(&self, request: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
         let plan = decode_ticket(&request.into_inner().ticket)?;
         let response = self.exec.query(plan).await.map_err(|e| query_status(&e))?;
         let schema = response.schema;
         let ingester_id = Arc::clone(&self.ingester_id);
-        let stream: BoxStream<'static, Result<FlightData, FlightError>> = if response.partitions.is_empty() {
-            FlightDataEncoderBuilder::new()
-                .with_schema(Arc::clone(&schema))
-                .build(futures::stream::empty())
-                .boxed()
-        } else {
-            futures::stream::iter(response.partitions)
-                .flat_map(move |p| {
-                    let meta = v1::PartitionMetadata {
-                        partition_id: p.id.get(),
-                        partition_key: p.key.to_string(),
-                        ingester_id: ingester_id.to_string(),
-                        persisted_batches: p.persisted_batches,
-                        rows: p.rows as u64,
-                        persisted: p.persisted,
-                    };
-                    FlightDataEncoderBuilder::new()
-                        .with_schema(Arc::clone(&schema))
-                        .with_metadata(meta.encode_to_vec().into())
-                        .with_dictionary_handling(DictionaryHandling::Resend)
-                        .build(p.batches.map_err(FlightError::from))
-                })
-                .boxed()
-        };
+        let stream: BoxStream<'static, Result<FlightData, FlightError>> =
+            if response.partitions.is_empty() {
+                FlightDataEncoderBuilder::new()
+                    .with_schema(Arc::clone(&schema))
+                    .build(futures::stream::empty())
+                    .boxed()
+            } else {
+                futures::stream::iter(response.partitions)
+                    .flat_map(move |p| {
+                        let meta = v1::PartitionMetadata {
+                            partition_id: p.id.get(),
+                            partition_key: p.key.to_string(),
+                            ingester_id: ingester_id.to_string(),
+                            persisted_batches: p.persisted_batches,
+                            rows: p.rows as u64,
+                            persisted: p.persisted,
+                        };
+                        FlightDataEncoderBuilder::new()
+                            .with_schema(Arc::clone(&schema))
+                            .with_metadata(meta.encode_to_vec().into())
+                            .with_dictionary_handling(DictionaryHandling::Resend)
+                            .build(p.batches.map_err(FlightError::from))
+                    })
+                    .boxed()
+            };
         Ok(Response::new(
             stream.map_err(|e| Status::internal(e.to_string())).boxed(),
         ))
@@ -111,27 +124,50 @@ impl<Q: QueryExec + 'static> FlightService for FlightQueryService<Q> {
         &self,
         _: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        Err(Status::unimplemented("handshake is not needed: DoGet with a QueryRequest ticket"))
+        Err(Status::unimplemented(
+            "handshake is not needed: DoGet with a QueryRequest ticket",
+        ))
     }
-    async fn list_flights(&self, _: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
         Err(Status::unimplemented("use CatalogService to list tables"))
     }
-    async fn get_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
         Err(Status::unimplemented("DoGet with a QueryRequest ticket"))
     }
-    async fn poll_flight_info(&self, _: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
         Err(Status::unimplemented("DoGet with a QueryRequest ticket"))
     }
-    async fn get_schema(&self, _: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
         Err(Status::unimplemented("use CatalogService.GetTableSchema"))
     }
-    async fn do_put(&self, _: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+    async fn do_put(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
         Err(Status::unimplemented("write with WriteService.Write"))
     }
-    async fn do_action(&self, _: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+    async fn do_action(
+        &self,
+        _: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
         Err(Status::unimplemented("no actions"))
     }
-    async fn list_actions(&self, _: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
         Err(Status::unimplemented("no actions"))
     }
     async fn do_exchange(

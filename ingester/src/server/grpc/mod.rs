@@ -7,9 +7,9 @@ pub(crate) mod write;
 
 use tonic::Status;
 
-use crate::write::WriteError;
 use crate::catalog::CatalogError;
 use crate::ingest_state::IngestStateError;
+use crate::write::WriteError;
 
 /// The gRPC status of a refused write. Exhaustive on purpose.
 pub(crate) fn write_error_status(e: &WriteError) -> Status {
@@ -23,11 +23,13 @@ pub(crate) fn write_error_status(e: &WriteError) -> Status {
         | WriteError::DuplicateColumn { .. }
         | WriteError::TimestampOutOfRange { .. }
         | WriteError::InvalidArrow { .. } => Status::invalid_argument(msg),
-        WriteError::TooLarge { .. } | WriteError::BufferFull { .. } => Status::resource_exhausted(msg),
+        WriteError::TooLarge { .. } | WriteError::BufferFull { .. } => {
+            Status::resource_exhausted(msg)
+        }
         WriteError::State(s) => match s {
-            IngestStateError::Starting | IngestStateError::Draining | IngestStateError::ShuttingDown => {
-                Status::unavailable(msg)
-            }
+            IngestStateError::Starting
+            | IngestStateError::Draining
+            | IngestStateError::ShuttingDown => Status::unavailable(msg),
             IngestStateError::PersistSaturated | IngestStateError::DiskFull => {
                 Status::resource_exhausted(msg)
             }

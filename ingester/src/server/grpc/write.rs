@@ -39,7 +39,10 @@ fn precision(p: i32) -> Result<Precision, Status> {
 
 #[tonic::async_trait]
 impl<S: DmlSink + 'static> v1::write_service_server::WriteService for WriteService<S> {
-    async fn write(&self, request: Request<v1::WriteRequest>) -> Result<Response<v1::WriteResponse>, Status> {
+    async fn write(
+        &self,
+        request: Request<v1::WriteRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
         let r = request.into_inner();
         let payload = match r.payload {
             Some(write_request::Payload::LineProtocol(body)) => Payload::LineProtocol {

@@ -1,0 +1,320 @@
+//! Numeric tokens: field values and timestamps.
+//!
+//! The caller has cut the token `b[start..end]` out of the line `b` (a field
+//! value ends at a comma, a space or the end of the line; a timestamp at a
+//! space, a tab or the end), so each function checks that the *whole* token
+//! has InfluxDB's spelling:
+//!
+//! ```text
+//! integer   = "-"? digits "i"            (i64)
+//! unsigned  = digits "u"                 (u64)
+//! float     = "-"? digits ("." digits)? (("e" | "E") ("+" | "-")? digits)?
+//! timestamp = "-"? digits                (i64)
+//! ```
+//!
+//! Digits are read 8 at a time in a `u64` (SWAR): checked and converted with a
+//! few multiplications instead of a loop whose exit, at a different length
+//! for every value, the CPU would mispredict. These reads may look at bytes of
+//! the line around the token, never outside the line.
+//!
+//! Floats are converted with Clinger's fast path when exact (a mantissa of at
+//! most 2^53 scaled by at most 10^22: one correctly rounded operation) and by
+//! `f64::from_str` otherwise, so every result is the correctly rounded value.
+//! A float that rounds to infinity is refused.
+
+use super::{
+    FieldValue,
+    error::{InvalidValue, TimestampProblem, quote},
+    float,
+};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+const ASCII_ZEROS: u64 = ONES * 0x30;
+
+const POW10_U64: [u64; 20] = {
+    let mut table = [1u64; 20];
+    let mut i = 1;
+    while i < 20 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// Why a numeric field value was refused; the caller words the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Problem {
+    InvalidNumber,
+    IntegerOutOfRange,
+    UnsignedOutOfRange,
+    FloatOutOfRange,
+}
+
+impl Problem {
+    /// The message for the token `b[start..end]`.
+    #[cold]
+    pub fn describe(self, b: &[u8], start: usize, end: usize) -> InvalidValue {
+        let token = quote(std::str::from_utf8(&b[start..end]).unwrap_or_default());
+        match self {
+            Self::InvalidNumber => InvalidValue::InvalidNumber(token),
+            Self::IntegerOutOfRange => InvalidValue::IntegerOutOfRange(token),
+            Self::UnsignedOutOfRange => InvalidValue::UnsignedOutOfRange(token),
+            Self::FloatOutOfRange => InvalidValue::FloatOutOfRange(token),
+        }
+    }
+}
+
+/// A field value token `b[start..end]` whose first byte is `-` or a digit.
+#[inline(always)]
+pub(super) fn field(b: &[u8], start: usize, end: usize) -> Result<FieldValue<'static>, Problem> {
+    let negative = b[start] == b'-';
+    let int_start = start + usize::from(negative);
+    let (int_end, int_value) = digit_run(b, int_start, end);
+    let int_digits = int_end - int_start;
+    if int_digits == 0 {
+        return Err(Problem::InvalidNumber);
+    }
+    if int_end + 1 == end {
+        // The accumulated value is exact up to 19 digits; past that, recheck.
+        let magnitude = if int_digits <= 19 {
+            Some(int_value)
+        } else {
+            checked_digits(&b[int_start..int_end])
+        };
+        match b[int_end] {
+            b'i' => {
+                return match magnitude.and_then(|m| signed(negative, m)) {
+                    Some(v) => Ok(FieldValue::I64(v)),
+                    None => Err(Problem::IntegerOutOfRange),
+                };
+            }
+            b'u' if !negative => {
+                return match magnitude {
+                    Some(v) => Ok(FieldValue::U64(v)),
+                    None => Err(Problem::UnsignedOutOfRange),
+                };
+            }
+            _ => {}
+        }
+    }
+    if int_end != end && !matches!(b[int_end], b'.' | b'e' | b'E') {
+        return Err(Problem::InvalidNumber);
+    }
+
+    // A float: "-"? int ("." frac)? (("e" | "E") ("+" | "-")? exp)?
+    let mut i = int_end;
+    let (mut frac_start, mut frac_end, mut frac_value) = (i, i, 0);
+    if i < end && b[i] == b'.' {
+        frac_start = i + 1;
+        (frac_end, frac_value) = digit_run(b, frac_start, end);
+        if frac_end == frac_start {
+            return Err(Problem::InvalidNumber);
+        }
+        i = frac_end;
+    }
+    let mut exponent: i64 = 0;
+    if i < end && matches!(b[i], b'e' | b'E') {
+        i += 1;
+        let exp_negative = i < end && b[i] == b'-';
+        if i < end && matches!(b[i], b'-' | b'+') {
+            i += 1;
+        }
+        let exp_start = i;
+        while i < end && b[i].is_ascii_digit() {
+            // Saturate: anything this large takes the slow path anyway.
+            exponent = (exponent * 10 + i64::from(b[i] - b'0')).min(1 << 32);
+            i += 1;
+        }
+        if i == exp_start {
+            return Err(Problem::InvalidNumber);
+        }
+        if exp_negative {
+            exponent = -exponent;
+        }
+    }
+    if i != end {
+        return Err(Problem::InvalidNumber);
+    }
+
+    let frac_digits = frac_end - frac_start;
+    let mut value = None;
+    if int_digits + frac_digits <= 19 {
+        // Both parts together are below 10^19: no overflow.
+        let mantissa = int_value * POW10_U64[frac_digits] + frac_value;
+        value = float::decimal_to_f64(mantissa, exponent - frac_digits as i64)
+            .map(|v| if negative { -v } else { v });
+    }
+    let value = match value {
+        Some(v) => v,
+        None => slow_float(b, start, end)?,
+    };
+    if !value.is_finite() {
+        return Err(Problem::FloatOutOfRange);
+    }
+    Ok(FieldValue::F64(value))
+}
+
+/// `f64::from_str` for a token already known to match the float grammar
+/// (a subset of what `from_str` accepts).
+#[cold]
+#[inline(never)]
+fn slow_float(b: &[u8], start: usize, end: usize) -> Result<f64, Problem> {
+    std::str::from_utf8(&b[start..end])
+        .ok()
+        .and_then(|text| text.parse::<f64>().ok())
+        .ok_or(Problem::InvalidNumber)
+}
+
+/// A timestamp token `b[start..end]` (not empty): `-?digits` within i64.
+#[inline(always)]
+pub(super) fn timestamp(b: &[u8], start: usize, end: usize) -> Result<i64, TimestampProblem> {
+    let negative = b[start] == b'-';
+    let digits_start = start + usize::from(negative);
+    let (digits_end, value) = digit_run(b, digits_start, end);
+    if digits_start == end || digits_end != end {
+        return Err(TimestampProblem::NotAnInteger);
+    }
+    let magnitude = if end - digits_start <= 19 {
+        Some(value)
+    } else {
+        checked_digits(&b[digits_start..end])
+    };
+    magnitude
+        .and_then(|magnitude| signed(negative, magnitude))
+        .ok_or(TimestampProblem::OutOfRange)
+}
+
+/// The i64 of a sign and a magnitude, if in range.
+#[inline(always)]
+fn signed(negative: bool, magnitude: u64) -> Option<i64> {
+    if negative {
+        // -2^63 is representable: wrapping_sub maps 2^63 to i64::MIN.
+        (magnitude <= 1 << 63).then(|| 0i64.wrapping_sub(magnitude as i64))
+    } else {
+        i64::try_from(magnitude).ok()
+    }
+}
+
+/// The run of ASCII digits starting at `start` (and ending by `end`): where
+/// it ends, and its value (exact for up to 19 digits, wrapped beyond).
+///
+/// Reads 8 bytes at a time while the line has them; the byte at `end` (a
+/// delimiter, or the end of the line) is never a digit, so reading past `end`
+/// does not change the result.
+#[inline(always)]
+fn digit_run(b: &[u8], mut at: usize, end: usize) -> (usize, u64) {
+    let mut value = 0u64;
+    while at < end {
+        let Some(word) = b[at..].first_chunk::<8>() else {
+            // Fewer than 8 bytes left in the line.
+            while at < end && b[at].is_ascii_digit() {
+                value = value.wrapping_mul(10).wrapping_add(u64::from(b[at] - b'0'));
+                at += 1;
+            }
+            return (at, value);
+        };
+        let x = u64::from_le_bytes(*word);
+        let non_digits = non_digit_bytes(x);
+        let n = (non_digits.trailing_zeros() as usize / 8).min(end - at);
+        if n == 0 {
+            break;
+        }
+        value = value
+            .wrapping_mul(POW10_U64[n])
+            .wrapping_add(eight_digits(x, n));
+        at += n;
+        if n < 8 {
+            break;
+        }
+    }
+    (at, value)
+}
+
+/// Per byte of `x`: high bit set iff the byte is not an ASCII digit.
+#[inline(always)]
+fn non_digit_bytes(x: u64) -> u64 {
+    // Digits become 0..=9; a byte is a non-digit iff it is now >= 10.
+    // OR-ing 0x80 in keeps each byte's subtraction from borrowing.
+    let a = x ^ ASCII_ZEROS;
+    (((a | HIGH) - ONES * 10) | a) & HIGH
+}
+
+/// The value of the first `n` (1..=8) bytes of `x`, all ASCII digits; byte 0
+/// is the most significant.
+#[inline(always)]
+fn eight_digits(x: u64, n: usize) -> u64 {
+    // Digit values, shifted so the n digits fill the top bytes and zeros the
+    // rest. Bytes after the digits may borrow in the subtraction, but a
+    // borrow only moves up, into bytes the shift drops.
+    let d = x.wrapping_sub(ASCII_ZEROS) << (8 * (8 - n));
+    // Combine neighbours: pairs, then quads, then all eight. No lane
+    // overflows its width.
+    let d = (d * 10 + (d >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let d = (d * 100 + (d >> 16)) & 0x0000_FFFF_0000_FFFF;
+    (d * 10_000 + (d >> 32)) & 0xFFFF_FFFF
+}
+
+/// The value of a slice of digits, or `None` if it has a non-digit or does
+/// not fit in a u64.
+#[cold]
+fn checked_digits(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &c| {
+        let digit = c.checked_sub(b'0').filter(|d| *d <= 9)?;
+        acc.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digit_runs_agree_with_a_plain_loop() {
+        // Runs at every distance from the start and the end of the line, so
+        // both the 8-byte reads and the short-line fallback run.
+        for text in [
+            "7",
+            "42",
+            "1234567",
+            "12345678",
+            "123456789",
+            "9999999999999999999",
+        ] {
+            for pad in 0..10 {
+                for tail in ["", ",", "i,abcdefgh"] {
+                    let line = format!("{}{text}{tail}", "x".repeat(pad));
+                    let (start, end) = (pad, pad + text.len() + tail.len().min(1));
+                    let expected = (pad + text.len(), text.parse::<u64>().expect("digits"));
+                    assert_eq!(digit_run(line.as_bytes(), start, end), expected, "{line}");
+                }
+            }
+        }
+        // Stops at `end` even when digits follow.
+        assert_eq!(digit_run(b"123456789012", 0, 3), (3, 123));
+        assert_eq!(digit_run(b"x,", 0, 1), (0, 0));
+        assert_eq!(checked_digits(b"18446744073709551616"), None);
+        assert_eq!(checked_digits(b"18446744073709551615"), Some(u64::MAX));
+    }
+
+    proptest::proptest! {
+        /// Long mantissas over powers of ten (the TSBS shape) convert to the
+        /// same bits as `f64::from_str`, whichever path they take.
+        #[test]
+        fn long_decimals_round_like_from_str(
+            mantissa in 0u64..10_000_000_000_000_000_000,
+            frac_digits in 1usize..=19,
+            negative in proptest::bool::ANY,
+        ) {
+            let digits = format!("{mantissa:0>width$}", width = frac_digits + 1);
+            let (int, frac) = digits.split_at(digits.len() - frac_digits);
+            let text = format!("{}{int}.{frac}", if negative { "-" } else { "" });
+            let expected: f64 = text.parse().expect("valid float");
+            let got = field(text.as_bytes(), 0, text.len());
+            proptest::prop_assert_eq!(got, Ok(FieldValue::F64(expected)), "{}", text);
+            if let Ok(FieldValue::F64(v)) = got {
+                proptest::prop_assert_eq!(v.to_bits(), expected.to_bits(), "{}", text);
+            }
+        }
+    }
+}

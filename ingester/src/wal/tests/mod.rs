@@ -1,0 +1,444 @@
+//! Tests of the whole WAL: group commit, rotation, lifecycle. Recovery
+//! (torn tails, bit flips) and injected I/O failures have their own files.
+
+mod faults;
+mod recovery;
+
+use std::{future::Future, path::Path, sync::Arc, sync::atomic::Ordering::SeqCst, time::Duration};
+
+use bytes::Bytes;
+
+use super::{
+    segment::{BODY_PREFIX_LEN, HEADER_LEN, read_frame, segment_path},
+    writer::{FaultPlan, Faults},
+    *,
+};
+
+/// Upper bound for any await in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+
+pub(super) async fn within<F: Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f).await.expect("timed out")
+}
+
+pub(super) fn config(dir: &Path) -> WalConfig {
+    WalConfig {
+        dir: dir.to_path_buf(),
+        max_segment_bytes: 1 << 30,
+        max_segment_age: None,
+        max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
+    }
+}
+
+pub(super) fn open(cfg: WalConfig) -> Result<(Wal, Vec<SegmentFile>), WalError> {
+    Wal::open(cfg, &prometheus::Registry::new())
+}
+
+pub(super) fn open_faulty(cfg: WalConfig) -> (Wal, Vec<SegmentFile>, Arc<FaultPlan>) {
+    let plan = Arc::new(FaultPlan::default());
+    let faults = Faults {
+        plan: Arc::clone(&plan),
+    };
+    let (wal, files) = Wal::open_with(cfg, &prometheus::Registry::new(), faults).expect("open WAL");
+    (wal, files, plan)
+}
+
+/// A line-protocol-like payload, different for every sequence number.
+pub(super) fn payload(seq: u64) -> Bytes {
+    Bytes::from(format!(
+        "cpu,host=server{},region=eu-west usage_user={seq}i,usage_system={} {}\n",
+        seq % 7,
+        seq as f64 / 3.0,
+        1_700_000_000_000_000_000u64 + seq
+    ))
+}
+
+pub(super) fn op(seq: u64) -> WalOp {
+    WalOp {
+        sequence_number: seq,
+        payload: payload(seq),
+    }
+}
+
+/// Every op of `files`, in replay order; panics on any error.
+pub(super) fn replay(files: &[SegmentFile]) -> Vec<(u64, Bytes)> {
+    files
+        .iter()
+        .flat_map(|f| f.reader().expect("open segment"))
+        .map(|r| r.expect("read op"))
+        .collect()
+}
+
+pub(super) fn expected(seqs: impl IntoIterator<Item = u64>) -> Vec<(u64, Bytes)> {
+    seqs.into_iter().map(|s| (s, payload(s))).collect()
+}
+
+fn metrics(wal: &Wal) -> &metrics::Metrics {
+    &wal.inner.shared.metrics
+}
+
+#[tokio::test]
+async fn append_shutdown_reopen_replays_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, files) = open(config(dir.path())).unwrap();
+    assert!(files.is_empty());
+    for s in 0..10 {
+        assert_eq!(within(wal.append(&op(s))).await.unwrap(), SegmentId::new(0));
+    }
+    // Each lone append is its own group: no waiting for company.
+    assert_eq!(metrics(&wal).syncs.get(), 10);
+    within(wal.shutdown()).await.unwrap();
+
+    let (wal, files) = open(config(dir.path())).unwrap();
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].id, SegmentId::new(0));
+    assert_eq!(replay(&files), expected(0..10));
+    assert_eq!(wal.segments().open_segment, SegmentId::new(1));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _, plan) = open_faulty(config(dir.path()));
+    // A slow disk: every fdatasync takes 20 ms, so appends pile up behind it.
+    plan.sync_delay_ms.store(20, SeqCst);
+    let tasks: Vec<_> = (0..200)
+        .map(|s| {
+            let wal = wal.clone();
+            tokio::spawn(async move { wal.append(&op(s)).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(within(t).await.unwrap().unwrap(), SegmentId::new(0));
+    }
+    let m = metrics(&wal);
+    let syncs = m.syncs.get();
+    assert!(
+        (1..50).contains(&syncs),
+        "200 concurrent appends took {syncs} syncs"
+    );
+    assert_eq!(m.ops_per_sync.get_sample_sum(), 200.0);
+    assert_eq!(m.ops_per_sync.get_sample_count(), syncs);
+    within(wal.shutdown()).await.unwrap();
+
+    let (wal, files) = open(config(dir.path())).unwrap();
+    let mut got = replay(&files);
+    got.sort_by_key(|(s, _)| *s);
+    assert_eq!(got, expected(0..200));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_respect_the_byte_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_group_bytes = 400;
+    let (wal, _, plan) = open_faulty(cfg);
+    plan.sync_delay_ms.store(10, SeqCst);
+    let tasks: Vec<_> = (0..60)
+        .map(|s| {
+            let wal = wal.clone();
+            tokio::spawn(async move { wal.append(&op(s)).await })
+        })
+        .collect();
+    for t in tasks {
+        within(t).await.unwrap().unwrap();
+    }
+    within(wal.shutdown()).await.unwrap();
+
+    let data = std::fs::read(segment_path(dir.path(), SegmentId::new(0))).unwrap();
+    let (mut pos, mut entries, mut multi) = (HEADER_LEN, 0, 0);
+    while pos < data.len() {
+        let frame = read_frame(&data, pos).unwrap();
+        let ops = super::segment::check_body(frame.body).unwrap().ops;
+        assert!(
+            frame.body.len() - BODY_PREFIX_LEN <= 400 || ops == 1,
+            "group of {ops} ops over the cap"
+        );
+        multi += usize::from(ops > 1);
+        entries += 1;
+        pos = frame.end;
+    }
+    assert!(entries >= 60 * 90 / 400, "{entries} entries");
+    assert!(multi > 0, "no group held more than one op");
+}
+
+#[tokio::test]
+async fn rotation_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_segment_bytes = 600;
+    let (wal, _) = open(cfg.clone()).unwrap();
+    let mut rx = wal.subscribe_rotations();
+    let mut holder = Vec::new();
+    for s in 0..30 {
+        holder.push(within(wal.append(&op(s))).await.unwrap());
+    }
+    // Shutdown is queued behind the last size check: all rotations are out.
+    within(wal.shutdown()).await.unwrap();
+    let mut closed = Vec::new();
+    while let Ok(c) = rx.try_recv() {
+        closed.push(c);
+    }
+    assert!(closed.len() >= 3, "only {} rotations", closed.len());
+    let open_id = wal.segments().open_segment;
+    for (i, c) in closed.iter().enumerate() {
+        assert_eq!(c.id, SegmentId::new(i as u64));
+        assert_eq!(c.reason, RotationReason::Size);
+        assert!(c.bytes >= 600, "closed at {} bytes", c.bytes);
+        assert_eq!(std::fs::metadata(&c.path).unwrap().len(), c.bytes);
+        assert_eq!(c.min_sequence_number, c.sequence_numbers.first().copied());
+    }
+    for (s, id) in holder.iter().enumerate() {
+        match closed.iter().find(|c| c.id == *id) {
+            Some(c) => assert!(c.sequence_numbers.contains(&(s as u64))),
+            None => assert_eq!(*id, open_id),
+        }
+    }
+    assert_eq!(
+        metrics(&wal).rotations.with_label_values(&["size"]).get(),
+        closed.len() as u64
+    );
+
+    let stats = wal.segments();
+    assert_eq!(stats.segments, closed.len() + 1);
+    let on_disk: u64 = super::segment::list_segments(dir.path())
+        .unwrap()
+        .iter()
+        .map(|(_, p)| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(stats.bytes, on_disk);
+    assert_eq!(metrics(&wal).bytes.get() as u64, on_disk);
+
+    let (wal, files) = open(cfg).unwrap();
+    let ids: Vec<u64> = files.iter().map(|f| f.id.get()).collect();
+    assert_eq!(ids, (0..=open_id.get()).collect::<Vec<_>>());
+    assert_eq!(
+        wal.segments().open_segment,
+        SegmentId::new(open_id.get() + 1)
+    );
+    assert_eq!(replay(&files), expected(0..30));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn rotation_by_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.max_segment_age = Some(Duration::from_millis(150));
+    let (wal, _) = open(cfg).unwrap();
+    let mut rx = wal.subscribe_rotations();
+    within(wal.append(&op(1))).await.unwrap();
+    let c = within(rx.recv()).await.unwrap();
+    assert_eq!((c.id, c.reason), (SegmentId::new(0), RotationReason::Age));
+    assert_eq!(&*c.sequence_numbers, &[1]);
+
+    // An idle, empty segment is not rotated over and over.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(rx.try_recv().is_err());
+
+    // A busy WAL (never idle long enough for a receive timeout) still rotates.
+    let start = std::time::Instant::now();
+    let mut s = 2;
+    while start.elapsed() < Duration::from_millis(700) {
+        within(wal.append(&op(s))).await.unwrap();
+        s += 1;
+    }
+    let c = within(rx.recv()).await.unwrap();
+    assert_eq!((c.id, c.reason), (SegmentId::new(1), RotationReason::Age));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn rotation_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(config(dir.path())).unwrap();
+    let mut rx = wal.subscribe_rotations();
+    for s in [5, 3, 9] {
+        within(wal.append(&op(s))).await.unwrap();
+    }
+    let c = within(wal.rotate()).await.unwrap();
+    assert_eq!(
+        (c.id, c.reason),
+        (SegmentId::new(0), RotationReason::Requested)
+    );
+    assert_eq!(&*c.sequence_numbers, &[3, 5, 9]);
+    assert_eq!(
+        (c.min_sequence_number, c.max_sequence_number),
+        (Some(3), Some(9))
+    );
+    assert_eq!(std::fs::metadata(&c.path).unwrap().len(), c.bytes);
+    assert_eq!(within(rx.recv()).await.unwrap(), c);
+
+    assert_eq!(within(wal.append(&op(4))).await.unwrap(), SegmentId::new(1));
+    let c = within(wal.rotate()).await.unwrap();
+    assert_eq!(&*c.sequence_numbers, &[4]);
+    let empty = within(wal.rotate()).await.unwrap();
+    assert_eq!(empty.id, SegmentId::new(2));
+    assert!(empty.sequence_numbers.is_empty() && empty.min_sequence_number.is_none());
+    assert_eq!(
+        metrics(&wal)
+            .rotations
+            .with_label_values(&["requested"])
+            .get(),
+        3
+    );
+    assert_eq!(
+        wal.segments().closed_segments,
+        [0, 1, 2].map(SegmentId::new)
+    );
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn delete_and_ids_monotonic_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(config(dir.path())).unwrap();
+    within(wal.append(&op(1))).await.unwrap();
+    within(wal.rotate()).await.unwrap();
+    within(wal.rotate()).await.unwrap();
+    // Segments 0 and 1 closed, 2 open.
+    let e = within(wal.delete_segment(SegmentId::new(2)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, WalError::SegmentOpen(id) if id == SegmentId::new(2)),
+        "{e}"
+    );
+    within(wal.delete_segment(SegmentId::new(0))).await.unwrap();
+    assert!(!segment_path(dir.path(), SegmentId::new(0)).exists());
+    for id in [0, 7] {
+        let e = within(wal.delete_segment(SegmentId::new(id)))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, WalError::UnknownSegment(_)), "{e}");
+    }
+    let stats = wal.segments();
+    assert_eq!((stats.segments, stats.open_segment), (2, SegmentId::new(2)));
+    within(wal.shutdown()).await.unwrap();
+
+    let (wal, files) = open(config(dir.path())).unwrap();
+    assert_eq!(files.iter().map(|f| f.id.get()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(wal.segments().open_segment, SegmentId::new(3));
+    // Replayed segments are closed segments: deletable.
+    for f in &files {
+        within(wal.delete_segment(f.id)).await.unwrap();
+    }
+    assert_eq!(wal.segments().segments, 1);
+    within(wal.shutdown()).await.unwrap();
+
+    // Only the last open (empty) segment is left; the next id still grows.
+    let (wal, files) = open(config(dir.path())).unwrap();
+    assert_eq!(files.iter().map(|f| f.id.get()).collect::<Vec<_>>(), [3]);
+    assert_eq!(wal.segments().open_segment, SegmentId::new(4));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lock_and_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = prometheus::Registry::new();
+    let (wal, _) = Wal::open(config(dir.path()), &registry).unwrap();
+    let names: Vec<String> = registry
+        .gather()
+        .iter()
+        .map(|f| f.name().to_owned())
+        .collect();
+    for n in [
+        "sluice_wal_syncs_total",
+        "sluice_wal_sync_duration_seconds",
+        "sluice_wal_ops_per_sync",
+        "sluice_wal_bytes_written_total",
+        "sluice_wal_segments",
+        "sluice_wal_bytes",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+    // Two writers on one directory are refused.
+    assert!(matches!(
+        open(config(dir.path())),
+        Err(WalError::Locked { .. })
+    ));
+
+    within(wal.append(&op(1))).await.unwrap();
+    within(wal.shutdown()).await.unwrap();
+    within(wal.shutdown()).await.unwrap();
+    assert!(matches!(
+        within(wal.append(&op(2))).await,
+        Err(WalError::ShutDown)
+    ));
+    assert!(matches!(
+        within(wal.rotate()).await,
+        Err(WalError::ShutDown)
+    ));
+
+    // Dropping the last handle stops the writer and frees the directory.
+    let (wal, files) = open(config(dir.path())).unwrap();
+    assert_eq!(replay(&files), expected([1]));
+    within(wal.append(&op(3))).await.unwrap();
+    drop(wal);
+    let deadline = std::time::Instant::now() + LIMIT;
+    let (wal, files) = loop {
+        match open(config(dir.path())) {
+            Ok(x) => break x,
+            Err(WalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(replay(&files), expected([1, 3]));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_racing_shutdown_are_durable_iff_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(config(dir.path())).unwrap();
+    let tasks: Vec<_> = (0..100)
+        .map(|s| {
+            let wal = wal.clone();
+            tokio::spawn(async move { (s, wal.append(&op(s)).await) })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    within(wal.shutdown()).await.unwrap();
+    let mut acked = Vec::new();
+    for t in tasks {
+        match within(t).await.unwrap() {
+            (s, Ok(_)) => acked.push(s),
+            (_, Err(WalError::ShutDown)) => {}
+            (s, Err(e)) => panic!("op {s}: {e}"),
+        }
+    }
+    let (wal, files) = open(config(dir.path())).unwrap();
+    let mut got = replay(&files);
+    got.sort_by_key(|(s, _)| *s);
+    acked.sort_unstable();
+    assert_eq!(got, expected(acked));
+    within(wal.shutdown()).await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_op_is_refused_before_queueing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(config(dir.path())).unwrap();
+    let big = WalOp {
+        sequence_number: 8,
+        payload: Bytes::from(vec![0u8; MAX_OP_BYTES + 1]),
+    };
+    let e = within(wal.append(&big)).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            WalError::OpTooLarge {
+                sequence_number: 8,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(metrics(&wal).syncs.get(), 0);
+    within(wal.shutdown()).await.unwrap();
+}
