@@ -5,6 +5,7 @@
 //! The binary is taken from `SLUICE_INGESTER_BIN` if set, else built once
 //! per test process with `cargo build` into the workspace's target dir.
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +22,7 @@ use prost::Message;
 use sluice_proto::v1;
 
 pub mod data;
+pub mod loadgen;
 
 /// The `sluice-ingester` binary.
 pub fn ingester_bin() -> &'static Path {
@@ -87,6 +89,36 @@ impl Ingester {
         self
     }
 
+    /// Adds an environment variable for the process.
+    pub fn with_env(mut self, k: impl Into<String>, v: impl Into<String>) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The log file of the current (or last) run.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The WAL directory (`<data>/wal`).
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data_dir.join("wal")
+    }
+
+    /// Panics if the log shows a panic (`panicked at`).
+    pub fn assert_no_panic(&self) {
+        let log = self.log();
+        assert!(
+            !log.contains("panicked"),
+            "the ingester panicked; log:\n{log}"
+        );
+    }
+
     pub fn grpc_url(&self) -> String {
         format!("http://{}", self.grpc)
     }
@@ -95,9 +127,9 @@ impl Ingester {
         format!("http://{}", self.http)
     }
 
-    /// The log of the current (or last) run.
+    /// The log of the current (or last) run, without ANSI colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        strip_ansi(&std::fs::read_to_string(&self.log_path).unwrap_or_default())
     }
 
     /// Spawns the process without waiting for readiness.
@@ -212,6 +244,122 @@ impl Ingester {
         Ok(v1::control_service_client::ControlServiceClient::connect(self.grpc_url()).await?)
     }
 
+    pub async fn catalog_client(
+        &self,
+    ) -> anyhow::Result<v1::catalog_service_client::CatalogServiceClient<tonic::transport::Channel>>
+    {
+        Ok(v1::catalog_service_client::CatalogServiceClient::connect(self.grpc_url()).await?)
+    }
+
+    /// `CatalogService.GetTableSchema`.
+    pub async fn table_schema(
+        &self,
+        namespace: &str,
+        table: &str,
+    ) -> Result<v1::TableSchema, tonic::Status> {
+        let mut c = self
+            .catalog_client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        c.get_table_schema(v1::GetTableSchemaRequest {
+            namespace: namespace.into(),
+            table: table.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    /// The names of a table's columns in the catalog; empty if the
+    /// namespace or table does not exist.
+    pub async fn column_names(&self, namespace: &str, table: &str) -> anyhow::Result<Vec<String>> {
+        match self.table_schema(namespace, table).await {
+            Ok(s) => Ok(s.columns.into_iter().map(|c| c.name).collect()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(Vec::new()),
+            Err(s) => bail!("GetTableSchema {namespace}.{table}: {s}"),
+        }
+    }
+
+    /// `ControlService.Status`.
+    pub async fn status(&self) -> anyhow::Result<v1::StatusResponse> {
+        let mut c = self.control_client().await?;
+        Ok(c.status(v1::StatusRequest {}).await?.into_inner())
+    }
+
+    /// `ControlService.RotateWal`.
+    pub async fn rotate_wal(&self) -> anyhow::Result<v1::RotateWalResponse> {
+        let mut c = self.control_client().await?;
+        Ok(c.rotate_wal(v1::RotateWalRequest {}).await?.into_inner())
+    }
+
+    /// `ControlService.Persist` of everything.
+    pub async fn persist_all(&self, wait: bool) -> anyhow::Result<v1::PersistResponse> {
+        let mut c = self.control_client().await?;
+        Ok(c.persist(v1::PersistRequest {
+            wait,
+            ..Default::default()
+        })
+        .await?
+        .into_inner())
+    }
+
+    /// Rows of a table (0 if the namespace or table does not exist).
+    pub async fn count_rows(
+        &self,
+        namespace: &str,
+        table: &str,
+        include_persisted: bool,
+    ) -> anyhow::Result<usize> {
+        let r = self
+            .query(v1::QueryRequest {
+                namespace: namespace.into(),
+                table: table.into(),
+                include_persisted,
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(r) => Ok(r.rows()),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(0),
+            Err(s) => bail!("query {namespace}.{table}: {s}"),
+        }
+    }
+
+    /// Writes line protocol over gRPC with a timestamp precision.
+    pub async fn write_lp_bytes(
+        &self,
+        namespace: &str,
+        lp: impl Into<bytes::Bytes>,
+        precision: v1::Precision,
+    ) -> Result<v1::WriteResponse, tonic::Status> {
+        let mut c = self
+            .write_client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        c.write(v1::WriteRequest {
+            namespace: namespace.into(),
+            payload: Some(v1::write_request::Payload::LineProtocol(lp.into())),
+            precision: precision as i32,
+        })
+        .await
+        .map(|r| r.into_inner())
+    }
+
+    /// Writes line protocol over HTTP with `precision=` (if given); `query`
+    /// is appended to the URL as is (e.g. `bucket=a%2Fb`).
+    pub async fn http_write_query(
+        &self,
+        query: &str,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> anyhow::Result<(u16, String)> {
+        http_post(
+            &format!("{}/api/v2/write?{query}", self.http_url()),
+            body,
+            gzip,
+        )
+        .await
+    }
+
     /// Writes line protocol over gRPC.
     pub async fn write_lp(
         &self,
@@ -282,6 +430,55 @@ pub async fn write_lp(
     .map(|r| r.into_inner())
 }
 
+/// `s` without ANSI escape sequences (`ESC [ … letter`).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Runs `fut`, failing the test if it takes longer than `limit`.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no result within {limit:?}"),
+    }
+}
+
+/// Gzip-compresses `data` with the system's `gzip` (no extra dependency).
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = Command::new("gzip")
+        .arg("-c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run gzip");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = data.to_vec();
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().expect("gzip output");
+    feeder
+        .join()
+        .expect("gzip feeder thread")
+        .expect("write to gzip");
+    assert!(out.status.success(), "gzip failed");
+    out.stdout
+}
+
 /// A query's answer: batches plus each partition's metadata.
 #[derive(Debug, Default)]
 pub struct QueryResult {
@@ -296,18 +493,21 @@ impl QueryResult {
 }
 
 pub async fn query(url: &str, req: v1::QueryRequest) -> Result<QueryResult, tonic::Status> {
-    let mut client = FlightServiceClient::connect(url.to_string())
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?
+        .connect()
         .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?
-        .max_decoding_message_size(256 << 20);
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let stream = client
         .do_get(Ticket {
             ticket: req.encode_to_vec().into(),
         })
         .await?
         .into_inner();
-    let mut decoder =
-        FlightDataDecoder::new(stream.map_err(arrow_flight::error::FlightError::Tonic));
+    let mut decoder = FlightDataDecoder::new(
+        stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+    );
     let mut out = QueryResult::default();
     while let Some(msg) = decoder.next().await {
         let msg = msg.map_err(|e| tonic::Status::internal(e.to_string()))?;

@@ -24,14 +24,17 @@ pub use config::Config;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::buffer_tree::BufferTree;
+use crate::buffer_tree::{BufferTree, HotPartitions, PartitionData};
+use crate::control::Control;
+use crate::persist::compact::Executor;
+use crate::persist::{PersistConfig, PersistHandle, PersistObserver};
 use crate::catalog::{self, CatalogError, SchemaCache};
 use crate::dml_sink::DmlSinkInstrumentation;
 use crate::ingest_state::{IngestState, IngestStateError, Phase, PhaseCell};
-use crate::query::{BufferQueryExec, QueryExecTracing};
+use crate::query::{BufferQueryExec, PersistedReader, QueryExecTracing};
 use crate::server;
 use crate::timestamp_oracle::TimestampOracle;
-use crate::wal::{Wal, WalConfig, WalError, WalSink};
+use crate::wal::{ReferenceTracker, Wal, WalConfig, WalError, WalSink};
 use crate::write::WriteHandler;
 
 /// Why the ingester could not start or stopped with an error.
@@ -54,6 +57,10 @@ pub enum InitError {
     Wal(#[from] WalError),
     #[error("WAL replay: {0}")]
     Replay(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("persist executor: {0}")]
+    Executor(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("gRPC server: {0}")]
@@ -133,10 +140,37 @@ pub async fn serve_on(
     let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
     let oracle = Arc::new(TimestampOracle::new(0));
 
+    let store = crate::store::from_url(&config.object_store_url(), &config.s3)?;
+    let spill_dir = config.data_dir.join("tmp");
+    std::fs::create_dir_all(&spill_dir).map_err(|source| InitError::CreateDir { path: spill_dir.clone(), source })?;
+    let threads = config
+        .persist_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let executor = Arc::new(
+        Executor::new(threads, config.persist_memory_limit, spill_dir).map_err(|e| InitError::Executor(e.to_string()))?,
+    );
+    let ingester_id: Arc<str> = config.ingester_id().into();
+
     let mut wal_config = WalConfig::new(config.wal_dir());
     wal_config.max_segment_bytes = config.wal_segment_bytes;
     wal_config.max_segment_age = Some(config.wal_rotation_interval);
     let (wal, segments) = Wal::open(wal_config, &registry)?;
+    let mut rotations = wal.subscribe_rotations();
+    let tracker = ReferenceTracker::spawn(wal.clone());
+    let persist = PersistHandle::new(
+        PersistConfig {
+            workers: config.persist_workers,
+            queue_depth: config.persist_queue_depth,
+            ingester_id: Arc::clone(&ingester_id),
+        },
+        Arc::clone(&catalog),
+        Arc::clone(&store),
+        Arc::clone(&executor),
+        Arc::clone(&buffer),
+        Arc::clone(&state),
+        vec![Arc::new(TrackerObserver(tracker.clone())) as Arc<dyn PersistObserver>],
+        &registry,
+    )?;
 
     phase.set(Phase::Replaying);
     let replay_handler = WriteHandler::new(
@@ -147,8 +181,66 @@ pub async fn serve_on(
         usize::MAX,
         None,
     )?;
-    wal_replay::replay(&segments, &replay_handler).await?;
+    let (_, replayed_rows, replayed) = wal_replay::replay(&segments, &replay_handler).await?;
     drop(replay_handler);
+    for (id, seqs) in replayed {
+        tracker.segment_closed(id, seqs);
+    }
+    let control = Arc::new(Control::new(
+        Arc::clone(&ingester_id),
+        Arc::clone(&buffer),
+        wal.clone(),
+        tracker.clone(),
+        persist.clone(),
+        Arc::clone(&state),
+        Arc::clone(&phase),
+    ));
+    if replayed_rows > 0 {
+        // Everything replayed is persisted at once, in the background: the
+        // pod is ready as soon as replay is done.
+        let c = Arc::clone(&control);
+        tokio::spawn(async move {
+            let (n, rows) = c.persist("", "", true).await;
+            tracing::info!(partitions = n, rows, "replayed data persisted");
+        });
+    }
+    // Rotation: release the closed segment's references, persist what the
+    // buffer holds.
+    {
+        let tracker = tracker.clone();
+        let c = Arc::clone(&control);
+        tokio::spawn(async move {
+            while let Some(closed) = rotations.recv().await {
+                tracing::info!(
+                    segment = closed.id.get(),
+                    bytes = closed.bytes,
+                    writes = closed.sequence_numbers.len(),
+                    reason = closed.reason.as_str(),
+                    "WAL segment closed; persisting buffered partitions"
+                );
+                tracker.segment_closed(closed.id, Arc::clone(&closed.sequence_numbers));
+                c.persist("", "", false).await;
+            }
+        });
+    }
+    // Hot partitions: persisted without waiting for rotation.
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<PartitionData>>();
+        buffer.set_hot_partitions(HotPartitions {
+            max_bytes: config.hot_partition_bytes,
+            max_rows: config.hot_partition_rows,
+            tx,
+        });
+        let persist = persist.clone();
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                tracing::debug!(partition = %p.key, table = %p.table, "hot partition: persisting");
+                if persist.enqueue(Arc::clone(&p)).await.is_none() {
+                    p.persist_pending.store(false, std::sync::atomic::Ordering::Release);
+                }
+            }
+        });
+    }
 
     let live_sink =
         DmlSinkInstrumentation::new(WalSink::new(Arc::clone(&buffer), wal.clone()), &registry)?;
@@ -162,10 +254,17 @@ pub async fn serve_on(
     )?);
     let _ = http_state.writer.set(Arc::clone(&writer));
     let query = Arc::new(QueryExecTracing::new(
-        BufferQueryExec::new(Arc::clone(&buffer), Arc::clone(&cache)),
+        BufferQueryExec::new(
+            Arc::clone(&buffer),
+            Arc::clone(&cache),
+            Some(PersistedReader {
+                catalog: Arc::clone(&catalog),
+                store: Arc::clone(&store),
+                executor: Arc::clone(&executor),
+            }),
+        ),
         &registry,
     )?);
-    let ingester_id: Arc<str> = config.ingester_id().into();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -188,12 +287,7 @@ pub async fn serve_on(
     let catalog_svc = CatalogServiceServer::new(server::grpc::catalog::CatalogService::new(
         Arc::clone(&catalog),
     ));
-    let control_svc = ControlServiceServer::new(server::grpc::control::ControlService {
-        ingester_id: Arc::clone(&ingester_id),
-        buffer: Arc::clone(&buffer),
-        wal: wal.clone(),
-        phase: Arc::clone(&phase),
-    });
+    let control_svc = ControlServiceServer::new(server::grpc::control::ControlService::new(Arc::clone(&control)));
     health_reporter
         .set_serving::<WriteServiceServer<server::grpc::write::WriteService<LiveSink>>>()
         .await;
@@ -222,6 +316,10 @@ pub async fn serve_on(
     tracing::info!(grpc = ?grpc_addr, ingester_id = %ingester_id, "ready");
 
     shutdown.await;
+    if config.persist_on_shutdown {
+        tracing::info!("shutting down: draining first (--persist-on-shutdown)");
+        control.prepare_shutdown(true).await;
+    }
     tracing::info!("shutting down: refusing new writes, finishing in-flight ones");
     state.set(IngestStateError::ShuttingDown);
     health_reporter
@@ -241,6 +339,16 @@ pub async fn serve_on(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(InitError::Http(e)),
         Err(e) => Err(InitError::Grpc(e.to_string())),
+    }
+}
+
+/// Tells the WAL reference tracker what each persist made durable.
+#[derive(Debug)]
+struct TrackerObserver(ReferenceTracker);
+
+impl PersistObserver for TrackerObserver {
+    fn persisted(&self, sequence_numbers: Arc<[u64]>) {
+        self.0.persisted(sequence_numbers);
     }
 }
 

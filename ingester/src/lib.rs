@@ -35,22 +35,25 @@
 
 mod buffer_tree;
 mod catalog;
+mod control;
 mod dml_sink;
 mod ingest_state;
 mod init;
 mod line_protocol;
+mod persist;
 mod query;
 mod schema;
 mod server;
+mod store;
 mod timestamp_oracle;
 mod wal;
 mod write;
 
 pub use init::*;
+pub use store::S3Options;
 
-/// Internals for the criterion benches. Not a stable API.
+/// Internals for the criterion benches. Not a stable API: please do not
+/// use it elsewhere (it exists only with `--features benches`).
 #[cfg(feature = "benches")]
-pub mod internal_implementation_details {
-    pub use crate::line_protocol;
-    pub use crate::wal;
-}
+#[path = "bench_api.rs"]
+pub mod internal_implementation_details;

@@ -66,6 +66,15 @@ pub(crate) struct BufferTree {
     namespaces: RwLock<HashMap<NamespaceId, Arc<NamespaceData>>>,
     state: Arc<IngestState>,
     bytes_gauge: IntGauge,
+    hot: std::sync::OnceLock<HotPartitions>,
+}
+
+/// Where partitions over the hot limit are sent to be persisted at once.
+#[derive(Debug)]
+pub(crate) struct HotPartitions {
+    pub(crate) max_bytes: usize,
+    pub(crate) max_rows: usize,
+    pub(crate) tx: tokio::sync::mpsc::UnboundedSender<Arc<PartitionData>>,
 }
 
 impl BufferTree {
@@ -82,7 +91,13 @@ impl BufferTree {
             namespaces: RwLock::new(HashMap::new()),
             state,
             bytes_gauge,
+            hot: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Enables hot-partition persistence (once, at start-up).
+    pub(crate) fn set_hot_partitions(&self, hot: HotPartitions) {
+        let _ = self.hot.set(hot);
     }
 
     fn namespace_entry(&self, id: NamespaceId, name: &Arc<str>) -> Arc<NamespaceData> {
@@ -177,12 +192,21 @@ impl BufferTree {
                                     Arc::clone(&pw.key),
                                     ns.id,
                                     table.id,
+                                    Arc::clone(&ns.name),
+                                    Arc::clone(&table.name),
                                 ))
                             }))
                         }
                     }
                 };
-                delta += partition.buffer_write(pw.batch, op.sequence_number);
+                let (d, bytes, rows) = partition.buffer_write(pw.batch, op.sequence_number);
+                delta += d;
+                if let Some(hot) = self.hot.get()
+                    && (bytes >= hot.max_bytes || rows >= hot.max_rows)
+                    && !partition.persist_pending.swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let _ = hot.tx.send(Arc::clone(&partition));
+                }
             }
         }
         self.account(delta);

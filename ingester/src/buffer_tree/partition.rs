@@ -90,6 +90,11 @@ pub(crate) struct PartitionData {
     pub(crate) key: Arc<str>,
     pub(crate) namespace_id: NamespaceId,
     pub(crate) table_id: TableId,
+    pub(crate) namespace: Arc<str>,
+    pub(crate) table: Arc<str>,
+    /// Set while a persist of this partition is queued or running, so hot
+    /// partition checks do not enqueue it again and again.
+    pub(crate) persist_pending: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -109,19 +114,24 @@ impl PartitionData {
         key: Arc<str>,
         namespace_id: NamespaceId,
         table_id: TableId,
+        namespace: Arc<str>,
+        table: Arc<str>,
     ) -> Self {
         Self {
             id,
             key,
             namespace_id,
             table_id,
+            namespace,
+            table,
+            persist_pending: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
         }
     }
 
     /// Appends a write's rows. Returns the change in buffered bytes (may be
-    /// negative after a merge shrank the buffer).
-    pub(crate) fn buffer_write(&self, batch: RecordBatch, sequence_number: u64) -> isize {
+    /// negative after a merge shrank the buffer) and the buffer's new size.
+    pub(crate) fn buffer_write(&self, batch: RecordBatch, sequence_number: u64) -> (isize, usize, usize) {
         let rows = batch.num_rows();
         let bytes = batch.get_array_memory_size();
         let mut g = self.inner.lock();
@@ -141,7 +151,7 @@ impl PartitionData {
         } else {
             g.trailing_small = 0;
         }
-        delta
+        (delta, g.buffer_bytes, g.buffer_rows)
     }
 
     /// A consistent view for a query.

@@ -56,9 +56,45 @@ pub struct Config {
     #[arg(long, env = "SLUICE_WAL_SEGMENT_BYTES", default_value_t = 128 * 1024 * 1024)]
     pub wal_segment_bytes: u64,
 
-    /// Rotate the WAL segment once its first entry is this old (e.g. `10m`, `30s`).
+    /// Rotate the WAL segment once its first entry is this old (e.g. `10m`,
+    /// `30s`). Rotation persists the buffered data the segment holds.
     #[arg(long, env = "SLUICE_WAL_ROTATION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub wal_rotation_interval: Duration,
+
+    /// Persist workers: partitions persisted in parallel.
+    #[arg(long, env = "SLUICE_PERSIST_WORKERS", default_value_t = 2)]
+    pub persist_workers: usize,
+
+    /// Persist jobs that may wait for a worker; when full, writes get
+    /// RESOURCE_EXHAUSTED until the queue drains.
+    #[arg(long, env = "SLUICE_PERSIST_QUEUE_DEPTH", default_value_t = 64)]
+    pub persist_queue_depth: usize,
+
+    /// Memory pool for sorting and deduplicating persist jobs (bytes); larger
+    /// jobs spill to `<data-dir>/tmp`.
+    #[arg(long, env = "SLUICE_PERSIST_MEMORY_LIMIT", default_value_t = 512 * 1024 * 1024)]
+    pub persist_memory_limit: usize,
+
+    /// Threads of the persist executor (sort, dedup, Parquet encoding), apart
+    /// from the threads serving RPCs. [default: the number of CPUs]
+    #[arg(long, env = "SLUICE_PERSIST_THREADS")]
+    pub persist_threads: Option<usize>,
+
+    /// A partition buffering more than this many bytes is persisted at once,
+    /// without waiting for rotation.
+    #[arg(long, env = "SLUICE_HOT_PARTITION_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub hot_partition_bytes: usize,
+
+    /// A partition buffering more than this many rows is persisted at once.
+    #[arg(long, env = "SLUICE_HOT_PARTITION_ROWS", default_value_t = 2_000_000)]
+    pub hot_partition_rows: usize,
+
+    /// On SIGTERM, drain (persist everything, empty the WAL) before exiting.
+    #[arg(long, env = "SLUICE_PERSIST_ON_SHUTDOWN", default_value_t = false)]
+    pub persist_on_shutdown: bool,
+
+    #[command(flatten)]
+    pub s3: crate::store::S3Options,
 }
 
 impl Config {
@@ -76,7 +112,24 @@ impl Config {
             buffer_limit_bytes: 2 * 1024 * 1024 * 1024,
             wal_segment_bytes: 128 * 1024 * 1024,
             wal_rotation_interval: Duration::from_secs(600),
+            persist_workers: 2,
+            persist_queue_depth: 64,
+            persist_memory_limit: 512 * 1024 * 1024,
+            persist_threads: None,
+            hot_partition_bytes: 256 * 1024 * 1024,
+            hot_partition_rows: 2_000_000,
+            persist_on_shutdown: false,
+            s3: crate::store::S3Options {
+                s3_region: "us-east-1".into(),
+                ..Default::default()
+            },
         }
+    }
+
+    pub fn object_store_url(&self) -> String {
+        self.object_store
+            .clone()
+            .unwrap_or_else(|| format!("file://{}", absolute(&self.data_dir.join("objects")).display()))
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -108,4 +161,8 @@ impl Config {
                 .unwrap_or_else(|| "sluice-ingester".to_string())
         })
     }
+}
+
+fn absolute(p: &std::path::Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }

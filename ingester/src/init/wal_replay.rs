@@ -10,14 +10,20 @@ use std::time::Instant;
 
 use super::InitError;
 use crate::dml_sink::DmlSink;
-use crate::wal::SegmentFile;
+use std::sync::Arc;
+
+use crate::wal::{SegmentFile, SegmentId};
 use crate::write::{WriteHandler, WriteRequest};
 
-/// Replays `segments`; returns (ops, rows).
+/// The sequence numbers each replayed segment holds.
+pub(super) type ReplayedSegments = Vec<(SegmentId, Arc<[u64]>)>;
+
+/// Replays `segments`; returns (ops, rows, each segment's sequence numbers).
 pub(super) async fn replay<S: DmlSink>(
     segments: &[SegmentFile],
     handler: &WriteHandler<S>,
-) -> Result<(u64, u64), InitError> {
+) -> Result<(u64, u64, ReplayedSegments), InitError> {
+    let mut replayed = Vec::with_capacity(segments.len());
     let start = Instant::now();
     let total_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
     let (mut ops, mut rows) = (0u64, 0u64);
@@ -25,8 +31,10 @@ pub(super) async fn replay<S: DmlSink>(
         let seg_start = Instant::now();
         let reader = seg.reader()?;
         let (mut seg_ops, mut seg_rows) = (0u64, 0u64);
+        let mut seqs = Vec::new();
         for entry in reader {
             let (seq, payload) = entry?;
+            seqs.push(seq);
             let req = WriteRequest::decode(payload).map_err(|e| {
                 InitError::Replay(format!("segment {}: op {seq}: {e}", seg.path.display()))
             })?;
@@ -38,6 +46,9 @@ pub(super) async fn replay<S: DmlSink>(
         }
         ops += seg_ops;
         rows += seg_rows;
+        seqs.sort_unstable();
+        seqs.dedup();
+        replayed.push((seg.id, seqs.into()));
         tracing::info!(
             segment = %seg.path.display(),
             n = i + 1,
@@ -60,5 +71,5 @@ pub(super) async fn replay<S: DmlSink>(
             "WAL replay done"
         );
     }
-    Ok((ops, rows))
+    Ok((ops, rows, replayed))
 }

@@ -7,7 +7,7 @@
 use std::fmt;
 
 /// How many characters of an offending token an error message quotes.
-pub const MAX_QUOTED_CHARS: usize = 40;
+pub(super) const MAX_QUOTED_CHARS: usize = 40;
 
 /// One malformed line: 1-based physical line number and 1-based column, in
 /// characters (Unicode scalar values) from the start of that physical line.
@@ -44,7 +44,7 @@ impl fmt::Display for NamePart {
 }
 
 /// What was wrong with a line. Names and tokens quoted here are as they appear
-/// in the input (escaped), truncated to [`MAX_QUOTED_CHARS`] characters.
+/// in the input (escaped), truncated to 40 characters (`MAX_QUOTED_CHARS`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseErrorKind {

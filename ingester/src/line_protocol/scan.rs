@@ -11,8 +11,8 @@
 //!
 //! Cost: the exact machine runs byte by byte, so it only runs for lines that
 //! contain a `"`. A line without one can only be continued by an escaped
-//! newline, which [`memchr`] plus a look at the backslashes before each newline
-//! finds: two SIMD scans instead of a byte loop for the common case.
+//! newline, so one SIMD scan ([`memchr2`] for a newline or a quote) plus a
+//! look at the backslashes before the newline does for the common case.
 
 use memchr::{memchr, memchr2};
 

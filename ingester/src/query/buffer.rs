@@ -11,7 +11,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 
-use super::{PartitionResponse, QueryError, QueryExec, QueryPlan, QueryResponse};
+use super::{PartitionResponse, PersistedReader, QueryError, QueryExec, QueryPlan, QueryResponse};
 use crate::buffer_tree::BufferTree;
 use crate::catalog::SchemaCache;
 use crate::schema::{TIME_COLUMN, align_batch, table_arrow_schema};
@@ -20,11 +20,16 @@ use crate::schema::{TIME_COLUMN, align_batch, table_arrow_schema};
 pub(crate) struct BufferQueryExec {
     buffer: Arc<BufferTree>,
     cache: Arc<SchemaCache>,
+    persisted: Option<PersistedReader>,
 }
 
 impl BufferQueryExec {
-    pub(crate) fn new(buffer: Arc<BufferTree>, cache: Arc<SchemaCache>) -> Self {
-        Self { buffer, cache }
+    pub(crate) fn new(buffer: Arc<BufferTree>, cache: Arc<SchemaCache>, persisted: Option<PersistedReader>) -> Self {
+        Self {
+            buffer,
+            cache,
+            persisted,
+        }
     }
 }
 
@@ -128,6 +133,22 @@ impl QueryExec for BufferQueryExec {
         let full = table_arrow_schema(&schema);
         let projected = project_schema(&full, &plan.table, &plan.columns)?;
 
+        if plan.include_persisted
+            && let Some(reader) = &self.persisted
+        {
+            let snapshots = self
+                .buffer
+                .table(ns.id, schema.id)
+                .map(|t| t.partitions().iter().map(|p| p.snapshot()).collect())
+                .unwrap_or_default();
+            let partitions = reader
+                .partitions(&schema, &full, &projected, plan.range, snapshots)
+                .await?;
+            return Ok(QueryResponse {
+                schema: projected,
+                partitions,
+            });
+        }
         let partitions = match self.buffer.table(ns.id, schema.id) {
             None => Vec::new(),
             Some(t) => t

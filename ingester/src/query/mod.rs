@@ -8,9 +8,11 @@
 //! batches, never a lock, and never a materialised copy of the result.
 
 mod buffer;
+mod persisted;
 mod tracing;
 mod r#trait;
 
 pub(crate) use buffer::BufferQueryExec;
+pub(crate) use persisted::PersistedReader;
 pub(crate) use tracing::QueryExecTracing;
 pub(crate) use r#trait::{PartitionResponse, QueryError, QueryExec, QueryPlan, QueryResponse};

@@ -51,6 +51,7 @@ mod error;
 mod metrics;
 mod reader;
 mod recovery;
+mod reference_tracker;
 mod segment;
 mod wal_sink;
 mod writer;
@@ -73,6 +74,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use error::WalError;
 pub use reader::SegmentReader;
 pub use segment::MAX_OP_BYTES;
+pub(crate) use reference_tracker::{ReferenceTracker, TrackerStats};
 pub(crate) use wal_sink::WalSink;
 
 use metrics::Metrics;

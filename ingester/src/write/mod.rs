@@ -138,3 +138,14 @@ fn state_message(e: IngestStateError) -> &'static str {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
+
+/// Parse + validate only, for the benches.
+#[cfg(feature = "benches")]
+pub(crate) fn bench_build_tables(body: &[u8]) -> usize {
+    lp::build_tables(body, Precision::Nanoseconds, 0, &|_| None)
+        .map(|t| t.iter().map(|b| b.batch.num_rows()).sum())
+        .unwrap_or(0)
+}

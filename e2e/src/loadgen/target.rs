@@ -1,0 +1,162 @@
+//! Where writes go: Sluice's gRPC `WriteService` (line protocol or Arrow) or
+//! any InfluxDB v2-compatible `POST /api/v2/write`. Each writer owns its own
+//! connection, as independent clients would.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use clap::ValueEnum;
+use sluice_proto::v1;
+use tonic::transport::{Channel, Endpoint};
+
+use super::http::HttpWriter;
+use super::workload::{ArrowGen, LineProtocolGen, MEASUREMENT, TAG_KEYS, Workload};
+
+/// The write protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// `WriteService.Write` with line protocol.
+    GrpcLp,
+    /// `WriteService.Write` with an Arrow IPC batch.
+    GrpcArrow,
+    /// InfluxDB v2 `POST /api/v2/write` (line protocol).
+    Http,
+}
+
+impl TargetKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GrpcLp => "grpc-lp",
+            Self::GrpcArrow => "grpc-arrow",
+            Self::Http => "http",
+        }
+    }
+}
+
+/// Builds payloads for a target (shared by all writers, immutable).
+#[derive(Debug)]
+pub enum PayloadGen {
+    Lp(LineProtocolGen),
+    Arrow(ArrowGen),
+}
+
+impl PayloadGen {
+    pub fn new(kind: TargetKind, workload: Arc<Workload>) -> Self {
+        match kind {
+            TargetKind::GrpcLp | TargetKind::Http => Self::Lp(LineProtocolGen::new(workload)),
+            TargetKind::GrpcArrow => Self::Arrow(ArrowGen::new(workload)),
+        }
+    }
+
+    /// The payload of batch `b` (rows `first..first + n`).
+    pub fn build(&self, b: u64, first: u64, n: u64) -> anyhow::Result<Bytes> {
+        match self {
+            Self::Lp(g) => Ok(g.build(first, n)),
+            Self::Arrow(g) => g.build(b, first, n),
+        }
+    }
+}
+
+/// Connection settings shared by the writers.
+#[derive(Debug, Clone)]
+pub struct TargetConfig {
+    pub kind: TargetKind,
+    pub addr: String,
+    pub namespace: String,
+    pub org: String,
+    pub token: Option<String>,
+}
+
+/// One writer's connection.
+#[derive(Debug)]
+pub enum Sender {
+    Grpc {
+        client: v1::write_service_client::WriteServiceClient<Channel>,
+        arrow: bool,
+        namespace: String,
+    },
+    Http(HttpWriter),
+}
+
+/// Why a write failed, as reported: a status name and a message.
+#[derive(Debug)]
+pub struct SendError {
+    pub status: String,
+    pub message: String,
+}
+
+/// A gRPC channel with room for large requests and responses.
+pub async fn grpc_channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(addr.to_string())?
+        .tcp_nodelay(true)
+        .initial_connection_window_size(Some(16 << 20))
+        .initial_stream_window_size(Some(8 << 20))
+        .connect()
+        .await?)
+}
+
+impl Sender {
+    pub async fn connect(t: &TargetConfig) -> anyhow::Result<Self> {
+        Ok(match t.kind {
+            TargetKind::GrpcLp | TargetKind::GrpcArrow => Self::Grpc {
+                client: v1::write_service_client::WriteServiceClient::new(
+                    grpc_channel(&t.addr).await?,
+                )
+                .max_encoding_message_size(usize::MAX)
+                .max_decoding_message_size(usize::MAX),
+                arrow: t.kind == TargetKind::GrpcArrow,
+                namespace: t.namespace.clone(),
+            },
+            TargetKind::Http => Self::Http(HttpWriter::new(
+                &t.addr,
+                &t.namespace,
+                &t.org,
+                t.token.clone(),
+            )?),
+        })
+    }
+
+    /// Sends one payload; `Ok` once the server acknowledged it.
+    pub async fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
+        match self {
+            Self::Grpc {
+                client,
+                arrow,
+                namespace,
+            } => {
+                let payload = if *arrow {
+                    v1::write_request::Payload::Arrow(v1::ArrowBatch {
+                        table: MEASUREMENT.into(),
+                        ipc_stream: payload,
+                        tags: TAG_KEYS.iter().map(|s| s.to_string()).collect(),
+                    })
+                } else {
+                    v1::write_request::Payload::LineProtocol(payload)
+                };
+                client
+                    .write(v1::WriteRequest {
+                        namespace: namespace.clone(),
+                        payload: Some(payload),
+                        precision: v1::Precision::Nanoseconds as i32,
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| SendError {
+                        status: format!("grpc:{:?}", s.code()),
+                        message: s.message().to_string(),
+                    })
+            }
+            Self::Http(w) => match w.write(&payload).await {
+                Ok(r) if (200..300).contains(&r.status) => Ok(()),
+                Ok(r) => Err(SendError {
+                    status: format!("http:{}", r.status),
+                    message: r.body,
+                }),
+                Err(e) => Err(SendError {
+                    status: "io".into(),
+                    message: format!("{e:#}"),
+                }),
+            },
+        }
+    }
+}

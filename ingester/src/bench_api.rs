@@ -1,0 +1,118 @@
+//! Internals for the criterion benches (`--features benches`). Not an API:
+//! thin wrappers so benches can drive one stage of the pipeline at a time.
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::StreamExt;
+
+use crate::buffer_tree::BufferTree;
+use crate::catalog::{Catalog, MemCatalog, SchemaCache};
+use crate::ingest_state::{IngestState, IngestStateError};
+use crate::query::{BufferQueryExec, QueryExec, QueryPlan};
+use crate::timestamp_oracle::TimestampOracle;
+use crate::write::{Payload, Precision, WriteHandler, WriteRequest};
+
+pub use crate::line_protocol::Parser;
+pub use crate::wal::{SegmentReader, Wal, WalConfig, WalOp};
+
+/// Parses every line of `body`; returns the number of lines.
+pub fn parse_lines(body: &[u8]) -> usize {
+    let mut p = Parser::new(body);
+    let mut n = 0;
+    while let Some(l) = p.next_line() {
+        if l.is_ok() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Parses and validates `body` into Arrow batches (no catalog, no sink).
+pub fn parse_and_validate(body: &[u8]) -> usize {
+    crate::write::bench_build_tables(body)
+}
+
+/// The write path minus the WAL: validate, resolve (in-memory catalog),
+/// apply to a buffer; and the query path over that buffer.
+pub struct BenchIngester {
+    handler: WriteHandler<Arc<BufferTree>>,
+    exec: BufferQueryExec,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Default for BenchIngester {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BenchIngester {
+    pub fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
+        let cache = Arc::new(SchemaCache::new(catalog));
+        let state = Arc::new(IngestState::new(u64::MAX));
+        state.unset(IngestStateError::Starting);
+        let registry = prometheus::Registry::new();
+        let buffer = Arc::new(BufferTree::new(Arc::clone(&state), &registry).expect("metrics"));
+        let handler = WriteHandler::new(
+            Arc::clone(&cache),
+            Arc::new(TimestampOracle::new(0)),
+            state,
+            Arc::clone(&buffer),
+            usize::MAX,
+            None,
+        )
+        .expect("handler");
+        let exec = BufferQueryExec::new(buffer, cache, None);
+        Self { handler, exec, rt }
+    }
+
+    /// Writes line protocol; returns rows.
+    pub fn write_lp(&self, namespace: &str, body: Bytes) -> u64 {
+        let req = WriteRequest {
+            namespace: namespace.into(),
+            payload: Payload::LineProtocol {
+                body,
+                precision: Precision::Nanoseconds,
+                default_time: 0,
+            },
+        };
+        self.rt
+            .block_on(self.handler.write(req))
+            .map(|s| s.rows)
+            .unwrap_or(0)
+    }
+
+    /// Streams every row of a table; returns (rows, time to first batch).
+    pub fn scan(&self, namespace: &str, table: &str) -> (usize, std::time::Duration) {
+        self.rt.block_on(async {
+            let start = std::time::Instant::now();
+            let mut first = None;
+            let resp = self
+                .exec
+                .query(QueryPlan {
+                    namespace: namespace.into(),
+                    table: table.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("query");
+            let mut rows = 0;
+            for p in resp.partitions {
+                let mut s = p.batches;
+                while let Some(b) = s.next().await {
+                    let b: RecordBatch = b.expect("batch");
+                    first.get_or_insert_with(|| start.elapsed());
+                    rows += b.num_rows();
+                }
+            }
+            (rows, first.unwrap_or_default())
+        })
+    }
+}

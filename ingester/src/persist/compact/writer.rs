@@ -1,0 +1,201 @@
+//! Encoding a compaction's output as one Parquet file in the object store.
+//!
+//! Encoding runs on the executor, in the same task as the sort and dedup
+//! that feed it (no channel hop). Memory is bounded by one row group of
+//! encoded pages in the Arrow writer plus the upload buffer: the object
+//! store writer switches to a multipart upload past [`UPLOAD_PART_BYTES`]
+//! and keeps at most [`UPLOAD_CONCURRENCY`] parts in flight. On failure the
+//! multipart upload is aborted; no object appears under `path` unless the
+//! whole file was written (uploads complete atomically).
+//!
+//! The file is self-describing for any Parquet reader: the Arrow schema is
+//! embedded (tags read back as dictionaries, `time` as
+//! `timestamp[ns, tz=UTC]`), row groups record the sort order
+//! (`sorting_columns`), and page statistics allow pruning by `time`.
+
+use std::sync::Arc;
+
+use arrow::array::AsArray;
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use parquet::arrow::AsyncArrowWriter;
+use parquet::arrow::async_writer::AsyncFileWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{KeyValue, SortingColumn};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::{CompactError, CompactOutput, ExecutorError, TIME_COLUMN};
+
+/// zstd level 1: most of the ratio of higher levels on sorted,
+/// dictionary-encoded data, at a fraction of the CPU.
+const ZSTD_LEVEL: i32 = 1;
+
+/// Rows per row group (the Parquet crate's default). Larger groups
+/// compress better; the writer holds one encoded group in memory.
+const ROW_GROUP_ROWS: usize = 1024 * 1024;
+
+/// Size of a multipart upload part; smaller files take one `put`.
+const UPLOAD_PART_BYTES: usize = 10 * 1024 * 1024;
+
+/// Parts uploaded concurrently (bounds upload memory).
+const UPLOAD_CONCURRENCY: usize = 2;
+
+/// What was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ParquetFileMeta {
+    pub(crate) file_size_bytes: u64,
+    pub(crate) row_count: u64,
+    /// Smallest `time`; 0 when the file has no rows.
+    pub(crate) min_time: i64,
+    /// Largest `time`; 0 when the file has no rows.
+    pub(crate) max_time: i64,
+}
+
+/// Writes `output` to `path` in `store` as one zstd-compressed Parquet file
+/// with statistics and `kv_metadata` in its footer.
+///
+/// Runs on the output's executor; dropping the returned future cancels the
+/// write (and aborts the upload at the executor's next await point).
+pub(crate) async fn write_parquet(
+    store: Arc<dyn ObjectStore>,
+    path: &Path,
+    output: CompactOutput,
+    kv_metadata: Vec<(String, String)>,
+) -> Result<ParquetFileMeta, CompactError> {
+    let path = path.clone();
+    let (handle, job) = output.into_job();
+    let task = handle.spawn(async move {
+        let props = writer_properties(&job.schema, &job.sort_columns, kv_metadata)
+            .map_err(|source| encode_error(&path, source))?;
+        encode(store, &path, job.schema, job.batches, props).await
+    });
+    AbortOnDrop(Some(task)).join().await
+}
+
+fn writer_properties(
+    schema: &arrow::datatypes::SchemaRef,
+    sort_columns: &[String],
+    kv: Vec<(String, String)>,
+) -> Result<WriterProperties, ParquetError> {
+    // Top-level columns map 1:1 to Parquet leaves: no nested types here.
+    let sorting: Vec<SortingColumn> = sort_columns
+        .iter()
+        .map_while(|c| schema.index_of(c).ok())
+        .map(|i| SortingColumn {
+            column_idx: i as i32,
+            descending: false,
+            nulls_first: true,
+        })
+        .collect();
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
+        .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
+        .build())
+}
+
+async fn encode(
+    store: Arc<dyn ObjectStore>,
+    path: &Path,
+    schema: arrow::datatypes::SchemaRef,
+    mut batches: futures::stream::BoxStream<'static, Result<RecordBatch, CompactError>>,
+    props: WriterProperties,
+) -> Result<ParquetFileMeta, CompactError> {
+    let upload = Upload(
+        BufWriter::with_capacity(store, path.clone(), UPLOAD_PART_BYTES)
+            .with_max_concurrency(UPLOAD_CONCURRENCY),
+    );
+    let time = schema.index_of(TIME_COLUMN).ok();
+    let mut writer = AsyncArrowWriter::try_new(upload, schema, Some(props))
+        .map_err(|source| encode_error(path, source))?;
+    let mut rows = 0u64;
+    let mut range: Option<(i64, i64)> = None;
+    while let Some(batch) = batches.next().await {
+        let written = match batch {
+            Ok(b) => {
+                rows += b.num_rows() as u64;
+                if let Some(t) = time.and_then(|t| b.column(t).as_primitive_opt::<TimestampNanosecondType>()) {
+                    if let (Some(lo), Some(hi)) = (arrow::compute::min(t), arrow::compute::max(t)) {
+                        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+                    }
+                }
+                writer.write(&b).await.map_err(|source| encode_error(path, source))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            // Nothing has been completed yet: abort any multipart upload.
+            let mut upload = writer.into_inner();
+            if let Err(abort) = upload.0.abort().await {
+                tracing::warn!(%path, error = %abort, "aborting Parquet upload failed");
+            }
+            return Err(e);
+        }
+    }
+    writer.finish().await.map_err(|source| encode_error(path, source))?;
+    let (min_time, max_time) = range.unwrap_or((0, 0));
+    Ok(ParquetFileMeta {
+        file_size_bytes: writer.bytes_written() as u64,
+        row_count: rows,
+        min_time,
+        max_time,
+    })
+}
+
+fn encode_error(path: &Path, source: ParquetError) -> CompactError {
+    CompactError::Encode {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// The object store writer, taking the encoder's buffers without a copy.
+struct Upload(BufWriter);
+
+impl AsyncFileWriter for Upload {
+    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            self.0
+                .put(bs)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+
+    fn complete(&mut self) -> BoxFuture<'_, parquet::errors::Result<()>> {
+        Box::pin(async move {
+            tokio::io::AsyncWriteExt::shutdown(&mut self.0)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+    }
+}
+
+/// Aborts the executor task if the caller stops waiting.
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> AbortOnDrop<Result<T, CompactError>> {
+    async fn join(mut self) -> Result<T, CompactError> {
+        let task = self.0.as_mut().expect("joined once");
+        let r = task.await;
+        self.0 = None;
+        r.map_err(|e| CompactError::Executor(ExecutorError::from_join(e)))?
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The write path from request to `DmlOperation`, against an in-memory
+//! catalog and a recording sink.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int32Type, Int64Type, TimestampNanosecondType, UInt64Type};
+use bytes::Bytes;
+
+use super::*;
+use crate::catalog::{Catalog, MemCatalog, SchemaCache};
+use crate::dml_sink::mock::MockDmlSink;
+use crate::ingest_state::IngestState;
+use crate::timestamp_oracle::TimestampOracle;
+
+struct Ctx {
+    handler: WriteHandler<Arc<MockDmlSink>>,
+    sink: Arc<MockDmlSink>,
+    catalog: Arc<dyn Catalog>,
+    state: Arc<IngestState>,
+}
+
+fn ctx_with_limit(max_request_bytes: usize) -> Ctx {
+    let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
+    let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
+    let state = Arc::new(IngestState::new(1 << 30));
+    state.unset(crate::ingest_state::IngestStateError::Starting);
+    let sink = Arc::new(MockDmlSink::default());
+    let handler = WriteHandler::new(
+        cache,
+        Arc::new(TimestampOracle::new(0)),
+        Arc::clone(&state),
+        Arc::clone(&sink),
+        max_request_bytes,
+        None,
+    )
+    .unwrap();
+    Ctx {
+        handler,
+        sink,
+        catalog,
+        state,
+    }
+}
+
+fn ctx() -> Ctx {
+    ctx_with_limit(1 << 20)
+}
+
+fn lp(ns: &str, body: &str) -> WriteRequest {
+    WriteRequest {
+        namespace: ns.into(),
+        payload: Payload::LineProtocol {
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            precision: Precision::Nanoseconds,
+            default_time: 42,
+        },
+    }
+}
+
+#[tokio::test]
+async fn builds_columns_with_nulls_and_types() {
+    let c = ctx();
+    let s = c
+        .handler
+        .write(lp(
+            "ns",
+            "cpu,host=a usage=0.5,count=3i 10\ncpu,host=b,region=eu usage=1,big=7u,ok=t,msg=\"hi \\\"x\\\"\" 20\ncpu usage=2\n",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(s.rows, 3);
+    assert_eq!(s.tables, 1);
+    assert_eq!(s.sequence_number, 1);
+    let ops = c.sink.calls.lock();
+    let op = &ops[0];
+    assert_eq!(op.sequence_number, 1);
+    let batch = &op.tables[0].partitions[0].batch;
+    let col = |n: &str| batch.column_by_name(n).unwrap().clone();
+    let host = col("host");
+    let host = host.as_dictionary::<Int32Type>();
+    let hv = host.downcast_dict::<arrow::array::StringArray>().unwrap();
+    assert_eq!(hv.value(0), "a");
+    assert_eq!(hv.value(1), "b");
+    assert!(host.is_null(2));
+    let region = col("region");
+    assert!(region.is_null(0) && !region.is_null(1) && region.is_null(2));
+    let usage = col("usage");
+    assert_eq!(usage.as_primitive::<Float64Type>().values().to_vec(), vec![0.5, 1.0, 2.0]);
+    let count = col("count");
+    assert_eq!(count.as_primitive::<Int64Type>().value(0), 3);
+    assert!(count.is_null(1));
+    assert_eq!(col("big").as_primitive::<UInt64Type>().value(1), 7);
+    assert!(col("ok").as_boolean().value(1));
+    assert_eq!(col("msg").as_string::<i32>().value(1), "hi \"x\"");
+    let time = col("time");
+    assert_eq!(
+        time.as_primitive::<TimestampNanosecondType>().values().to_vec(),
+        vec![10, 20, 42],
+        "a line without timestamp gets the request's default time"
+    );
+    // The catalog learnt every column with its type.
+    let ns = c.catalog.get_namespace("ns").await.unwrap().unwrap();
+    let t = c.catalog.get_table(ns, "cpu").await.unwrap().unwrap();
+    assert_eq!(t.column_type("host"), Some(ColumnType::Tag));
+    assert_eq!(t.column_type("usage"), Some(ColumnType::F64));
+    assert_eq!(t.column_type("big"), Some(ColumnType::U64));
+    assert_eq!(t.column_type("msg"), Some(ColumnType::String));
+}
+
+#[tokio::test]
+async fn type_conflict_within_request_names_line_and_nothing_applied() {
+    let c = ctx();
+    let err = c
+        .handler
+        .write(lp("ns", "cpu v=1 1\ncpu v=2 2\ncpu v=3i 3\n"))
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, WriteError::ColumnTypeConflict { line: Some(3), .. }), "{msg}");
+    assert!(msg.contains("line 3") && msg.contains("`cpu`") && msg.contains("`v`"), "{msg}");
+    assert!(c.sink.calls.lock().is_empty());
+}
+
+#[tokio::test]
+async fn type_conflict_across_requests_uses_catalog() {
+    let c = ctx();
+    c.handler.write(lp("ns", "cpu v=1 1")).await.unwrap();
+    // A second handler with a cold cache still sees the catalog's type.
+    let cold = WriteHandler::new(
+        Arc::new(SchemaCache::new(Arc::clone(&c.catalog))),
+        Arc::new(TimestampOracle::new(100)),
+        Arc::clone(&c.state),
+        Arc::new(MockDmlSink::default()),
+        1 << 20,
+        None,
+    )
+    .unwrap();
+    let err = cold.write(lp("ns", "cpu w=1i 1\ncpu v=\"s\" 2")).await.unwrap_err();
+    assert!(
+        matches!(&err, WriteError::ColumnTypeConflict { line: Some(2), column, existing: ColumnType::F64, requested: ColumnType::String, .. } if column == "v"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn tag_and_field_with_one_name_is_refused() {
+    let c = ctx();
+    let err = c.handler.write(lp("ns", "cpu,x=a x=1 1")).await.unwrap_err();
+    assert!(matches!(err, WriteError::ColumnTypeConflict { line: Some(1), .. }), "{err}");
+}
+
+#[tokio::test]
+async fn bad_names_are_refused() {
+    let c = ctx();
+    for body in ["cpu,time=a v=1 1", "cpu time=1 1"] {
+        let err = c.handler.write(lp("ns", body)).await.unwrap_err();
+        assert!(matches!(err, WriteError::InvalidName { line: Some(1), .. }), "{body}: {err}");
+        assert!(err.to_string().contains("`time`"), "{err}");
+    }
+    let err = c.handler.write(lp("a/b", "cpu v=1 1")).await.unwrap_err();
+    assert!(matches!(err, WriteError::InvalidNamespace { .. }), "{err}");
+    assert!(c.sink.calls.lock().is_empty());
+}
+
+#[tokio::test]
+async fn empty_oversized_and_out_of_range() {
+    let c = ctx_with_limit(64);
+    assert!(matches!(c.handler.write(lp("ns", "")).await, Err(WriteError::Empty)));
+    assert!(matches!(
+        c.handler.write(lp("ns", "# only a comment\n\n")).await,
+        Err(WriteError::Empty)
+    ));
+    let big = "cpu v=1 1\n".repeat(10);
+    assert!(matches!(
+        c.handler.write(lp("ns", &big)).await,
+        Err(WriteError::TooLarge { size: 100, limit: 64 })
+    ));
+    let mut req = lp("ns", "cpu v=1 100000000000");
+    if let Payload::LineProtocol { precision, .. } = &mut req.payload {
+        *precision = Precision::Seconds;
+    }
+    let err = c.handler.write(req).await.unwrap_err();
+    assert!(matches!(err, WriteError::TimestampOutOfRange { line: 1, .. }), "{err}");
+    let err = c.handler.write(lp("ns", "cpu v=1 1\ncpu v=\n")).await.unwrap_err();
+    assert!(matches!(&err, WriteError::Parse(p) if p.line_number == 2), "{err}");
+    let err = c
+        .handler
+        .write(WriteRequest {
+            namespace: "ns".into(),
+            payload: Payload::LineProtocol {
+                body: Bytes::from_static(b"cpu v=1 1\ncpu,h=\xff v=1 2\n"),
+                precision: Precision::Nanoseconds,
+                default_time: 0,
+            },
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(&err, WriteError::Parse(p) if p.line_number == 2), "{err}");
+    assert!(c.sink.calls.lock().is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_keys_in_a_line_keep_the_last() {
+    let c = ctx();
+    c.handler.write(lp("ns", "cpu,h=a,h=b v=1,v=2 1")).await.unwrap();
+    let ops = c.sink.calls.lock();
+    let b = &ops[0].tables[0].partitions[0].batch;
+    assert_eq!(b.num_rows(), 1);
+    let v = b.column_by_name("v").unwrap();
+    assert_eq!(v.as_primitive::<Float64Type>().value(0), 2.0);
+    let h = b.column_by_name("h").unwrap().as_dictionary::<Int32Type>().downcast_dict::<arrow::array::StringArray>().unwrap().value(0).to_string();
+    assert_eq!(h, "b");
+}
+
+#[tokio::test]
+async fn rows_split_by_utc_day_and_tables() {
+    let c = ctx();
+    let day = 86_400_000_000_000i64;
+    let body = format!("a v=1 {}\nb v=1 0\na v=2 {}\na v=3 5\n", day + 1, day * 3);
+    let s = c.handler.write(lp("ns", &body)).await.unwrap();
+    assert_eq!((s.rows, s.tables), (4, 2));
+    let ops = c.sink.calls.lock();
+    let a = ops[0].tables.iter().find(|t| t.table.name == "a").unwrap();
+    let mut keys: Vec<_> = a.partitions.iter().map(|p| (p.key.to_string(), p.batch.num_rows())).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![("1970-01-01".into(), 1), ("1970-01-02".into(), 1), ("1970-01-04".into(), 1)]
+    );
+}
+
+#[tokio::test]
+async fn refused_when_state_says_so() {
+    let c = ctx();
+    c.state.set(crate::ingest_state::IngestStateError::Draining);
+    let err = c.handler.write(lp("ns", "cpu v=1 1")).await.unwrap_err();
+    assert!(matches!(err, WriteError::State(_)));
+    c.state.unset(crate::ingest_state::IngestStateError::Draining);
+    c.state.add_buffer_bytes(1 << 30);
+    let err = c.handler.write(lp("ns", "cpu v=1 1")).await.unwrap_err();
+    assert!(matches!(err, WriteError::BufferFull { .. }));
+    assert!(c.sink.calls.lock().is_empty());
+}
+
+#[tokio::test]
+async fn replay_keeps_sequence_numbers_and_moves_the_oracle() {
+    let c = ctx();
+    c.handler.replay(77, lp("ns", "cpu v=1 1")).await.unwrap();
+    let s = c.handler.write(lp("ns", "cpu v=2 2")).await.unwrap();
+    assert_eq!(s.sequence_number, 78);
+    let ops = c.sink.calls.lock();
+    assert_eq!(ops[0].sequence_number, 77);
+}
+
+#[tokio::test]
+async fn arrow_batches_are_validated_and_normalised() {
+    use arrow::array::{Float64Array, StringArray, TimestampMillisecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("host", DataType::Utf8, true),
+        Field::new("usage", DataType::Float64, true),
+        Field::new("time", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+    ]));
+    let batch = arrow::record_batch::RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            Arc::new(Float64Array::from(vec![1.0, 2.0])),
+            Arc::new(TimestampMillisecondArray::from(vec![1, 2])),
+        ],
+    )
+    .unwrap();
+    let mut ipc = Vec::new();
+    {
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+    let c = ctx();
+    let req = WriteRequest {
+        namespace: "ns".into(),
+        payload: Payload::Arrow {
+            table: "cpu".into(),
+            ipc: Bytes::from(ipc.clone()),
+            tags: vec!["host".into()],
+        },
+    };
+    let s = c.handler.write(req).await.unwrap();
+    assert_eq!(s.rows, 2);
+    {
+        let ops = c.sink.calls.lock();
+        let b = &ops[0].tables[0].partitions[0].batch;
+        assert_eq!(b.column_by_name("host").unwrap().data_type(), &crate::schema::tag_data_type());
+        let t = b.column_by_name("time").unwrap();
+        assert_eq!(t.as_primitive::<TimestampNanosecondType>().values().to_vec(), vec![1_000_000, 2_000_000]);
+    }
+    // Without the tag list, `host` is a string field: conflicts with the tag.
+    let req = WriteRequest {
+        namespace: "ns".into(),
+        payload: Payload::Arrow {
+            table: "cpu".into(),
+            ipc: Bytes::from(ipc),
+            tags: vec![],
+        },
+    };
+    let err = c.handler.write(req).await.unwrap_err();
+    assert!(matches!(err, WriteError::ColumnTypeConflict { .. }), "{err}");
+    let req = WriteRequest {
+        namespace: "ns".into(),
+        payload: Payload::Arrow {
+            table: "cpu".into(),
+            ipc: Bytes::from_static(b"not arrow"),
+            tags: vec![],
+        },
+    };
+    assert!(matches!(c.handler.write(req).await, Err(WriteError::InvalidArrow { .. })));
+}
+
+#[tokio::test]
+async fn concurrent_first_writes_of_a_column_one_type_wins() {
+    let c = Arc::new(ctx());
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let c = Arc::clone(&c);
+        tasks.push(tokio::spawn(async move {
+            let body = if i % 2 == 0 { "cpu x=1i 1" } else { "cpu x=1 1" };
+            c.handler.write(lp("ns", body)).await.is_ok()
+        }));
+    }
+    let mut ok_int = 0;
+    let mut ok_float = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        if t.await.unwrap() {
+            if i % 2 == 0 { ok_int += 1 } else { ok_float += 1 }
+        }
+    }
+    assert!(ok_int == 0 || ok_float == 0, "both types accepted: {ok_int} int, {ok_float} float");
+    assert_eq!(ok_int + ok_float, 8);
+}
