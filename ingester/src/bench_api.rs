@@ -34,6 +34,20 @@ pub fn parse_and_validate(body: &[u8]) -> usize {
     crate::write::bench_build_tables(body)
 }
 
+/// The WAL payload of a line-protocol write (what `WalSink` appends for it):
+/// the request encoded as replay will decode it.
+pub fn encode_lp_op(namespace: &str, body: Bytes) -> Bytes {
+    WriteRequest {
+        namespace: namespace.into(),
+        payload: Payload::LineProtocol {
+            body,
+            precision: Precision::Nanoseconds,
+            default_time: 0,
+        },
+    }
+    .encode()
+}
+
 /// The write path minus the WAL: validate, resolve (in-memory catalog),
 /// apply to a buffer; and the query path over that buffer.
 pub struct BenchIngester {
@@ -89,6 +103,25 @@ impl BenchIngester {
             .unwrap_or(0)
     }
 
+    /// Replays one WAL segment file as start-up does (read, check, decompress,
+    /// decode, validate, apply to the buffer); returns (ops, rows).
+    pub fn replay_segment(&self, path: &std::path::Path) -> Result<(u64, u64), String> {
+        self.rt.block_on(async {
+            let (mut ops, mut rows) = (0u64, 0u64);
+            for entry in SegmentReader::open(path).map_err(|e| e.to_string())? {
+                let (seq, payload) = entry.map_err(|e| e.to_string())?;
+                let req = WriteRequest::decode(payload).map_err(|e| e.to_string())?;
+                rows += self
+                    .handler
+                    .replay(seq, req)
+                    .await
+                    .map_err(|e| e.to_string())? as u64;
+                ops += 1;
+            }
+            Ok((ops, rows))
+        })
+    }
+
     /// Streams every row of a table; returns (rows, time to first batch).
     pub fn scan(&self, namespace: &str, table: &str) -> (usize, std::time::Duration) {
         self.rt.block_on(async {
@@ -113,6 +146,31 @@ impl BenchIngester {
                 }
             }
             (rows, first.unwrap_or_default())
+        })
+    }
+
+    /// Time from issuing a query of a whole table to its first record batch
+    /// (the stream is dropped after it).
+    pub fn first_batch(&self, namespace: &str, table: &str) -> std::time::Duration {
+        self.rt.block_on(async {
+            let start = std::time::Instant::now();
+            let resp = self
+                .exec
+                .query(QueryPlan {
+                    namespace: namespace.into(),
+                    table: table.into(),
+                    ..Default::default()
+                })
+                .await
+                .expect("query");
+            for p in resp.partitions {
+                let mut s = p.batches;
+                if let Some(b) = s.next().await {
+                    b.expect("batch");
+                    return start.elapsed();
+                }
+            }
+            start.elapsed()
         })
     }
 }

@@ -36,7 +36,11 @@ struct Args {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Append sizes (bytes) for the append + fdatasync test.
-    #[arg(long, value_delimiter = ',', default_value = "512,4096,65536,1048576,4194304")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "512,4096,65536,1048576,4194304"
+    )]
     sizes: Vec<usize>,
     /// Time budget per fdatasync test.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
@@ -234,7 +238,12 @@ fn overwrite_sync(dir: &Path, size: usize, budget: Duration) -> anyhow::Result<S
     let elapsed = start.elapsed();
     drop(f);
     let _ = std::fs::remove_file(&path);
-    Ok(summarize("overwrite+fdatasync (preallocated)", size, &h, elapsed))
+    Ok(summarize(
+        "overwrite+fdatasync (preallocated)",
+        size,
+        &h,
+        elapsed,
+    ))
 }
 
 /// Sequential write of `total` bytes in 1 MiB chunks. Returns (MB/s including
@@ -286,7 +295,14 @@ fn print_table(r: &Report) {
     for s in &r.sync {
         println!(
             "{:<36} {:>9} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10.0} {:>9.1}",
-            s.test, s.append_bytes, s.p50_us, s.p90_us, s.p99_us, s.max_us, s.ops_per_sec, s.mb_per_sec
+            s.test,
+            s.append_bytes,
+            s.p50_us,
+            s.p90_us,
+            s.p99_us,
+            s.max_us,
+            s.ops_per_sec,
+            s.mb_per_sec
         );
     }
     println!(

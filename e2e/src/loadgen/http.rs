@@ -154,7 +154,9 @@ impl HttpWriter {
             conn.read_exact(&mut body).await?;
         } else if status != 204 && status != 304 && !(100..200).contains(&status) {
             // Body delimited by the end of the connection.
-            conn.take(MAX_RESPONSE as u64).read_to_end(&mut body).await?;
+            conn.take(MAX_RESPONSE as u64)
+                .read_to_end(&mut body)
+                .await?;
             close = true;
         }
         if close {

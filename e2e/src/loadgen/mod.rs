@@ -221,33 +221,37 @@ impl Writer {
             let done = Instant::now();
             let measuring = self.shared.measuring.load(Ordering::Relaxed)
                 && !self.shared.stop.load(Ordering::Relaxed);
-            let mut st = self.stats.lock().expect("writer stats lock");
-            match result {
-                Ok(()) => {
-                    self.shared.rows.fetch_add(n, Ordering::Relaxed);
-                    self.shared.bytes.fetch_add(len, Ordering::Relaxed);
-                    self.shared.requests.fetch_add(1, Ordering::Relaxed);
-                    let latency = done - due.unwrap_or(sent).min(sent);
-                    record(&mut st.interval, latency);
-                    if measuring {
-                        st.rows += n;
-                        st.bytes += len;
-                        st.requests += 1;
-                        record(&mut st.latency, latency);
-                        record(&mut st.service, done - sent);
-                        st.last_ack = Some(done);
+            let refused = result.is_err();
+            {
+                let mut st = self.stats.lock().expect("writer stats lock");
+                match result {
+                    Ok(()) => {
+                        self.shared.rows.fetch_add(n, Ordering::Relaxed);
+                        self.shared.bytes.fetch_add(len, Ordering::Relaxed);
+                        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+                        let latency = done - due.unwrap_or(sent).min(sent);
+                        record(&mut st.interval, latency);
+                        if measuring {
+                            st.rows += n;
+                            st.bytes += len;
+                            st.requests += 1;
+                            record(&mut st.latency, latency);
+                            record(&mut st.service, done - sent);
+                            st.last_ack = Some(done);
+                        }
+                    }
+                    Err(e) => {
+                        self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        if measuring {
+                            *st.errors.entry(e.status.clone()).or_default() += 1;
+                            st.error_examples.entry(e.status).or_insert(e.message);
+                        }
                     }
                 }
-                Err(e) => {
-                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                    if measuring {
-                        *st.errors.entry(e.status.clone()).or_default() += 1;
-                        st.error_examples.entry(e.status).or_insert(e.message);
-                    }
-                    drop(st);
-                    // Do not spin on a refusing server.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+            }
+            if refused {
+                // Do not spin on a refusing server.
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
@@ -367,10 +371,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             .run(),
         ));
     }
-    let query_addr = args.query_addr.clone().unwrap_or_else(|| match args.target {
-        TargetKind::Http => "http://127.0.0.1:8082".into(),
-        _ => addr.clone(),
-    });
+    let query_addr = args
+        .query_addr
+        .clone()
+        .unwrap_or_else(|| match args.target {
+            TargetKind::Http => "http://127.0.0.1:8082".into(),
+            _ => addr.clone(),
+        });
     let scanners: Vec<_> = (0..args.query_concurrency)
         .map(|_| {
             tokio::spawn(query::scanner(
@@ -410,7 +417,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
     let server_mem = args.server_pid.and_then(stats::proc_rss_mib);
     for w in writers {
         // In-flight requests finish (uncounted); a hung server gets 60 s.
-        if tokio::time::timeout(Duration::from_secs(60), w).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .is_err()
+        {
             eprintln!("a writer did not finish within 60 s of the end");
         }
     }
@@ -555,7 +565,11 @@ async fn progress_line(shared: Arc<Shared>, writers: Vec<Arc<Mutex<WriterStats>>
         eprintln!(
             "[{:>5.0}s]{} {:>11} rows/s {:>8.1} MB/s {:>7.0} req/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {}  total {}",
             (now - start).as_secs_f64(),
-            if shared.measuring.load(Ordering::Relaxed) { " " } else { "w" },
+            if shared.measuring.load(Ordering::Relaxed) {
+                " "
+            } else {
+                "w"
+            },
             stats::thousands((rows - rows0) as f64 / dt),
             (bytes - bytes0) as f64 / dt / 1e6,
             (req - req0) as f64 / dt,

@@ -87,7 +87,8 @@ pub async fn scanner(addr: String, namespace: String, shared: Arc<Shared>) -> Sc
                 if fd.data_header.is_empty() {
                     continue;
                 }
-                let m = root_as_message(&fd.data_header).map_err(|_| "bad IPC header".to_string())?;
+                let m =
+                    root_as_message(&fd.data_header).map_err(|_| "bad IPC header".to_string())?;
                 if m.header_type() == MessageHeader::RecordBatch
                     && let Some(rb) = m.header_as_record_batch()
                 {
@@ -99,7 +100,8 @@ pub async fn scanner(addr: String, namespace: String, shared: Arc<Shared>) -> Sc
         }
         .await;
         let elapsed = start.elapsed();
-        let measuring = shared.measuring.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed);
+        let measuring =
+            shared.measuring.load(Ordering::Relaxed) && !shared.stop.load(Ordering::Relaxed);
         match result {
             Ok(()) if measuring => {
                 st.scans += 1;

@@ -136,8 +136,13 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    pub fn between(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>, secs: f64) -> Self {
-        let d = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+    pub fn between(
+        before: &BTreeMap<String, f64>,
+        after: &BTreeMap<String, f64>,
+        secs: f64,
+    ) -> Self {
+        let d =
+            |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
         let syncs = d("sluice_wal_syncs_total");
         let deltas = after
@@ -296,10 +301,20 @@ impl Report {
             c.warmup_s
         );
         let _ = writeln!(s, "{:<28} {:>16}", "rows/s", thousands(self.rows_per_sec));
-        let _ = writeln!(s, "{:<28} {:>16}", "field values/s", thousands(self.field_values_per_sec));
+        let _ = writeln!(
+            s,
+            "{:<28} {:>16}",
+            "field values/s",
+            thousands(self.field_values_per_sec)
+        );
         let _ = writeln!(s, "{:<28} {:>16.1}", "MB/s (payload)", self.mb_per_sec);
         let _ = writeln!(s, "{:<28} {:>16.1}", "requests/s", self.requests_per_sec);
-        let _ = writeln!(s, "{:<28} {:>16}", "rows acknowledged", thousands(self.rows as f64));
+        let _ = writeln!(
+            s,
+            "{:<28} {:>16}",
+            "rows acknowledged",
+            thousands(self.rows as f64)
+        );
         let lat = |s: &mut String, name: &str, l: &Latency| {
             let _ = writeln!(
                 s,
@@ -316,13 +331,22 @@ impl Report {
         } else {
             for (k, v) in &self.errors {
                 let ex = self.error_examples.get(k).map(String::as_str).unwrap_or("");
-                let _ = writeln!(s, "{:<28} {:>16}  e.g. {}", format!("errors {k}"), v, truncate(ex, 120));
+                let _ = writeln!(
+                    s,
+                    "{:<28} {:>16}  e.g. {}",
+                    format!("errors {k}"),
+                    v,
+                    truncate(ex, 120)
+                );
             }
         }
         let _ = writeln!(
             s,
             "{:<28} {:>16.2}  ({:.2} cores; payload building {:.2}s)",
-            "client CPU s", self.client_cpu_seconds, self.client_cores, self.client_generate_seconds
+            "client CPU s",
+            self.client_cpu_seconds,
+            self.client_cores,
+            self.client_generate_seconds
         );
         if let Some(p) = &self.server {
             let _ = writeln!(
@@ -408,8 +432,12 @@ mod tests {
 
     #[test]
     fn server_metrics_are_deltas_over_the_window() {
-        let before = parse_metrics("sluice_wal_syncs_total 100\nsluice_wal_sync_duration_seconds_sum 1\nsluice_wal_sync_duration_seconds_count 100\n");
-        let after = parse_metrics("sluice_wal_syncs_total 300\nsluice_wal_sync_duration_seconds_sum 2\nsluice_wal_sync_duration_seconds_count 300\n");
+        let before = parse_metrics(
+            "sluice_wal_syncs_total 100\nsluice_wal_sync_duration_seconds_sum 1\nsluice_wal_sync_duration_seconds_count 100\n",
+        );
+        let after = parse_metrics(
+            "sluice_wal_syncs_total 300\nsluice_wal_sync_duration_seconds_sum 2\nsluice_wal_sync_duration_seconds_count 300\n",
+        );
         let m = ServerMetrics::between(&before, &after, 2.0);
         assert_eq!(m.wal_syncs, 200.0);
         assert_eq!(m.wal_syncs_per_sec, 100.0);

@@ -76,10 +76,22 @@ const REGIONS: [(&str, [&str; 3]); 9] = [
     ("us-west-1", ["us-west-1a", "us-west-1b", "us-west-1c"]),
     ("us-west-2", ["us-west-2a", "us-west-2b", "us-west-2c"]),
     ("eu-west-1", ["eu-west-1a", "eu-west-1b", "eu-west-1c"]),
-    ("eu-central-1", ["eu-central-1a", "eu-central-1b", "eu-central-1b"]),
-    ("ap-southeast-1", ["ap-southeast-1a", "ap-southeast-1b", "ap-southeast-1b"]),
-    ("ap-southeast-2", ["ap-southeast-2a", "ap-southeast-2b", "ap-southeast-2b"]),
-    ("ap-northeast-1", ["ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1c"]),
+    (
+        "eu-central-1",
+        ["eu-central-1a", "eu-central-1b", "eu-central-1b"],
+    ),
+    (
+        "ap-southeast-1",
+        ["ap-southeast-1a", "ap-southeast-1b", "ap-southeast-1b"],
+    ),
+    (
+        "ap-southeast-2",
+        ["ap-southeast-2a", "ap-southeast-2b", "ap-southeast-2b"],
+    ),
+    (
+        "ap-northeast-1",
+        ["ap-northeast-1a", "ap-northeast-1c", "ap-northeast-1c"],
+    ),
     ("sa-east-1", ["sa-east-1a", "sa-east-1b", "sa-east-1c"]),
 ];
 const OSES: [&str; 3] = ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"];
@@ -207,7 +219,9 @@ impl Workload {
         }
         RowKey {
             host,
-            time: c.start_ns.saturating_add((tick as i64).saturating_mul(c.interval_ns)),
+            time: c
+                .start_ns
+                .saturating_add((tick as i64).saturating_mul(c.interval_ns)),
             variant: (h % c.variants as u64) as usize,
         }
     }
@@ -401,13 +415,13 @@ impl ArrowGen {
             let col = if tag == 0 && (w.config.hosts as usize) > len {
                 // Fewer rows than hosts: ship only the names used, not the
                 // whole host list with every batch.
-                let values = StringArray::from_iter_values(hosts.iter().map(|&h| w.tag_value(0, h as u64)));
+                let values =
+                    StringArray::from_iter_values(hosts.iter().map(|&h| w.tag_value(0, h as u64)));
                 let keys = Int32Array::from_iter_values(0..len as i32);
                 DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))?
             } else {
-                let keys = Int32Array::from_iter_values(
-                    hosts.iter().map(|&h| w.host_tags[h][tag] as i32),
-                );
+                let keys =
+                    Int32Array::from_iter_values(hosts.iter().map(|&h| w.host_tags[h][tag] as i32));
                 DictionaryArray::<Int32Type>::try_new(keys, Arc::clone(dict))?
             };
             cols.push(Arc::new(col));

@@ -1,9 +1,10 @@
 //! Streaming deduplication of sorted batches.
 //!
-//! Input: batches sorted by the dedup key (tags, `time`) and then by
-//! arrival, so the rows of one key are adjacent and oldest first. Each
-//! group collapses to one row: key columns from any row (they are equal),
-//! each field from the last row in which it is non-null.
+//! Input: batches sorted by the dedup key (tags, `time`), so the rows of
+//! one key are adjacent; within a key, oldest first, or (narrow packed
+//! key) in any order with an arrival column beside them. Each group
+//! collapses to one row: key columns from any row (they are equal), each
+//! field from the latest-arriving row in which it is non-null.
 //!
 //! A group may continue into the next batch, so the last group of every
 //! batch is held back (as a zero-copy slice) until a row with another key
@@ -19,9 +20,9 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, DynComparator, FixedSizeBinaryArray, UInt32Array, make_comparator};
+use arrow::array::{Array, ArrayRef, AsArray, DynComparator, UInt32Array, make_comparator};
 use arrow::compute::{SortOptions, concat_batches, take};
-use arrow::datatypes::TimestampNanosecondType;
+use arrow::datatypes::{TimestampNanosecondType, UInt64Type};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
@@ -115,11 +116,10 @@ impl Dedup {
     fn find_dups(&self, batch: &RecordBatch, dups: &mut Vec<u32>) -> Result<(), ArrowError> {
         dups.clear();
         match &self.layout.mode {
-            Mode::Packed { key, packed } => {
-                let keys = fixed(batch, *key)?;
-                let len = packed.key_len();
+            Mode::Packed { key, packed, .. } => {
+                let keys = packed.keys(batch.column(*key).as_ref())?;
                 for i in 1..keys.len() {
-                    if keys.value(i)[..len] == keys.value(i - 1)[..len] {
+                    if packed.same(&keys, i - 1, &keys, i) {
                         dups.push(i as u32);
                     }
                 }
@@ -147,9 +147,10 @@ impl Dedup {
     /// Whether row `i` of `a` and row `j` of `b` have the same key.
     fn same_key(&self, a: &RecordBatch, i: usize, b: &RecordBatch, j: usize) -> Result<bool, ArrowError> {
         match &self.layout.mode {
-            Mode::Packed { key, packed } => {
-                let len = packed.key_len();
-                Ok(fixed(a, *key)?.value(i)[..len] == fixed(b, *key)?.value(j)[..len])
+            Mode::Packed { key, packed, .. } => {
+                let ka = packed.keys(a.column(*key).as_ref())?;
+                let kb = packed.keys(b.column(*key).as_ref())?;
+                Ok(packed.same(&ka, i, &kb, j))
             }
             Mode::Columns { time, tags, .. } => {
                 if time_values(a, *time)?[i] != time_values(b, *time)?[j] {
@@ -171,8 +172,24 @@ impl Dedup {
     /// [`Self::find_dups`]) and builds the output columns.
     fn collapse(&self, batch: &RecordBatch, dups: &[u32]) -> Result<RecordBatch, ArrowError> {
         let n = batch.num_rows();
-        // With duplicates: the last row of every group, and the multi-row
-        // groups as (output position, first row, last row).
+        let (packed, arrival) = match &self.layout.mode {
+            Mode::Packed { key, arrival, packed } => (
+                Some((packed.keys(batch.column(*key).as_ref())?, packed)),
+                match arrival {
+                    Some(a) => Some(
+                        batch
+                            .column(*a)
+                            .as_primitive_opt::<UInt64Type>()
+                            .map(|a| a.values().as_ref())
+                            .ok_or_else(|| ArrowError::SchemaError("arrival is not UInt64".into()))?,
+                    ),
+                    None => None,
+                },
+            ),
+            Mode::Columns { .. } => (None, None),
+        };
+        // With duplicates: the latest row of every group, and the
+        // multi-row groups as (output position, first row, last row).
         let mut keep: Vec<u32> = Vec::new();
         let mut groups: Vec<(usize, u32, u32)> = Vec::new();
         if !dups.is_empty() {
@@ -187,16 +204,12 @@ impl Dedup {
                 if i > start {
                     groups.push((keep.len(), start, i));
                 }
-                keep.push(i);
+                keep.push(latest(arrival, start, i, |_| true));
                 start = i + 1;
             }
         }
         let rows = (!dups.is_empty()).then_some(keep.as_slice());
         let keep_idx = rows.map(|k| UInt32Array::from(k.to_vec()));
-        let packed = match &self.layout.mode {
-            Mode::Packed { key, packed } => Some((fixed(batch, *key)?, packed)),
-            Mode::Columns { .. } => None,
-        };
 
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.layout.outputs.len());
         for out in &self.layout.outputs {
@@ -210,7 +223,7 @@ impl Dedup {
                 (Out::Column { pos, merge }, _, Some(keep_idx)) => {
                     let col = batch.column(pos);
                     if merge && col.null_count() > 0 {
-                        merge_field(col.as_ref(), keep_idx, &groups)?
+                        merge_field(col.as_ref(), keep_idx, &groups, arrival)?
                     } else {
                         take(col.as_ref(), keep_idx, None)?
                     }
@@ -226,15 +239,34 @@ impl Dedup {
     }
 }
 
-/// A field with nulls: where a group's last row is null, the group takes
+/// The latest-arriving row of `first..=last` for which `ok` holds (the
+/// last one when rows are in arrival order, i.e. `arrival` is `None`);
+/// `last` if none does.
+fn latest(arrival: Option<&[u64]>, first: u32, last: u32, ok: impl Fn(usize) -> bool) -> u32 {
+    match arrival {
+        None => (first..=last).rev().find(|&j| ok(j as usize)).unwrap_or(last),
+        Some(a) => (first..=last)
+            .filter(|&j| ok(j as usize))
+            .max_by_key(|&j| a[j as usize])
+            .unwrap_or(last),
+    }
+}
+
+/// A field with nulls: where a group's latest row is null, the group takes
 /// its latest non-null value instead.
-fn merge_field(col: &dyn Array, keep: &UInt32Array, groups: &[(usize, u32, u32)]) -> Result<ArrayRef, ArrowError> {
+fn merge_field(
+    col: &dyn Array,
+    keep: &UInt32Array,
+    groups: &[(usize, u32, u32)],
+    arrival: Option<&[u64]>,
+) -> Result<ArrayRef, ArrowError> {
     let mut fixed: Option<Vec<u32>> = None;
     for &(pos, first, last) in groups {
-        if col.is_valid(last as usize) {
+        if col.is_valid(keep.value(pos) as usize) {
             continue;
         }
-        if let Some(j) = (first..last).rev().find(|&j| col.is_valid(j as usize)) {
+        let j = latest(arrival, first, last, |j| col.is_valid(j));
+        if col.is_valid(j as usize) {
             fixed.get_or_insert_with(|| keep.values().to_vec())[pos] = j;
         }
     }
@@ -253,13 +285,6 @@ fn tag_comparators(tags: &[usize], left: &RecordBatch, right: &RecordBatch) -> R
     tags.iter()
         .map(|&t| make_comparator(left.column(t).as_ref(), right.column(t).as_ref(), opts))
         .collect()
-}
-
-fn fixed(batch: &RecordBatch, key: usize) -> Result<&FixedSizeBinaryArray, ArrowError> {
-    batch
-        .column(key)
-        .as_fixed_size_binary_opt()
-        .ok_or_else(|| ArrowError::SchemaError("sort key is not FixedSizeBinary".into()))
 }
 
 fn time_values(batch: &RecordBatch, time: usize) -> Result<&[i64], ArrowError> {

@@ -1,29 +1,35 @@
-//! The packed sort key: tags, `time` and arrival in one byte string.
+//! The packed sort key: tags and `time` in one sortable value.
 //!
 //! When every tag's distinct values are known before the sort (all of
-//! [`compact`](super::compact)'s input is), each row's whole sort key fits
-//! a short fixed-width byte string whose byte order (`memcmp`) is the
-//! wanted row order:
+//! [`compact`](super::compact)'s input is), a row's tags become small
+//! integer codes: code = rank + 1 of its value among the sorted distinct
+//! values ([`TagRanks`]), 0 for null, so codes order like the strings,
+//! null first. Codes take only the bits their cardinality needs and are
+//! packed, in sort-key order, into 64-bit words. Two encodings:
 //!
 //! ```text
-//!  [ tag word(s), big-endian ][ time ^ sign bit, BE ][ tag words after time ][ arrival, BE ]
-//!     each word: codes of consecutive sort-key tags, code = rank + 1 (0 = null)
+//!  narrow (one word, then time; the usual case):  Decimal128 = (word ^ sign) << 64 | (time ^ sign)
+//!  wide (anything else): FixedSizeBinary, big-endian, compared as bytes:
+//!     [ tag word(s) ][ time ^ sign ][ tag words after time ][ arrival number ]
 //! ```
 //!
-//! A tag's rank is its value's position among the sorted distinct values
-//! ([`TagRanks`]), so codes order like the strings, null first. Codes take
-//! only the bits their cardinality needs, so typical keys (dozens of tags
-//! of modest cardinality) fit one 64-bit word: the sort then compares one
-//! `FixedSizeBinary` column (DataFusion's fast single-column path, with
-//! coalesced runs) instead of a dozen dictionary columns by string value,
-//! and the dedup compares byte slices. Tags and `time` are not carried
-//! through the sort at all: the output decodes them from the key.
+//! Either way the sort compares one column instead of a dozen dictionary
+//! columns by string value: a narrow key is a primitive `i128` (DataFusion's
+//! fastest single-column sort and merge); a wide key is `memcmp`-ordered.
+//! The dedup compares keys as integers or byte slices. Tags and `time` are
+//! not carried through the sort at all: the output decodes them from the
+//! key. A wide key ends with the arrival number, so duplicates come out in
+//! arrival order; a narrow key has no room for it, so the arrival number
+//! travels beside it and the dedup orders duplicates by it.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, FixedSizeBinaryArray, Int32Array, TimestampNanosecondArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, DictionaryArray, FixedSizeBinaryArray, Int32Array,
+    TimestampNanosecondArray,
+};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
-use arrow::datatypes::{Int32Type, TimestampNanosecondType};
+use arrow::datatypes::{DataType, Decimal128Type, Int32Type, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 
@@ -66,6 +72,14 @@ pub(super) struct PackedKey {
     width: usize,
     /// `time`'s timezone, for decoding.
     timezone: Option<Arc<str>>,
+    /// One word (or none) then `time`: encoded as `Decimal128`.
+    narrow: bool,
+}
+
+/// A batch's key column, for comparisons and decoding.
+pub(super) enum Keys<'a> {
+    Narrow(&'a [i128]),
+    Wide(&'a FixedSizeBinaryArray),
 }
 
 impl PackedKey {
@@ -138,6 +152,7 @@ impl PackedKey {
             offset += WORD;
         }
         let time = time.ok_or_else(|| ArrowError::SchemaError(format!("sort order without {TIME_COLUMN:?}")))?;
+        let narrow = offset == time + WORD && time <= WORD;
         Ok(Self {
             tags,
             words,
@@ -145,17 +160,43 @@ impl PackedKey {
             key_len: offset,
             width: offset + WORD,
             timezone,
+            narrow,
         })
     }
 
-    /// Bytes per key.
-    pub(super) fn width(&self) -> usize {
-        self.width
+    /// The key column's type.
+    pub(super) fn data_type(&self) -> DataType {
+        match self.narrow {
+            true => DataType::Decimal128(38, 0),
+            false => DataType::FixedSizeBinary(self.width as i32),
+        }
     }
 
-    /// Bytes compared to find duplicates (all but the arrival number).
-    pub(super) fn key_len(&self) -> usize {
-        self.key_len
+    /// Whether duplicates must be ordered by a separate arrival column
+    /// (the key itself does not end with the arrival number).
+    pub(super) fn needs_arrival(&self) -> bool {
+        self.narrow
+    }
+
+    /// A key column as produced by [`Self::encode`].
+    pub(super) fn keys<'a>(&self, column: &'a dyn Array) -> Result<Keys<'a>, ArrowError> {
+        let wrong = || ArrowError::SchemaError(format!("sort key is {}, expected {}", column.data_type(), self.data_type()));
+        match self.narrow {
+            true => column
+                .as_primitive_opt::<Decimal128Type>()
+                .map(|a| Keys::Narrow(a.values().as_ref()))
+                .ok_or_else(wrong),
+            false => column.as_fixed_size_binary_opt().map(Keys::Wide).ok_or_else(wrong),
+        }
+    }
+
+    /// Whether row `i` of `a` and row `j` of `b` have the same tags and time.
+    pub(super) fn same(&self, a: &Keys<'_>, i: usize, b: &Keys<'_>, j: usize) -> bool {
+        match (a, b) {
+            (Keys::Narrow(a), Keys::Narrow(b)) => a[i] == b[j],
+            (Keys::Wide(a), Keys::Wide(b)) => a.value(i)[..self.key_len] == b.value(j)[..self.key_len],
+            _ => false,
+        }
     }
 
     /// Index of tag `name` (for [`Self::decode_tag`]).
@@ -163,34 +204,50 @@ impl PackedKey {
         self.tags.iter().position(|t| t.name == name)
     }
 
-    /// The keys of `batch`'s rows (a tag missing from it is null), with
-    /// arrival numbers `first_arrival..`. `time` must be present.
-    pub(super) fn encode(&self, batch: &RecordBatch, first_arrival: u64) -> Result<FixedSizeBinaryArray, ArrowError> {
+    /// The keys of `batch`'s rows (a tag missing from it is null); a wide
+    /// key ends with the arrival numbers `first_arrival..`. `time` must be
+    /// present.
+    pub(super) fn encode(&self, batch: &RecordBatch, first_arrival: u64) -> Result<ArrayRef, ArrowError> {
         let n = batch.num_rows();
-        let mut buf = vec![0u8; n * self.width];
-        let mut word = vec![0u64; n];
-        for (offset, tags) in &self.words {
-            word.iter_mut().for_each(|w| *w = 0);
-            for &t in tags {
-                let tag = &self.tags[t];
-                if let Some(col) = batch.column_by_name(&tag.name) {
-                    tag.ranks.add_codes(col.as_ref(), tag.shift, &mut word)?;
-                }
-            }
-            for (row, w) in buf.chunks_exact_mut(self.width).zip(&word) {
-                row[*offset..*offset + WORD].copy_from_slice(&w.to_be_bytes());
-            }
-        }
         let time = batch
             .column_by_name(TIME_COLUMN)
             .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
             .ok_or_else(|| ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column")))?;
+        let mut word = vec![0u64; n];
+        let fill = |tags: &[usize], word: &mut [u64]| -> Result<(), ArrowError> {
+            word.iter_mut().for_each(|w| *w = 0);
+            for &t in tags {
+                let tag = &self.tags[t];
+                if let Some(col) = batch.column_by_name(&tag.name) {
+                    tag.ranks.add_codes(col.as_ref(), tag.shift, word)?;
+                }
+            }
+            Ok(())
+        };
+        if self.narrow {
+            if let Some((_, tags)) = self.words.first() {
+                fill(tags, &mut word)?;
+            }
+            let keys: Vec<i128> = word
+                .iter()
+                .zip(time.values())
+                .map(|(&w, &t)| (i128::from((w ^ SIGN) as i64) << 64) | i128::from((t as u64) ^ SIGN))
+                .collect();
+            return Ok(Arc::new(Decimal128Array::new(keys.into(), None).with_precision_and_scale(38, 0)?));
+        }
+        let mut buf = vec![0u8; n * self.width];
+        for (offset, tags) in &self.words {
+            fill(tags, &mut word)?;
+            for (row, w) in buf.chunks_exact_mut(self.width).zip(&word) {
+                row[*offset..*offset + WORD].copy_from_slice(&w.to_be_bytes());
+            }
+        }
         let arrival = self.width - WORD;
         for ((row, &t), a) in buf.chunks_exact_mut(self.width).zip(time.values()).zip(first_arrival..) {
             row[self.time..self.time + WORD].copy_from_slice(&((t as u64) ^ SIGN).to_be_bytes());
             row[arrival..].copy_from_slice(&a.to_be_bytes());
         }
-        FixedSizeBinaryArray::try_new(self.width as i32, buf.into(), None)
+        Ok(Arc::new(FixedSizeBinaryArray::try_new(self.width as i32, buf.into(), None)?))
     }
 
     /// Tag `t` of the rows `rows` (all rows when `None`) as a dictionary
@@ -198,7 +255,7 @@ impl PackedKey {
     pub(super) fn decode_tag(
         &self,
         t: usize,
-        keys: &FixedSizeBinaryArray,
+        keys: &Keys<'_>,
         rows: Option<&[u32]>,
     ) -> Result<ArrayRef, ArrowError> {
         let tag = &self.tags[t];
@@ -223,7 +280,7 @@ impl PackedKey {
     }
 
     /// `time` of the rows `rows` (all rows when `None`).
-    pub(super) fn decode_time(&self, keys: &FixedSizeBinaryArray, rows: Option<&[u32]>) -> ArrayRef {
+    pub(super) fn decode_time(&self, keys: &Keys<'_>, rows: Option<&[u32]>) -> ArrayRef {
         let time = |i: usize| (self.read(keys, i, self.time) ^ SIGN) as i64;
         let values: Vec<i64> = match rows {
             Some(rows) => rows.iter().map(|&i| time(i as usize)).collect(),
@@ -232,10 +289,29 @@ impl PackedKey {
         Arc::new(TimestampNanosecondArray::new(values.into(), None).with_timezone_opt(self.timezone.clone()))
     }
 
-    fn read(&self, keys: &FixedSizeBinaryArray, row: usize, offset: usize) -> u64 {
-        let mut b = [0u8; WORD];
-        b.copy_from_slice(&keys.value(row)[offset..offset + WORD]);
-        u64::from_be_bytes(b)
+    /// The 64-bit word at byte `offset` of a row's key.
+    fn read(&self, keys: &Keys<'_>, row: usize, offset: usize) -> u64 {
+        match keys {
+            // Narrow: the word (if any) at 0, then time.
+            Keys::Narrow(k) => match offset == self.time {
+                true => k[row] as u64,
+                false => ((k[row] >> 64) as u64) ^ SIGN,
+            },
+            Keys::Wide(k) => {
+                let mut b = [0u8; WORD];
+                b.copy_from_slice(&k.value(row)[offset..offset + WORD]);
+                u64::from_be_bytes(b)
+            }
+        }
+    }
+}
+
+impl Keys<'_> {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Keys::Narrow(k) => k.len(),
+            Keys::Wide(k) => k.len(),
+        }
     }
 }
 
@@ -266,22 +342,43 @@ mod tests {
             ("b", Col::Tag(vec![Some("1"), Some("2"), Some("1"), Some("2"), Some("1")])),
             ("time", Col::Time(vec![5, -3, 9, -3, i64::MAX])),
         ]);
+        // Narrow: both tags share one word, then time.
         let k = key(&[tag("a"), tag("b"), Item::Time], std::slice::from_ref(&b));
-        assert_eq!(k.width(), 8 + 8 + 8, "both tags share one word");
-        let keys = k.encode(&b, 100).expect("encode");
+        assert_eq!(k.data_type(), DataType::Decimal128(38, 0));
+        let encoded = k.encode(&b, 100).expect("encode");
+        let keys = k.keys(encoded.as_ref()).expect("keys");
+        let Keys::Narrow(values) = keys else { panic!("narrow") };
         let mut order: Vec<usize> = (0..5).collect();
-        order.sort_by(|&i, &j| keys.value(i).cmp(keys.value(j)));
-        // (null,1,9) (x,1,MAX) (x,2,-3)@101 (x,2,-3)@103 (y,1,5)
+        order.sort_by_key(|&i| values[i]);
+        // (null,1,9) (x,1,MAX) (x,2,-3) (x,2,-3) (y,1,5)
         assert_eq!(order, [2, 4, 1, 3, 0]);
-        let a = k.decode_tag(0, &keys, Some(&[2, 1, 0])).expect("decode");
+        assert!(k.same(&keys, 1, &keys, 3) && !k.same(&keys, 1, &keys, 4));
+        check_decode(&k, &keys);
+
+        // Wide (a tag after time): bytes, ending with the arrival number.
+        let k = key(&[tag("a"), Item::Time, tag("b")], std::slice::from_ref(&b));
+        assert_eq!(k.data_type(), DataType::FixedSizeBinary(32));
+        let encoded = k.encode(&b, 100).expect("encode");
+        let keys = k.keys(encoded.as_ref()).expect("keys");
+        let Keys::Wide(bytes) = keys else { panic!("wide") };
+        let mut order: Vec<usize> = (0..5).collect();
+        order.sort_by(|&i, &j| bytes.value(i).cmp(bytes.value(j)));
+        // (null,9,1) (x,-3,2)@101 (x,-3,2)@103 (x,MAX,1) (y,5,1)
+        assert_eq!(order, [2, 1, 3, 4, 0]);
+        assert!(k.same(&keys, 1, &keys, 3) && bytes.value(1) < bytes.value(3));
+        check_decode(&k, &keys);
+    }
+
+    fn check_decode(k: &PackedKey, keys: &Keys<'_>) {
+        let a = k.decode_tag(0, keys, Some(&[2, 1, 0])).expect("decode");
         let got: Vec<String> = (0..3).map(|i| value(a.as_ref(), i)).collect();
         assert_eq!(got, ["∅", "x", "y"]);
-        let t = k.decode_time(&keys, None);
+        let b = k.decode_tag(1, keys, None).expect("decode");
+        let got: Vec<String> = (0..5).map(|i| value(b.as_ref(), i)).collect();
+        assert_eq!(got, ["1", "2", "1", "2", "1"]);
+        let t = k.decode_time(keys, None);
         let got: Vec<String> = (0..5).map(|i| value(t.as_ref(), i)).collect();
         assert_eq!(got, ["5", "-3", "9", "-3", i64::MAX.to_string().as_str()]);
-        // Arrival numbers make every key distinct, in arrival order.
-        assert!(keys.value(1) < keys.value(3));
-        assert_eq!(keys.value(1)[..k.key_len()], keys.value(3)[..k.key_len()]);
     }
 
     #[test]
@@ -298,22 +395,24 @@ mod tests {
         let mut order: Vec<Item> = names.iter().map(|n| tag(n)).collect();
         order.push(Item::Time);
         let k = key(&order, std::slice::from_ref(&b));
-        assert_eq!(k.width(), 8 * 4, "two words, time, arrival");
-        let keys = k.encode(&b, 0).expect("encode");
+        assert_eq!(k.data_type(), DataType::FixedSizeBinary(8 * 4), "two words, time, arrival");
+        let encoded = k.encode(&b, 0).expect("encode");
+        let keys = k.keys(encoded.as_ref()).expect("keys");
         for t in 0..11 {
             let d = k.decode_tag(t, &keys, None).expect("decode");
             assert_eq!(value(d.as_ref(), 39), "v39");
         }
         // A tag after time goes in a word after it.
         let k = key(&[tag("t00"), Item::Time, tag("t01")], std::slice::from_ref(&b));
-        assert_eq!((k.time, k.tags[1].word, k.width()), (8, 16, 32));
+        assert_eq!((k.time, k.tags[1].word, k.width), (8, 16, 32));
     }
 
     #[test]
     fn all_null_tag_takes_no_bits() {
         let b = batch(&[("a", Col::Tag(vec![None, None])), ("time", Col::Time(vec![1, 2]))]);
         let k = key(&[tag("a"), Item::Time], std::slice::from_ref(&b));
-        let keys = k.encode(&b, 0).expect("encode");
+        let encoded = k.encode(&b, 0).expect("encode");
+        let keys = k.keys(encoded.as_ref()).expect("keys");
         let d = k.decode_tag(0, &keys, None).expect("decode");
         assert_eq!(d.null_count(), 2);
     }

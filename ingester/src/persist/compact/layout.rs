@@ -30,8 +30,13 @@ use super::{ARRIVAL_COLUMN, CompactError, KEY_COLUMN, RESERVED_PREFIX, TIME_COLU
 /// How the sort key is represented.
 #[derive(Debug)]
 pub(super) enum Mode {
-    /// One `FixedSizeBinary` column at `key` (tags, time, arrival).
-    Packed { key: usize, packed: PackedKey },
+    /// One key column at `key` (tags, time; see [`PackedKey`]) and, when
+    /// the key does not include it, the arrival number at `arrival`.
+    Packed {
+        key: usize,
+        arrival: Option<usize>,
+        packed: PackedKey,
+    },
     /// Separate sort columns.
     Columns {
         time: usize,
@@ -150,11 +155,11 @@ impl Layout {
                     .cloned()
                     .collect();
                 let key = fields.len();
-                fields.push(Arc::new(Field::new(
-                    KEY_COLUMN,
-                    DataType::FixedSizeBinary(packed.width() as i32),
-                    false,
-                )));
+                fields.push(Arc::new(Field::new(KEY_COLUMN, packed.data_type(), false)));
+                let arrival = packed.needs_arrival().then(|| {
+                    fields.push(Arc::new(Field::new(ARRIVAL_COLUMN, DataType::UInt64, false)));
+                    key + 1
+                });
                 let outputs = columns
                     .iter()
                     .map(|c| match packed.tag_index(c) {
@@ -166,7 +171,7 @@ impl Layout {
                         },
                     })
                     .collect();
-                (fields, Mode::Packed { key, packed }, outputs)
+                (fields, Mode::Packed { key, arrival, packed }, outputs)
             }
             None => {
                 let mut fields = needed;
@@ -300,10 +305,16 @@ impl Layout {
         }
         let first = *next;
         *next += n as u64;
-        columns.push(match &self.mode {
-            Mode::Packed { packed, .. } => Arc::new(packed.encode(batch, first).map_err(err)?),
-            Mode::Columns { .. } => Arc::new(UInt64Array::from_iter_values(first..*next)),
-        });
+        let arrival = || Arc::new(UInt64Array::from_iter_values(first..first + n as u64)) as ArrayRef;
+        match &self.mode {
+            Mode::Packed { packed, arrival: a, .. } => {
+                columns.push(packed.encode(batch, first).map_err(err)?);
+                if a.is_some() {
+                    columns.push(arrival());
+                }
+            }
+            Mode::Columns { .. } => columns.push(arrival()),
+        }
         RecordBatch::try_new_with_options(
             Arc::clone(&self.sort_schema),
             columns,
@@ -349,13 +360,13 @@ mod tests {
         let cols = strs(&["a", "b", "f", "time"]);
         let l = Layout::new(table(), &cols, &strs(&["b", "a"]), Some(std::slice::from_ref(&b))).expect("layout");
         let names: Vec<&str> = l.sort_schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["f", KEY_COLUMN]);
+        assert_eq!(names, ["f", KEY_COLUMN, ARRIVAL_COLUMN], "narrow key: arrival beside it");
         assert!(matches!(l.outputs[..], [Out::Tag(_), Out::Tag(_), Out::Column { pos: 0, merge: true }, Out::Time]));
         assert_eq!(l.output_sort_columns(), ["b", "a", "time"]);
         let mut next = 5;
         let aligned = l.align(0, &b, &mut next).expect("align");
         assert_eq!(next, 6);
-        assert_eq!(aligned.column(1).as_fixed_size_binary().value_length(), 24);
+        assert_eq!(aligned.column(2).as_primitive::<arrow::datatypes::UInt64Type>().value(0), 5);
     }
 
     #[test]

@@ -26,7 +26,9 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_writer::AsyncFileWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use arrow::datatypes::DataType;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::schema::types::ColumnPath;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -94,13 +96,29 @@ fn writer_properties(
             nulls_first: true,
         })
         .collect();
-    Ok(WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL)?))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
-        .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()))
-        .build())
+        .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()));
+    for f in schema.fields() {
+        let path = ColumnPath::from(f.name().as_str());
+        builder = match f.data_type() {
+            // High cardinality, and sorted by series then time: small,
+            // regular deltas. Dictionary encoding would only cost hashing.
+            DataType::Timestamp(_, _) => builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
+            // Dictionary while it pays (status codes), then deltas
+            // (counters) rather than plain.
+            DataType::Int64 | DataType::UInt64 => builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
+            // Tags, floats, strings, booleans: the defaults (dictionary,
+            // falling back to plain when it grows too large; RLE).
+            _ => builder,
+        };
+    }
+    Ok(builder.build())
 }
 
 async fn encode(

@@ -1,0 +1,94 @@
+//! Shared by the benches: TSBS "devops cpu"-shaped line protocol and the
+//! smoke-test switch.
+//!
+//! Every bench runs in two modes. `cargo bench … --features benches` measures
+//! with full-size inputs (5,000-line batches, 1 M buffered rows). With
+//! criterion's `--test` flag (`cargo bench -p sluice-ingester --features
+//! benches -- --test`, what CI runs) each benchmark runs once on a tiny input,
+//! so the benches stay compiled and correct without costing CI minutes.
+
+#![allow(dead_code)] // each bench uses part of this
+
+use std::fmt::Write;
+
+/// True under criterion's `--test` (smoke) mode: use tiny inputs.
+pub fn smoke() -> bool {
+    std::env::args().any(|a| a == "--test")
+}
+
+/// `full` normally, `tiny` in smoke mode.
+pub fn size(full: u64, tiny: u64) -> u64 {
+    if smoke() { tiny } else { full }
+}
+
+/// Base time of generated rows: 2026-01-01T00:00:00Z.
+pub const BASE_TIME: i64 = 1_767_225_600_000_000_000;
+/// Time between two points of one host (TSBS default).
+pub const INTERVAL: i64 = 10_000_000_000;
+
+const REGIONS: [&str; 9] = [
+    "us-east-1",
+    "us-west-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "sa-east-1",
+];
+const OSES: [&str; 3] = ["Ubuntu16.10", "Ubuntu16.04LTS", "Ubuntu15.10"];
+const TEAMS: [&str; 4] = ["SF", "NYC", "LON", "CHI"];
+const ENVS: [&str; 3] = ["production", "staging", "test"];
+const FIELDS: [&str; 10] = [
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
+];
+
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Rows `first..first + n` in TSBS order (every host once per tick) as line
+/// protocol: `cpu` with 10 tags and 10 float fields, like the load generator
+/// sends (`sluice-loadgen`, which the ingester crate cannot depend on).
+pub fn tsbs_lines(first: u64, n: u64, hosts: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 460);
+    for r in first..first + n {
+        let h = r % hosts;
+        let t = BASE_TIME + (r / hosts) as i64 * INTERVAL;
+        let k = mix(h);
+        let region = (k % 9) as usize;
+        let _ = write!(
+            s,
+            "cpu,hostname=host_{h},region={},datacenter={}{},rack={},os={},arch={},team={},service={},service_version={},service_environment={}",
+            REGIONS[region],
+            REGIONS[region],
+            ["a", "b", "c"][(k >> 8) as usize % 3],
+            (k >> 12) % 100,
+            OSES[(k >> 20) as usize % 3],
+            ["x64", "x86"][(k >> 24) as usize % 2],
+            TEAMS[(k >> 28) as usize % 4],
+            (k >> 32) % 20,
+            (k >> 40) % 2,
+            ENVS[(k >> 44) as usize % 3],
+        );
+        for (i, f) in FIELDS.iter().enumerate() {
+            let v = (mix(r * 16 + i as u64) >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
+            let _ = write!(s, "{}{f}={v}", if i == 0 { ' ' } else { ',' });
+        }
+        let _ = writeln!(s, " {t}");
+    }
+    s
+}

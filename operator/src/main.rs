@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", sluice_operator::crd::crd_yaml().unwrap());
+}
