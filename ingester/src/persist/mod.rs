@@ -36,3 +36,6 @@ mod handle;
 mod worker;
 
 pub(crate) use handle::{PersistConfig, PersistHandle, PersistObserver};
+
+#[cfg(test)]
+mod tests;

@@ -113,6 +113,12 @@ fn writer_properties(
             // Dictionary while it pays (status codes), then deltas
             // (counters) rather than plain.
             DataType::Int64 | DataType::UInt64 => builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
+            DataType::Float64 if std::env::var("SLUICE_PQ_FLOAT").as_deref() == Ok("plain") => {
+                builder.set_column_dictionary_enabled(path, false)
+            }
+            DataType::Float64 if std::env::var("SLUICE_PQ_FLOAT").as_deref() == Ok("bss") => builder
+                .set_column_dictionary_enabled(path.clone(), false)
+                .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT),
             // Tags, floats, strings, booleans: the defaults (dictionary,
             // falling back to plain when it grows too large; RLE).
             _ => builder,
