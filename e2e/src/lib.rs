@@ -279,6 +279,29 @@ impl Ingester {
         }
     }
 
+    /// The sum of a Prometheus metric's samples on `/metrics` (all label
+    /// sets); `None` if the metric is absent.
+    pub async fn metric(&self, name: &str) -> anyhow::Result<Option<f64>> {
+        let (status, text) =
+            http_request("GET", &format!("{}/metrics", self.http_url()), Vec::new(), false)
+                .await?;
+        if status != 200 {
+            bail!("/metrics answered {status}");
+        }
+        let mut sum = None;
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = match line.rsplit_once(' ') {
+                Some(x) => x,
+                None => continue,
+            };
+            let metric = series.split('{').next().unwrap_or(series);
+            if metric == name {
+                *sum.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+            }
+        }
+        Ok(sum)
+    }
+
     /// `ControlService.Status`.
     pub async fn status(&self) -> anyhow::Result<v1::StatusResponse> {
         let mut c = self.control_client().await?;

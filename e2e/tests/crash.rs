@@ -109,9 +109,11 @@ async fn run(rounds: u32, seed: u64) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut ing = Ingester::new(tmp.path().join("data"))
         .arg("--wal-segment-bytes")
-        .arg("262144");
+        .arg("65536");
     let attempts: Arc<Mutex<Vec<Attempt>>> = Arc::default();
     let mut restart_secs = Vec::new();
+    // Seen in the logs of the killed processes.
+    let (mut rotations, mut persists) = (0u64, 0u64);
 
     for round in 0..rounds {
         let t = Instant::now();
@@ -136,6 +138,17 @@ async fn run(rounds: u32, seed: u64) {
         }
         let delay = rng.random_range(50..=400);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        let metric = |name| ing.metric(name);
+        rotations += metric("sluice_wal_rotations_total")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0.0) as u64;
+        persists += metric("sluice_persist_files_total")
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0.0) as u64;
         let log = ing.log();
         ing.kill9();
         assert!(
@@ -158,6 +171,19 @@ async fn run(rounds: u32, seed: u64) {
     ing.assert_no_panic();
     ing.start().await.expect("start after clean stop");
     verify(&ing, &attempts, rounds + 1).await;
+    let files = ing
+        .catalog_client()
+        .await
+        .expect("catalog client")
+        .list_parquet_files(v1::ListParquetFilesRequest {
+            namespace: NS.into(),
+            table: TABLE.into(),
+        })
+        .await
+        .expect("ListParquetFiles")
+        .into_inner()
+        .files;
+    let file_rows: i64 = files.iter().map(|f| f.row_count).sum();
     ing.stop().await.expect("SIGTERM");
     ing.assert_no_panic();
     let all = attempts.lock().expect("lock").clone();
@@ -173,6 +199,17 @@ async fn run(rounds: u32, seed: u64) {
         .filter(|a| a.outcome == Outcome::Acked && a.writer == HTTP_WRITER)
         .map(|a| a.counters.end - a.counters.start)
         .sum();
+    let unknown_present = all
+        .iter()
+        .filter(|a| a.outcome == Outcome::Unknown && a.resolved == Some(true))
+        .count();
+    let unknown = all.iter().filter(|a| a.outcome == Outcome::Unknown).count();
+    eprintln!(
+        "crash: {rotations} WAL rotations and {persists} Parquet files written before the kills; \
+         {} Parquet files with {file_rows} rows at the end; \
+         {unknown_present} of {unknown} unanswered writes were applied",
+        files.len()
+    );
     restart_secs.sort_by(f64::total_cmp);
     eprintln!(
         "crash: {rounds} rounds in {:.1}s; {} writes; acked rows {} ({} over HTTP), \

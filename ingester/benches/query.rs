@@ -36,7 +36,9 @@ fn query(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function(format!("first_batch/{rows}_rows"), |b| {
         b.iter_custom(|iters| {
-            (0..iters).fold(Duration::ZERO, |acc, _| acc + ing.first_batch("bench", "cpu"))
+            (0..iters).fold(Duration::ZERO, |acc, _| {
+                acc + ing.first_batch("bench", "cpu")
+            })
         })
     });
     g.finish();

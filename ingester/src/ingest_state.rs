@@ -87,10 +87,6 @@ impl IngestState {
         self.buffer_bytes.load(Ordering::Acquire)
     }
 
-    pub(crate) fn buffer_limit(&self) -> u64 {
-        self.buffer_limit
-    }
-
     /// `Err((used, limit))` when buffer memory is over its limit.
     pub(crate) fn check_buffer(&self) -> Result<(), (u64, u64)> {
         let used = self.buffer_bytes();

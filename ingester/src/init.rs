@@ -25,12 +25,12 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::buffer_tree::{BufferTree, HotPartitions, PartitionData};
-use crate::control::Control;
-use crate::persist::compact::Executor;
-use crate::persist::{PersistConfig, PersistHandle, PersistObserver};
 use crate::catalog::{self, CatalogError, SchemaCache};
+use crate::control::Control;
 use crate::dml_sink::DmlSinkInstrumentation;
 use crate::ingest_state::{IngestState, IngestStateError, Phase, PhaseCell};
+use crate::persist::compact::Executor;
+use crate::persist::{PersistConfig, PersistHandle, PersistObserver};
 use crate::query::{BufferQueryExec, PersistedReader, QueryExecTracing};
 use crate::server;
 use crate::timestamp_oracle::TimestampOracle;
@@ -142,12 +142,18 @@ pub async fn serve_on(
 
     let store = crate::store::from_url(&config.object_store_url(), &config.s3)?;
     let spill_dir = config.data_dir.join("tmp");
-    std::fs::create_dir_all(&spill_dir).map_err(|source| InitError::CreateDir { path: spill_dir.clone(), source })?;
-    let threads = config
-        .persist_threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    std::fs::create_dir_all(&spill_dir).map_err(|source| InitError::CreateDir {
+        path: spill_dir.clone(),
+        source,
+    })?;
+    let threads = config.persist_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let executor = Arc::new(
-        Executor::new(threads, config.persist_memory_limit, spill_dir).map_err(|e| InitError::Executor(e.to_string()))?,
+        Executor::new(threads, config.persist_memory_limit, spill_dir)
+            .map_err(|e| InitError::Executor(e.to_string()))?,
     );
     let ingester_id: Arc<str> = config.ingester_id().into();
 
@@ -236,7 +242,8 @@ pub async fn serve_on(
             while let Some(p) = rx.recv().await {
                 tracing::debug!(partition = %p.key, table = %p.table, "hot partition: persisting");
                 if persist.enqueue(Arc::clone(&p)).await.is_none() {
-                    p.persist_pending.store(false, std::sync::atomic::Ordering::Release);
+                    p.persist_pending
+                        .store(false, std::sync::atomic::Ordering::Release);
                 }
             }
         });
@@ -287,7 +294,9 @@ pub async fn serve_on(
     let catalog_svc = CatalogServiceServer::new(server::grpc::catalog::CatalogService::new(
         Arc::clone(&catalog),
     ));
-    let control_svc = ControlServiceServer::new(server::grpc::control::ControlService::new(Arc::clone(&control)));
+    let control_svc = ControlServiceServer::new(server::grpc::control::ControlService::new(
+        Arc::clone(&control),
+    ));
     health_reporter
         .set_serving::<WriteServiceServer<server::grpc::write::WriteService<LiveSink>>>()
         .await;

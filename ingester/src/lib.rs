@@ -34,11 +34,15 @@
 //! at any time (benches reach it through the `benches` feature).
 
 mod buffer_tree;
+// A complete subsystem API: some items serve only tests and benches.
+#[allow(dead_code, unused_imports)]
 mod catalog;
 mod control;
 mod dml_sink;
 mod ingest_state;
 mod init;
+// A complete subsystem API: some items serve only tests and benches.
+#[allow(dead_code, unused_imports)]
 mod line_protocol;
 mod persist;
 mod query;
@@ -46,6 +50,8 @@ mod schema;
 mod server;
 mod store;
 mod timestamp_oracle;
+// A complete subsystem API: some items serve only tests and benches.
+#[allow(dead_code, unused_imports)]
 mod wal;
 mod write;
 

@@ -37,9 +37,15 @@ pub enum StoreError {
     #[error("object store `{url}`: {reason}")]
     Invalid { url: String, reason: String },
     #[error("object store directory {path}: {source}")]
-    Dir { path: PathBuf, source: std::io::Error },
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("object store `{url}`: {source}")]
-    Build { url: String, source: object_store::Error },
+    Build {
+        url: String,
+        source: object_store::Error,
+    },
 }
 
 /// Builds the store named by `url`.
@@ -70,10 +76,11 @@ pub(crate) fn from_url(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>
         if let Some(k) = &s3.s3_secret_access_key {
             b = b.with_secret_access_key(k);
         }
-        let store: Arc<dyn ObjectStore> = Arc::new(b.build().map_err(|source| StoreError::Build {
-            url: url.into(),
-            source,
-        })?);
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(b.build().map_err(|source| StoreError::Build {
+                url: url.into(),
+                source,
+            })?);
         return Ok(if prefix.is_empty() {
             store
         } else {
@@ -111,14 +118,25 @@ mod tests {
         let url = format!("file://{}", dir.path().join("objects").display());
         assert!(from_url(&url, &S3Options::default()).is_ok());
         assert!(dir.path().join("objects").is_dir());
-        assert!(from_url("s3://bucket/some/prefix", &S3Options {
-            s3_endpoint: Some("http://127.0.0.1:9".into()),
-            s3_region: "us-east-1".into(),
-            s3_access_key_id: Some("k".into()),
-            s3_secret_access_key: Some("s".into()),
-        })
-        .is_ok());
-        assert!(matches!(from_url("s3:///x", &S3Options::default()), Err(StoreError::Invalid { .. })));
-        assert!(matches!(from_url("gs://x", &S3Options::default()), Err(StoreError::Invalid { .. })));
+        assert!(
+            from_url(
+                "s3://bucket/some/prefix",
+                &S3Options {
+                    s3_endpoint: Some("http://127.0.0.1:9".into()),
+                    s3_region: "us-east-1".into(),
+                    s3_access_key_id: Some("k".into()),
+                    s3_secret_access_key: Some("s".into()),
+                }
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            from_url("s3:///x", &S3Options::default()),
+            Err(StoreError::Invalid { .. })
+        ));
+        assert!(matches!(
+            from_url("gs://x", &S3Options::default()),
+            Err(StoreError::Invalid { .. })
+        ));
     }
 }

@@ -203,7 +203,9 @@ impl BufferTree {
                 delta += d;
                 if let Some(hot) = self.hot.get()
                     && (bytes >= hot.max_bytes || rows >= hot.max_rows)
-                    && !partition.persist_pending.swap(true, std::sync::atomic::Ordering::AcqRel)
+                    && !partition
+                        .persist_pending
+                        .swap(true, std::sync::atomic::Ordering::AcqRel)
                 {
                     let _ = hot.tx.send(Arc::clone(&partition));
                 }

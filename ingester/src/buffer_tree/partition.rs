@@ -131,7 +131,11 @@ impl PartitionData {
 
     /// Appends a write's rows. Returns the change in buffered bytes (may be
     /// negative after a merge shrank the buffer) and the buffer's new size.
-    pub(crate) fn buffer_write(&self, batch: RecordBatch, sequence_number: u64) -> (isize, usize, usize) {
+    pub(crate) fn buffer_write(
+        &self,
+        batch: RecordBatch,
+        sequence_number: u64,
+    ) -> (isize, usize, usize) {
         let rows = batch.num_rows();
         let bytes = batch.get_array_memory_size();
         let mut g = self.inner.lock();

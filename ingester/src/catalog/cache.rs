@@ -44,10 +44,6 @@ impl SchemaCache {
         }
     }
 
-    pub(crate) fn catalog(&self) -> &Arc<dyn Catalog> {
-        &self.catalog
-    }
-
     fn insert_namespace(&self, name: &str, id: NamespaceId) -> Arc<CachedNamespace> {
         let mut w = self.namespaces.write();
         Arc::clone(w.entry(name.to_string()).or_insert_with(|| {

@@ -127,9 +127,12 @@ impl Config {
     }
 
     pub fn object_store_url(&self) -> String {
-        self.object_store
-            .clone()
-            .unwrap_or_else(|| format!("file://{}", absolute(&self.data_dir.join("objects")).display()))
+        self.object_store.clone().unwrap_or_else(|| {
+            format!(
+                "file://{}",
+                absolute(&self.data_dir.join("objects")).display()
+            )
+        })
     }
 
     pub fn wal_dir(&self) -> PathBuf {

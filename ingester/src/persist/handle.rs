@@ -45,19 +45,38 @@ impl Metrics {
     fn new(r: &Registry) -> Result<Self, prometheus::Error> {
         let h = |name: &str, help: &str| {
             Histogram::with_opts(
-                HistogramOpts::new(name, help).buckets(prometheus::exponential_buckets(0.001, 2.0, 18)?),
+                HistogramOpts::new(name, help)
+                    .buckets(prometheus::exponential_buckets(0.001, 2.0, 18)?),
             )
         };
         let m = Self {
-            queue_depth: IntGauge::new("sluice_persist_queue_depth", "Persist jobs waiting for a worker")?,
+            queue_depth: IntGauge::new(
+                "sluice_persist_queue_depth",
+                "Persist jobs waiting for a worker",
+            )?,
             active: IntGauge::new("sluice_persist_active_jobs", "Persist jobs running")?,
-            queue_time: h("sluice_persist_queue_duration_seconds", "Time a persist job waited in the queue")?,
-            active_time: h("sluice_persist_active_duration_seconds", "Time a persist job ran (retries included)")?,
-            total_time: h("sluice_persist_total_duration_seconds", "Time from enqueue to completion")?,
-            rows: IntCounter::new("sluice_persist_rows_total", "Rows written to Parquet (after dedup)")?,
+            queue_time: h(
+                "sluice_persist_queue_duration_seconds",
+                "Time a persist job waited in the queue",
+            )?,
+            active_time: h(
+                "sluice_persist_active_duration_seconds",
+                "Time a persist job ran (retries included)",
+            )?,
+            total_time: h(
+                "sluice_persist_total_duration_seconds",
+                "Time from enqueue to completion",
+            )?,
+            rows: IntCounter::new(
+                "sluice_persist_rows_total",
+                "Rows written to Parquet (after dedup)",
+            )?,
             bytes: IntCounter::new("sluice_persist_bytes_total", "Parquet bytes written")?,
             files: IntCounter::new("sluice_persist_files_total", "Parquet files written")?,
-            errors: IntCounter::new("sluice_persist_errors_total", "Persist attempts that failed and were retried")?,
+            errors: IntCounter::new(
+                "sluice_persist_errors_total",
+                "Persist attempts that failed and were retried",
+            )?,
             saturated: IntCounter::new(
                 "sluice_persist_saturated_total",
                 "Times the persist queue was full (writes refused until it drained)",
@@ -176,7 +195,10 @@ impl PersistHandle {
                 inner.waiting.fetch_add(1, Ordering::AcqRel);
                 if !inner.state.is_set(IngestStateError::PersistSaturated) {
                     inner.metrics.saturated.inc();
-                    tracing::warn!(queue_depth = inner.queue_depth, "persist queue full: refusing writes until it drains");
+                    tracing::warn!(
+                        queue_depth = inner.queue_depth,
+                        "persist queue full: refusing writes until it drains"
+                    );
                 }
                 inner.state.set(IngestStateError::PersistSaturated);
                 let p = Arc::clone(&inner.permits)
@@ -211,6 +233,7 @@ impl PersistHandle {
     }
 
     /// Enqueues and waits for completion.
+    #[cfg(test)]
     pub(crate) async fn persist_and_wait(&self, partition: Arc<PartitionData>) {
         if let Some(rx) = self.enqueue(partition).await {
             let _ = rx.await;

@@ -132,7 +132,11 @@ async fn persists_dedups_records_and_releases() {
     assert_eq!((f.min_time, f.max_time), (10, 20));
     assert_eq!((f.min_sequence_number, f.max_sequence_number), (s1, s2));
     assert_eq!(f.sort_key.last().map(String::as_str), Some("time"));
-    let obj = c.store.get(&object_store::path::Path::from(f.object_path.as_str())).await.unwrap();
+    let obj = c
+        .store
+        .get(&object_store::path::Path::from(f.object_path.as_str()))
+        .await
+        .unwrap();
     let bytes = obj.bytes().await.unwrap();
     assert_eq!(bytes.len() as u64, f.file_size_bytes);
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -142,7 +146,11 @@ async fn persists_dedups_records_and_releases() {
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 3);
     // The partition's sort key is in the catalog.
-    let p = c.catalog.get_or_create_partition(t.id, "1970-01-01").await.unwrap();
+    let p = c
+        .catalog
+        .get_or_create_partition(t.id, "1970-01-01")
+        .await
+        .unwrap();
     assert_eq!(p.sort_key, f.sort_key);
 }
 
@@ -160,7 +168,9 @@ async fn full_queue_does_not_deadlock_and_saturation_clears() {
     let mut tasks = Vec::new();
     for p in parts {
         let c = Arc::clone(&c);
-        tasks.push(tokio::spawn(async move { c.persist.persist_and_wait(p).await }));
+        tasks.push(tokio::spawn(
+            async move { c.persist.persist_and_wait(p).await },
+        ));
     }
     let all = futures::future::join_all(tasks);
     tokio::time::timeout(Duration::from_secs(60), all)
@@ -192,5 +202,8 @@ async fn writes_during_persist_stay_visible_and_persist_next_time() {
     let t = c.catalog.get_table(ns, "cpu").await.unwrap().unwrap();
     let files = c.catalog.list_parquet_files(t.id).await.unwrap();
     assert_eq!(files.iter().map(|f| f.row_count).sum::<u64>(), 2);
-    assert_eq!(files.iter().map(|f| f.batch_number).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(
+        files.iter().map(|f| f.batch_number).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
 }

@@ -97,7 +97,9 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
         // its WAL references.
         match p.mark_persisted(job.batch.batch_number) {
             Some(bytes) => ctx.buffer.account(-(bytes as isize)),
-            None => tracing::error!(partition = %p.key, batch = job.batch.batch_number, "persisted batch was not at the front of its partition's queue"),
+            None => {
+                tracing::error!(partition = %p.key, batch = job.batch.batch_number, "persisted batch was not at the front of its partition's queue")
+            }
         }
         p.persist_pending.store(false, Ordering::Release);
         let seqs: Arc<[u64]> = {
@@ -113,7 +115,9 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
         ctx.metrics.active.dec();
         ctx.metrics.queue_time.observe(queue_time.as_secs_f64());
         ctx.metrics.active_time.observe(active_time.as_secs_f64());
-        ctx.metrics.total_time.observe(job.enqueued_at.elapsed().as_secs_f64());
+        ctx.metrics
+            .total_time
+            .observe(job.enqueued_at.elapsed().as_secs_f64());
         ctx.metrics.rows.inc_by(outcome.rows);
         ctx.metrics.bytes.inc_by(outcome.bytes);
         ctx.metrics.files.inc();
@@ -156,7 +160,11 @@ async fn persist_batch(
     // Sort key: the catalog's, extended with new tags; compare-and-swap so
     // concurrent persists of this partition on other pods never lose a
     // column.
-    let mut current = ctx.catalog.get_or_create_partition(p.table_id, &p.key).await?.sort_key;
+    let mut current = ctx
+        .catalog
+        .get_or_create_partition(p.table_id, &p.key)
+        .await?
+        .sort_key;
     let sort_key = loop {
         let wanted = compact::sort_key(&batches, &current);
         if wanted == current {
@@ -174,11 +182,23 @@ async fn persist_batch(
         .fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
     let meta = vec![
         ("sluice.sort_key".to_string(), sort_key.join(",")),
-        ("sluice.min_sequence_number".to_string(), min_seq.to_string()),
-        ("sluice.max_sequence_number".to_string(), max_seq.to_string()),
-        ("sluice.ingester_id".to_string(), ctx.ingester_id.to_string()),
+        (
+            "sluice.min_sequence_number".to_string(),
+            min_seq.to_string(),
+        ),
+        (
+            "sluice.max_sequence_number".to_string(),
+            max_seq.to_string(),
+        ),
+        (
+            "sluice.ingester_id".to_string(),
+            ctx.ingester_id.to_string(),
+        ),
         ("sluice.partition_key".to_string(), p.key.to_string()),
-        ("sluice.batch_number".to_string(), batch.batch_number.to_string()),
+        (
+            "sluice.batch_number".to_string(),
+            batch.batch_number.to_string(),
+        ),
     ];
     let file = compact::write_parquet(Arc::clone(&ctx.store), path, out, meta).await?;
     let params = ParquetFileParams {

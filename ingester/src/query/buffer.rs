@@ -24,7 +24,11 @@ pub(crate) struct BufferQueryExec {
 }
 
 impl BufferQueryExec {
-    pub(crate) fn new(buffer: Arc<BufferTree>, cache: Arc<SchemaCache>, persisted: Option<PersistedReader>) -> Self {
+    pub(crate) fn new(
+        buffer: Arc<BufferTree>,
+        cache: Arc<SchemaCache>,
+        persisted: Option<PersistedReader>,
+    ) -> Self {
         Self {
             buffer,
             cache,

@@ -58,7 +58,13 @@ impl PersistedReader {
         let projection: Option<Vec<String>> = if Arc::ptr_eq(full, projected) {
             None
         } else {
-            Some(projected.fields().iter().map(|f| f.name().clone()).collect())
+            Some(
+                projected
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect(),
+            )
         };
 
         struct Part {
@@ -102,7 +108,11 @@ impl PersistedReader {
         let mut out = Vec::with_capacity(parts.len());
         for (id, part) in parts {
             let mut sources = part.files;
-            let persisted_batches = part.snapshot.as_ref().map(|s| s.persisted_batches).unwrap_or(0);
+            let persisted_batches = part
+                .snapshot
+                .as_ref()
+                .map(|s| s.persisted_batches)
+                .unwrap_or(0);
             if let Some(s) = part.snapshot {
                 let aligned = s
                     .batches
@@ -126,7 +136,10 @@ impl PersistedReader {
             .try_flatten()
             .map(move |b| {
                 b.and_then(|b| {
-                    arrow::record_batch::RecordBatch::try_new(Arc::clone(&projected), b.columns().to_vec())
+                    arrow::record_batch::RecordBatch::try_new(
+                        Arc::clone(&projected),
+                        b.columns().to_vec(),
+                    )
                 })
             })
             .boxed();

@@ -73,8 +73,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use error::WalError;
 pub use reader::SegmentReader;
+pub(crate) use reference_tracker::ReferenceTracker;
 pub use segment::MAX_OP_BYTES;
-pub(crate) use reference_tracker::{ReferenceTracker, TrackerStats};
 pub(crate) use wal_sink::WalSink;
 
 use metrics::Metrics;

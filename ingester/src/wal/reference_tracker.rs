@@ -134,8 +134,12 @@ async fn run(wal: Wal, mut rx: mpsc::UnboundedReceiver<Msg>) {
         };
         for id in free {
             match wal.delete_segment(id).await {
-                Ok(()) => tracing::info!(segment = id.get(), "WAL segment fully persisted: deleted"),
-                Err(e) => tracing::warn!(segment = id.get(), error = %e, "cannot delete persisted WAL segment"),
+                Ok(()) => {
+                    tracing::info!(segment = id.get(), "WAL segment fully persisted: deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(segment = id.get(), error = %e, "cannot delete persisted WAL segment")
+                }
             }
         }
     }
@@ -162,7 +166,10 @@ mod tests {
     fn persisted_before_close_is_matched_later() {
         let mut s = State::default();
         assert!(s.persisted(&[5, 6]).is_empty());
-        assert!(s.closed(seg(2), &[4, 5]).is_empty(), "4 is still unpersisted");
+        assert!(
+            s.closed(seg(2), &[4, 5]).is_empty(),
+            "4 is still unpersisted"
+        );
         assert_eq!(s.unmatched, HashSet::from([6]));
         assert_eq!(s.persisted(&[4]), vec![seg(2)]);
         assert_eq!(s.closed(seg(3), &[6]), vec![seg(3)]);

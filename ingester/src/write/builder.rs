@@ -155,10 +155,6 @@ impl TableBuilder {
         &self.name
     }
 
-    pub(crate) fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Finds or creates the column `name` of type `t` for the current row.
     fn column(&mut self, name: &str, t: ColumnType, line: usize) -> Result<usize, WriteError> {
         // Fast path: same key at the same position as in the previous row.

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
-pub(crate) use handler::{WriteHandler, WriteSummary};
-pub(crate) use partition::partition_key;
+pub(crate) use handler::WriteHandler;
 pub use request::{Payload, Precision, WriteRequest};
 
 use crate::catalog::{CatalogError, ColumnType, NamespaceId, PartitionId, TableSchema};

@@ -9,6 +9,7 @@ use crate::schema::TIME_COLUMN;
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
 /// The partition key (`YYYY-MM-DD`, UTC) of a timestamp in nanoseconds.
+#[cfg(test)]
 pub(crate) fn partition_key(time_ns: i64) -> String {
     key_of_day(time_ns.div_euclid(NANOS_PER_DAY))
 }

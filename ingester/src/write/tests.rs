@@ -72,8 +72,7 @@ async fn builds_columns_with_nulls_and_types() {
     assert_eq!(s.rows, 3);
     assert_eq!(s.tables, 1);
     assert_eq!(s.sequence_number, 1);
-    let ops = c.sink.calls.lock();
-    let op = &ops[0];
+    let op = c.sink.calls.lock()[0].clone();
     assert_eq!(op.sequence_number, 1);
     let batch = &op.tables[0].partitions[0].batch;
     let col = |n: &str| batch.column_by_name(n).unwrap().clone();
@@ -86,7 +85,10 @@ async fn builds_columns_with_nulls_and_types() {
     let region = col("region");
     assert!(region.is_null(0) && !region.is_null(1) && region.is_null(2));
     let usage = col("usage");
-    assert_eq!(usage.as_primitive::<Float64Type>().values().to_vec(), vec![0.5, 1.0, 2.0]);
+    assert_eq!(
+        usage.as_primitive::<Float64Type>().values().to_vec(),
+        vec![0.5, 1.0, 2.0]
+    );
     let count = col("count");
     assert_eq!(count.as_primitive::<Int64Type>().value(0), 3);
     assert!(count.is_null(1));
@@ -95,7 +97,9 @@ async fn builds_columns_with_nulls_and_types() {
     assert_eq!(col("msg").as_string::<i32>().value(1), "hi \"x\"");
     let time = col("time");
     assert_eq!(
-        time.as_primitive::<TimestampNanosecondType>().values().to_vec(),
+        time.as_primitive::<TimestampNanosecondType>()
+            .values()
+            .to_vec(),
         vec![10, 20, 42],
         "a line without timestamp gets the request's default time"
     );
@@ -117,8 +121,14 @@ async fn type_conflict_within_request_names_line_and_nothing_applied() {
         .await
         .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, WriteError::ColumnTypeConflict { line: Some(3), .. }), "{msg}");
-    assert!(msg.contains("line 3") && msg.contains("`cpu`") && msg.contains("`v`"), "{msg}");
+    assert!(
+        matches!(err, WriteError::ColumnTypeConflict { line: Some(3), .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("line 3") && msg.contains("`cpu`") && msg.contains("`v`"),
+        "{msg}"
+    );
     assert!(c.sink.calls.lock().is_empty());
 }
 
@@ -136,7 +146,10 @@ async fn type_conflict_across_requests_uses_catalog() {
         None,
     )
     .unwrap();
-    let err = cold.write(lp("ns", "cpu w=1i 1\ncpu v=\"s\" 2")).await.unwrap_err();
+    let err = cold
+        .write(lp("ns", "cpu w=1i 1\ncpu v=\"s\" 2"))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, WriteError::ColumnTypeConflict { line: Some(2), column, existing: ColumnType::F64, requested: ColumnType::String, .. } if column == "v"),
         "{err}"
@@ -146,8 +159,15 @@ async fn type_conflict_across_requests_uses_catalog() {
 #[tokio::test]
 async fn tag_and_field_with_one_name_is_refused() {
     let c = ctx();
-    let err = c.handler.write(lp("ns", "cpu,x=a x=1 1")).await.unwrap_err();
-    assert!(matches!(err, WriteError::ColumnTypeConflict { line: Some(1), .. }), "{err}");
+    let err = c
+        .handler
+        .write(lp("ns", "cpu,x=a x=1 1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, WriteError::ColumnTypeConflict { line: Some(1), .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +175,10 @@ async fn bad_names_are_refused() {
     let c = ctx();
     for body in ["cpu,time=a v=1 1", "cpu time=1 1"] {
         let err = c.handler.write(lp("ns", body)).await.unwrap_err();
-        assert!(matches!(err, WriteError::InvalidName { line: Some(1), .. }), "{body}: {err}");
+        assert!(
+            matches!(err, WriteError::InvalidName { line: Some(1), .. }),
+            "{body}: {err}"
+        );
         assert!(err.to_string().contains("`time`"), "{err}");
     }
     let err = c.handler.write(lp("a/b", "cpu v=1 1")).await.unwrap_err();
@@ -166,7 +189,10 @@ async fn bad_names_are_refused() {
 #[tokio::test]
 async fn empty_oversized_and_out_of_range() {
     let c = ctx_with_limit(64);
-    assert!(matches!(c.handler.write(lp("ns", "")).await, Err(WriteError::Empty)));
+    assert!(matches!(
+        c.handler.write(lp("ns", "")).await,
+        Err(WriteError::Empty)
+    ));
     assert!(matches!(
         c.handler.write(lp("ns", "# only a comment\n\n")).await,
         Err(WriteError::Empty)
@@ -174,16 +200,29 @@ async fn empty_oversized_and_out_of_range() {
     let big = "cpu v=1 1\n".repeat(10);
     assert!(matches!(
         c.handler.write(lp("ns", &big)).await,
-        Err(WriteError::TooLarge { size: 100, limit: 64 })
+        Err(WriteError::TooLarge {
+            size: 100,
+            limit: 64
+        })
     ));
     let mut req = lp("ns", "cpu v=1 100000000000");
     if let Payload::LineProtocol { precision, .. } = &mut req.payload {
         *precision = Precision::Seconds;
     }
     let err = c.handler.write(req).await.unwrap_err();
-    assert!(matches!(err, WriteError::TimestampOutOfRange { line: 1, .. }), "{err}");
-    let err = c.handler.write(lp("ns", "cpu v=1 1\ncpu v=\n")).await.unwrap_err();
-    assert!(matches!(&err, WriteError::Parse(p) if p.line_number == 2), "{err}");
+    assert!(
+        matches!(err, WriteError::TimestampOutOfRange { line: 1, .. }),
+        "{err}"
+    );
+    let err = c
+        .handler
+        .write(lp("ns", "cpu v=1 1\ncpu v=\n"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, WriteError::Parse(p) if p.line_number == 2),
+        "{err}"
+    );
     let err = c
         .handler
         .write(WriteRequest {
@@ -196,20 +235,33 @@ async fn empty_oversized_and_out_of_range() {
         })
         .await
         .unwrap_err();
-    assert!(matches!(&err, WriteError::Parse(p) if p.line_number == 2), "{err}");
+    assert!(
+        matches!(&err, WriteError::Parse(p) if p.line_number == 2),
+        "{err}"
+    );
     assert!(c.sink.calls.lock().is_empty());
 }
 
 #[tokio::test]
 async fn duplicate_keys_in_a_line_keep_the_last() {
     let c = ctx();
-    c.handler.write(lp("ns", "cpu,h=a,h=b v=1,v=2 1")).await.unwrap();
+    c.handler
+        .write(lp("ns", "cpu,h=a,h=b v=1,v=2 1"))
+        .await
+        .unwrap();
     let ops = c.sink.calls.lock();
     let b = &ops[0].tables[0].partitions[0].batch;
     assert_eq!(b.num_rows(), 1);
     let v = b.column_by_name("v").unwrap();
     assert_eq!(v.as_primitive::<Float64Type>().value(0), 2.0);
-    let h = b.column_by_name("h").unwrap().as_dictionary::<Int32Type>().downcast_dict::<arrow::array::StringArray>().unwrap().value(0).to_string();
+    let h = b
+        .column_by_name("h")
+        .unwrap()
+        .as_dictionary::<Int32Type>()
+        .downcast_dict::<arrow::array::StringArray>()
+        .unwrap()
+        .value(0)
+        .to_string();
     assert_eq!(h, "b");
 }
 
@@ -222,11 +274,19 @@ async fn rows_split_by_utc_day_and_tables() {
     assert_eq!((s.rows, s.tables), (4, 2));
     let ops = c.sink.calls.lock();
     let a = ops[0].tables.iter().find(|t| t.table.name == "a").unwrap();
-    let mut keys: Vec<_> = a.partitions.iter().map(|p| (p.key.to_string(), p.batch.num_rows())).collect();
+    let mut keys: Vec<_> = a
+        .partitions
+        .iter()
+        .map(|p| (p.key.to_string(), p.batch.num_rows()))
+        .collect();
     keys.sort();
     assert_eq!(
         keys,
-        vec![("1970-01-01".into(), 1), ("1970-01-02".into(), 1), ("1970-01-04".into(), 1)]
+        vec![
+            ("1970-01-01".into(), 1),
+            ("1970-01-02".into(), 1),
+            ("1970-01-04".into(), 1)
+        ]
     );
 }
 
@@ -236,7 +296,8 @@ async fn refused_when_state_says_so() {
     c.state.set(crate::ingest_state::IngestStateError::Draining);
     let err = c.handler.write(lp("ns", "cpu v=1 1")).await.unwrap_err();
     assert!(matches!(err, WriteError::State(_)));
-    c.state.unset(crate::ingest_state::IngestStateError::Draining);
+    c.state
+        .unset(crate::ingest_state::IngestStateError::Draining);
     c.state.add_buffer_bytes(1 << 30);
     let err = c.handler.write(lp("ns", "cpu v=1 1")).await.unwrap_err();
     assert!(matches!(err, WriteError::BufferFull { .. }));
@@ -260,7 +321,11 @@ async fn arrow_batches_are_validated_and_normalised() {
     let schema = Arc::new(Schema::new(vec![
         Field::new("host", DataType::Utf8, true),
         Field::new("usage", DataType::Float64, true),
-        Field::new("time", DataType::Timestamp(TimeUnit::Millisecond, None), false),
+        Field::new(
+            "time",
+            DataType::Timestamp(TimeUnit::Millisecond, None),
+            false,
+        ),
     ]));
     let batch = arrow::record_batch::RecordBatch::try_new(
         schema,
@@ -291,9 +356,17 @@ async fn arrow_batches_are_validated_and_normalised() {
     {
         let ops = c.sink.calls.lock();
         let b = &ops[0].tables[0].partitions[0].batch;
-        assert_eq!(b.column_by_name("host").unwrap().data_type(), &crate::schema::tag_data_type());
+        assert_eq!(
+            b.column_by_name("host").unwrap().data_type(),
+            &crate::schema::tag_data_type()
+        );
         let t = b.column_by_name("time").unwrap();
-        assert_eq!(t.as_primitive::<TimestampNanosecondType>().values().to_vec(), vec![1_000_000, 2_000_000]);
+        assert_eq!(
+            t.as_primitive::<TimestampNanosecondType>()
+                .values()
+                .to_vec(),
+            vec![1_000_000, 2_000_000]
+        );
     }
     // Without the tag list, `host` is a string field: conflicts with the tag.
     let req = WriteRequest {
@@ -305,7 +378,10 @@ async fn arrow_batches_are_validated_and_normalised() {
         },
     };
     let err = c.handler.write(req).await.unwrap_err();
-    assert!(matches!(err, WriteError::ColumnTypeConflict { .. }), "{err}");
+    assert!(
+        matches!(err, WriteError::ColumnTypeConflict { .. }),
+        "{err}"
+    );
     let req = WriteRequest {
         namespace: "ns".into(),
         payload: Payload::Arrow {
@@ -314,7 +390,10 @@ async fn arrow_batches_are_validated_and_normalised() {
             tags: vec![],
         },
     };
-    assert!(matches!(c.handler.write(req).await, Err(WriteError::InvalidArrow { .. })));
+    assert!(matches!(
+        c.handler.write(req).await,
+        Err(WriteError::InvalidArrow { .. })
+    ));
 }
 
 #[tokio::test]
@@ -324,7 +403,11 @@ async fn concurrent_first_writes_of_a_column_one_type_wins() {
     for i in 0..16 {
         let c = Arc::clone(&c);
         tasks.push(tokio::spawn(async move {
-            let body = if i % 2 == 0 { "cpu x=1i 1" } else { "cpu x=1 1" };
+            let body = if i % 2 == 0 {
+                "cpu x=1i 1"
+            } else {
+                "cpu x=1 1"
+            };
             c.handler.write(lp("ns", body)).await.is_ok()
         }));
     }
@@ -332,9 +415,16 @@ async fn concurrent_first_writes_of_a_column_one_type_wins() {
     let mut ok_float = 0;
     for (i, t) in tasks.into_iter().enumerate() {
         if t.await.unwrap() {
-            if i % 2 == 0 { ok_int += 1 } else { ok_float += 1 }
+            if i % 2 == 0 {
+                ok_int += 1
+            } else {
+                ok_float += 1
+            }
         }
     }
-    assert!(ok_int == 0 || ok_float == 0, "both types accepted: {ok_int} int, {ok_float} float");
+    assert!(
+        ok_int == 0 || ok_float == 0,
+        "both types accepted: {ok_int} int, {ok_float} float"
+    );
     assert_eq!(ok_int + ok_float, 8);
 }

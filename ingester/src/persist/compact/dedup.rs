@@ -47,13 +47,19 @@ impl Dedup {
     }
 
     /// Consumes the next sorted batch; pushes finished output to `out`.
-    pub(super) fn push(&mut self, batch: RecordBatch, out: &mut VecDeque<RecordBatch>) -> Result<(), ArrowError> {
+    pub(super) fn push(
+        &mut self,
+        batch: RecordBatch,
+        out: &mut VecDeque<RecordBatch>,
+    ) -> Result<(), ArrowError> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
         }
         if u32::try_from(n).is_err() {
-            return Err(ArrowError::ComputeError(format!("sorted batch of {n} rows")));
+            return Err(ArrowError::ComputeError(format!(
+                "sorted batch of {n} rows"
+            )));
         }
         let mut dups = std::mem::take(&mut self.dups);
         self.find_dups(&batch, &mut dups)?;
@@ -145,7 +151,13 @@ impl Dedup {
     }
 
     /// Whether row `i` of `a` and row `j` of `b` have the same key.
-    fn same_key(&self, a: &RecordBatch, i: usize, b: &RecordBatch, j: usize) -> Result<bool, ArrowError> {
+    fn same_key(
+        &self,
+        a: &RecordBatch,
+        i: usize,
+        b: &RecordBatch,
+        j: usize,
+    ) -> Result<bool, ArrowError> {
         match &self.layout.mode {
             Mode::Packed { key, packed, .. } => {
                 let ka = packed.keys(a.column(*key).as_ref())?;
@@ -173,7 +185,11 @@ impl Dedup {
     fn collapse(&self, batch: &RecordBatch, dups: &[u32]) -> Result<RecordBatch, ArrowError> {
         let n = batch.num_rows();
         let (packed, arrival) = match &self.layout.mode {
-            Mode::Packed { key, arrival, packed } => (
+            Mode::Packed {
+                key,
+                arrival,
+                packed,
+            } => (
                 Some((packed.keys(batch.column(*key).as_ref())?, packed)),
                 match arrival {
                     Some(a) => Some(
@@ -181,7 +197,9 @@ impl Dedup {
                             .column(*a)
                             .as_primitive_opt::<UInt64Type>()
                             .map(|a| a.values().as_ref())
-                            .ok_or_else(|| ArrowError::SchemaError("arrival is not UInt64".into()))?,
+                            .ok_or_else(|| {
+                                ArrowError::SchemaError("arrival is not UInt64".into())
+                            })?,
                     ),
                     None => None,
                 },
@@ -217,7 +235,9 @@ impl Dedup {
                 (Out::Tag(t), Some((keys, packed)), _) => packed.decode_tag(t, keys, rows)?,
                 (Out::Time, Some((keys, packed)), _) => packed.decode_time(keys, rows),
                 (Out::Tag(_) | Out::Time, None, _) => {
-                    return Err(ArrowError::SchemaError("packed output without a packed key".into()));
+                    return Err(ArrowError::SchemaError(
+                        "packed output without a packed key".into(),
+                    ));
                 }
                 (Out::Column { pos, .. }, _, None) => Arc::clone(batch.column(pos)),
                 (Out::Column { pos, merge }, _, Some(keep_idx)) => {
@@ -244,7 +264,10 @@ impl Dedup {
 /// `last` if none does.
 fn latest(arrival: Option<&[u64]>, first: u32, last: u32, ok: impl Fn(usize) -> bool) -> u32 {
     match arrival {
-        None => (first..=last).rev().find(|&j| ok(j as usize)).unwrap_or(last),
+        None => (first..=last)
+            .rev()
+            .find(|&j| ok(j as usize))
+            .unwrap_or(last),
         Some(a) => (first..=last)
             .filter(|&j| ok(j as usize))
             .max_by_key(|&j| a[j as usize])
@@ -276,7 +299,11 @@ fn merge_field(
     }
 }
 
-fn tag_comparators(tags: &[usize], left: &RecordBatch, right: &RecordBatch) -> Result<Vec<DynComparator>, ArrowError> {
+fn tag_comparators(
+    tags: &[usize],
+    left: &RecordBatch,
+    right: &RecordBatch,
+) -> Result<Vec<DynComparator>, ArrowError> {
     // Only equality matters; with nulls first, null == null.
     let opts = SortOptions {
         descending: false,
@@ -306,12 +333,18 @@ mod tests {
     /// the pipeline tests.
     fn layout() -> Arc<Layout> {
         let table = table_schema(&["t"], &[("f", DataType::Float64), ("g", DataType::Int64)]);
-        let cols: Vec<String> = ["f", "g", "t", "time"].iter().map(|s| s.to_string()).collect();
+        let cols: Vec<String> = ["f", "g", "t", "time"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         Arc::new(Layout::new(table, &cols, &[], None).expect("layout"))
     }
 
     /// A sorted batch in the sort schema: (tag, time, f, g), arrival = row.
-    fn sorted(rows_: &[(Option<&str>, i64, Option<f64>, Option<i64>)], first_arrival: u64) -> RecordBatch {
+    fn sorted(
+        rows_: &[(Option<&str>, i64, Option<f64>, Option<i64>)],
+        first_arrival: u64,
+    ) -> RecordBatch {
         let l = layout();
         let b = batch(&[
             ("f", Col::F64(rows_.iter().map(|r| r.2).collect())),
@@ -320,7 +353,11 @@ mod tests {
             ("time", Col::Time(rows_.iter().map(|r| r.1).collect())),
             (
                 "__sluice_arrival",
-                Col::U64((0..rows_.len() as u64).map(|i| Some(first_arrival + i)).collect()),
+                Col::U64(
+                    (0..rows_.len() as u64)
+                        .map(|i| Some(first_arrival + i))
+                        .collect(),
+                ),
             ),
         ]);
         RecordBatch::try_new(Arc::clone(&l.sort_schema), b.columns().to_vec()).expect("sort schema")
@@ -338,7 +375,13 @@ mod tests {
 
     #[test]
     fn no_duplicates_pass_through() {
-        let b = sorted(&[(Some("a"), 1, Some(1.0), None), (Some("a"), 2, None, Some(2))], 0);
+        let b = sorted(
+            &[
+                (Some("a"), 1, Some(1.0), None),
+                (Some("a"), 2, None, Some(2)),
+            ],
+            0,
+        );
         assert_eq!(run(vec![b]), ["f=1 g=∅ t=a time=1", "f=∅ g=2 t=a time=2"]);
     }
 
@@ -358,19 +401,45 @@ mod tests {
 
     #[test]
     fn groups_span_batches() {
-        let b1 = sorted(&[(Some("a"), 1, Some(1.0), None), (Some("a"), 2, Some(2.0), Some(1))], 0);
+        let b1 = sorted(
+            &[
+                (Some("a"), 1, Some(1.0), None),
+                (Some("a"), 2, Some(2.0), Some(1)),
+            ],
+            0,
+        );
         let b2 = sorted(&[(Some("a"), 2, None, Some(5))], 2);
-        let b3 = sorted(&[(Some("a"), 2, Some(7.0), None), (Some("a"), 2, None, None), (Some("b"), 2, None, None)], 3);
+        let b3 = sorted(
+            &[
+                (Some("a"), 2, Some(7.0), None),
+                (Some("a"), 2, None, None),
+                (Some("b"), 2, None, None),
+            ],
+            3,
+        );
         assert_eq!(
             run(vec![b1, b2, b3]),
-            ["f=1 g=∅ t=a time=1", "f=7 g=5 t=a time=2", "f=∅ g=∅ t=b time=2"]
+            [
+                "f=1 g=∅ t=a time=1",
+                "f=7 g=5 t=a time=2",
+                "f=∅ g=∅ t=b time=2"
+            ]
         );
     }
 
     #[test]
     fn tail_not_continued_is_emitted_alone() {
-        let b1 = sorted(&[(Some("a"), 1, Some(1.0), None), (Some("a"), 1, Some(2.0), None)], 0);
+        let b1 = sorted(
+            &[
+                (Some("a"), 1, Some(1.0), None),
+                (Some("a"), 1, Some(2.0), None),
+            ],
+            0,
+        );
         let b2 = sorted(&[(Some("b"), 1, Some(3.0), None)], 2);
-        assert_eq!(run(vec![b1, b2]), ["f=2 g=∅ t=a time=1", "f=3 g=∅ t=b time=1"]);
+        assert_eq!(
+            run(vec![b1, b2]),
+            ["f=2 g=∅ t=a time=1", "f=3 g=∅ t=b time=1"]
+        );
     }
 }

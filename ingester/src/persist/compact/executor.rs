@@ -136,7 +136,10 @@ impl Executor {
         // The sort sets this much aside before it may spill, to merge the
         // spilled runs; a small pool must still leave room to buffer input.
         exec.sort_spill_reservation_bytes = exec.sort_spill_reservation_bytes.min(memory_limit / 8);
-        exec.sort_in_place_threshold_bytes = std::env::var("SLUICE_SORT_INPLACE").ok().and_then(|v| v.parse().ok()).unwrap_or(memory_limit / 8);
+        exec.sort_in_place_threshold_bytes = std::env::var("SLUICE_SORT_INPLACE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(memory_limit / 8);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
@@ -165,7 +168,10 @@ impl Executor {
 
     /// Runs `fut` on the executor. The returned future resolves to its
     /// output; dropping it cancels the task.
-    pub(crate) fn spawn<T, F>(&self, fut: F) -> impl Future<Output = Result<T, ExecutorError>> + use<T, F>
+    pub(crate) fn spawn<T, F>(
+        &self,
+        fut: F,
+    ) -> impl Future<Output = Result<T, ExecutorError>> + use<T, F>
     where
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
@@ -219,7 +225,9 @@ impl<T> Future for Job<T> {
     type Output = Result<T, ExecutorError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.map_err(ExecutorError::from_join))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.map_err(ExecutorError::from_join))
     }
 }
 
@@ -257,7 +265,10 @@ mod tests {
             .await
             .map(|()| ())
             .expect_err("must fail");
-        assert!(matches!(&err, ExecutorError::Panicked(m) if m == "boom"), "{err}");
+        assert!(
+            matches!(&err, ExecutorError::Panicked(m) if m == "boom"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::PartitionStream;
-use futures::stream::BoxStream;
 use futures::TryStreamExt;
+use futures::stream::BoxStream;
 
 use super::layout::Layout;
 use super::{CompactError, TIME_COLUMN};
@@ -43,7 +43,10 @@ fn filter_time(
     if keep == 0 {
         return Ok(None);
     }
-    let mask: BooleanArray = values.iter().map(|&t| Some(start <= t && t < end)).collect();
+    let mask: BooleanArray = values
+        .iter()
+        .map(|&t| Some(start <= t && t < end))
+        .collect();
     filter_record_batch(batch, &mask).map(Some)
 }
 
@@ -94,7 +97,9 @@ impl InputPartition {
 
 impl fmt::Debug for InputPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InputPartition").field("range", &self.range).finish_non_exhaustive()
+        f.debug_struct("InputPartition")
+            .field("range", &self.range)
+            .finish_non_exhaustive()
     }
 }
 
@@ -139,14 +144,23 @@ mod tests {
         let table = table_schema(&["a"], &[("f", DataType::Float64)]);
         let cols: Vec<String> = ["a", "f", "time"].iter().map(|s| s.to_string()).collect();
         let l = Layout::new(table, &cols, &[], None).expect("layout");
-        let b = batch(&[("time", Col::Time(vec![5, 10, 15])), ("f", Col::F64(vec![Some(1.0), None, Some(3.0)]))]);
+        let b = batch(&[
+            ("time", Col::Time(vec![5, 10, 15])),
+            ("f", Col::F64(vec![Some(1.0), None, Some(3.0)])),
+        ]);
         let mut next = 7;
-        let out = prepare(&l, 0, &b, Some((10, 20)), &mut next).expect("prepare").expect("rows");
+        let out = prepare(&l, 0, &b, Some((10, 20)), &mut next)
+            .expect("prepare")
+            .expect("rows");
         assert_eq!(out.num_rows(), 2);
         assert_eq!(out.column(0).null_count(), 2, "missing tag is null");
         let arrival = out.column(3).as_primitive::<UInt64Type>();
         assert_eq!(arrival.values().as_ref(), [7, 8]);
         assert_eq!(next, 9);
-        assert!(prepare(&l, 0, &b, Some((100, 200)), &mut next).expect("prepare").is_none());
+        assert!(
+            prepare(&l, 0, &b, Some((100, 200)), &mut next)
+                .expect("prepare")
+                .is_none()
+        );
     }
 }

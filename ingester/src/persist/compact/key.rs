@@ -105,10 +105,9 @@ impl PackedKey {
                     offset += WORD;
                 }
                 Item::Tag(name) => {
-                    let p = ranks
-                        .iter()
-                        .position(|(n, _)| n == name)
-                        .ok_or_else(|| ArrowError::SchemaError(format!("no ranks for tag {name:?}")))?;
+                    let p = ranks.iter().position(|(n, _)| n == name).ok_or_else(|| {
+                        ArrowError::SchemaError(format!("no ranks for tag {name:?}"))
+                    })?;
                     let (name, r) = ranks.swap_remove(p);
                     // Codes 0..=len: 0 is null.
                     let bits = u64::BITS - (r.len() as u64).leading_zeros();
@@ -151,7 +150,9 @@ impl PackedKey {
         if open.is_some() {
             offset += WORD;
         }
-        let time = time.ok_or_else(|| ArrowError::SchemaError(format!("sort order without {TIME_COLUMN:?}")))?;
+        let time = time.ok_or_else(|| {
+            ArrowError::SchemaError(format!("sort order without {TIME_COLUMN:?}"))
+        })?;
         let narrow = offset == time + WORD && time <= WORD;
         Ok(Self {
             tags,
@@ -180,13 +181,22 @@ impl PackedKey {
 
     /// A key column as produced by [`Self::encode`].
     pub(super) fn keys<'a>(&self, column: &'a dyn Array) -> Result<Keys<'a>, ArrowError> {
-        let wrong = || ArrowError::SchemaError(format!("sort key is {}, expected {}", column.data_type(), self.data_type()));
+        let wrong = || {
+            ArrowError::SchemaError(format!(
+                "sort key is {}, expected {}",
+                column.data_type(),
+                self.data_type()
+            ))
+        };
         match self.narrow {
             true => column
                 .as_primitive_opt::<Decimal128Type>()
                 .map(|a| Keys::Narrow(a.values().as_ref()))
                 .ok_or_else(wrong),
-            false => column.as_fixed_size_binary_opt().map(Keys::Wide).ok_or_else(wrong),
+            false => column
+                .as_fixed_size_binary_opt()
+                .map(Keys::Wide)
+                .ok_or_else(wrong),
         }
     }
 
@@ -194,7 +204,9 @@ impl PackedKey {
     pub(super) fn same(&self, a: &Keys<'_>, i: usize, b: &Keys<'_>, j: usize) -> bool {
         match (a, b) {
             (Keys::Narrow(a), Keys::Narrow(b)) => a[i] == b[j],
-            (Keys::Wide(a), Keys::Wide(b)) => a.value(i)[..self.key_len] == b.value(j)[..self.key_len],
+            (Keys::Wide(a), Keys::Wide(b)) => {
+                a.value(i)[..self.key_len] == b.value(j)[..self.key_len]
+            }
             _ => false,
         }
     }
@@ -207,12 +219,18 @@ impl PackedKey {
     /// The keys of `batch`'s rows (a tag missing from it is null); a wide
     /// key ends with the arrival numbers `first_arrival..`. `time` must be
     /// present.
-    pub(super) fn encode(&self, batch: &RecordBatch, first_arrival: u64) -> Result<ArrayRef, ArrowError> {
+    pub(super) fn encode(
+        &self,
+        batch: &RecordBatch,
+        first_arrival: u64,
+    ) -> Result<ArrayRef, ArrowError> {
         let n = batch.num_rows();
         let time = batch
             .column_by_name(TIME_COLUMN)
             .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-            .ok_or_else(|| ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column")))?;
+            .ok_or_else(|| {
+                ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column"))
+            })?;
         let mut word = vec![0u64; n];
         let fill = |tags: &[usize], word: &mut [u64]| -> Result<(), ArrowError> {
             word.iter_mut().for_each(|w| *w = 0);
@@ -231,9 +249,13 @@ impl PackedKey {
             let keys: Vec<i128> = word
                 .iter()
                 .zip(time.values())
-                .map(|(&w, &t)| (i128::from((w ^ SIGN) as i64) << 64) | i128::from((t as u64) ^ SIGN))
+                .map(|(&w, &t)| {
+                    (i128::from((w ^ SIGN) as i64) << 64) | i128::from((t as u64) ^ SIGN)
+                })
                 .collect();
-            return Ok(Arc::new(Decimal128Array::new(keys.into(), None).with_precision_and_scale(38, 0)?));
+            return Ok(Arc::new(
+                Decimal128Array::new(keys.into(), None).with_precision_and_scale(38, 0)?,
+            ));
         }
         let mut buf = vec![0u8; n * self.width];
         for (offset, tags) in &self.words {
@@ -243,11 +265,19 @@ impl PackedKey {
             }
         }
         let arrival = self.width - WORD;
-        for ((row, &t), a) in buf.chunks_exact_mut(self.width).zip(time.values()).zip(first_arrival..) {
+        for ((row, &t), a) in buf
+            .chunks_exact_mut(self.width)
+            .zip(time.values())
+            .zip(first_arrival..)
+        {
             row[self.time..self.time + WORD].copy_from_slice(&((t as u64) ^ SIGN).to_be_bytes());
             row[arrival..].copy_from_slice(&a.to_be_bytes());
         }
-        Ok(Arc::new(FixedSizeBinaryArray::try_new(self.width as i32, buf.into(), None)?))
+        Ok(Arc::new(FixedSizeBinaryArray::try_new(
+            self.width as i32,
+            buf.into(),
+            None,
+        )?))
     }
 
     /// Tag `t` of the rows `rows` (all rows when `None`) as a dictionary
@@ -262,7 +292,10 @@ impl PackedKey {
         let n = rows.map_or(keys.len(), <[u32]>::len);
         if tag.bits == 0 {
             let nulls = Int32Array::new_null(n);
-            return Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(nulls, tag.ranks.values())?));
+            return Ok(Arc::new(DictionaryArray::<Int32Type>::try_new(
+                nulls,
+                tag.ranks.values(),
+            )?));
         }
         let mask = u64::MAX >> (u64::BITS - tag.bits);
         let code = |i: usize| (self.read(keys, i, tag.word) >> tag.shift) & mask;
@@ -275,7 +308,10 @@ impl PackedKey {
             .any(|&c| c == 0)
             .then(|| NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0)));
         let ranks: Vec<i32> = codes.iter().map(|&c| c.saturating_sub(1) as i32).collect();
-        let dict = DictionaryArray::<Int32Type>::try_new(Int32Array::new(ranks.into(), nulls), tag.ranks.values())?;
+        let dict = DictionaryArray::<Int32Type>::try_new(
+            Int32Array::new(ranks.into(), nulls),
+            tag.ranks.values(),
+        )?;
         Ok(Arc::new(dict))
     }
 
@@ -286,7 +322,10 @@ impl PackedKey {
             Some(rows) => rows.iter().map(|&i| time(i as usize)).collect(),
             None => (0..keys.len()).map(time).collect(),
         };
-        Arc::new(TimestampNanosecondArray::new(values.into(), None).with_timezone_opt(self.timezone.clone()))
+        Arc::new(
+            TimestampNanosecondArray::new(values.into(), None)
+                .with_timezone_opt(self.timezone.clone()),
+        )
     }
 
     /// The 64-bit word at byte `offset` of a row's key.
@@ -338,8 +377,14 @@ mod tests {
     #[test]
     fn byte_order_is_row_order_and_round_trips() {
         let b = batch(&[
-            ("a", Col::Tag(vec![Some("y"), Some("x"), None, Some("x"), Some("x")])),
-            ("b", Col::Tag(vec![Some("1"), Some("2"), Some("1"), Some("2"), Some("1")])),
+            (
+                "a",
+                Col::Tag(vec![Some("y"), Some("x"), None, Some("x"), Some("x")]),
+            ),
+            (
+                "b",
+                Col::Tag(vec![Some("1"), Some("2"), Some("1"), Some("2"), Some("1")]),
+            ),
             ("time", Col::Time(vec![5, -3, 9, -3, i64::MAX])),
         ]);
         // Narrow: both tags share one word, then time.
@@ -347,7 +392,9 @@ mod tests {
         assert_eq!(k.data_type(), DataType::Decimal128(38, 0));
         let encoded = k.encode(&b, 100).expect("encode");
         let keys = k.keys(encoded.as_ref()).expect("keys");
-        let Keys::Narrow(values) = keys else { panic!("narrow") };
+        let Keys::Narrow(values) = keys else {
+            panic!("narrow")
+        };
         let mut order: Vec<usize> = (0..5).collect();
         order.sort_by_key(|&i| values[i]);
         // (null,1,9) (x,1,MAX) (x,2,-3) (x,2,-3) (y,1,5)
@@ -360,7 +407,9 @@ mod tests {
         assert_eq!(k.data_type(), DataType::FixedSizeBinary(32));
         let encoded = k.encode(&b, 100).expect("encode");
         let keys = k.keys(encoded.as_ref()).expect("keys");
-        let Keys::Wide(bytes) = keys else { panic!("wide") };
+        let Keys::Wide(bytes) = keys else {
+            panic!("wide")
+        };
         let mut order: Vec<usize> = (0..5).collect();
         order.sort_by(|&i, &j| bytes.value(i).cmp(bytes.value(j)));
         // (null,9,1) (x,-3,2)@101 (x,-3,2)@103 (x,MAX,1) (y,5,1)
@@ -388,14 +437,23 @@ mod tests {
         let values: Vec<String> = (0..40).map(|v| format!("v{v:02}")).collect();
         let cols: Vec<(&str, Col<'_>)> = names
             .iter()
-            .map(|n| (n.as_str(), Col::Tag(values.iter().map(|v| Some(v.as_str())).collect())))
+            .map(|n| {
+                (
+                    n.as_str(),
+                    Col::Tag(values.iter().map(|v| Some(v.as_str())).collect()),
+                )
+            })
             .chain(std::iter::once(("time", Col::Time(vec![0; 40]))))
             .collect();
         let b = batch(&cols);
         let mut order: Vec<Item> = names.iter().map(|n| tag(n)).collect();
         order.push(Item::Time);
         let k = key(&order, std::slice::from_ref(&b));
-        assert_eq!(k.data_type(), DataType::FixedSizeBinary(8 * 4), "two words, time, arrival");
+        assert_eq!(
+            k.data_type(),
+            DataType::FixedSizeBinary(8 * 4),
+            "two words, time, arrival"
+        );
         let encoded = k.encode(&b, 0).expect("encode");
         let keys = k.keys(encoded.as_ref()).expect("keys");
         for t in 0..11 {
@@ -403,13 +461,19 @@ mod tests {
             assert_eq!(value(d.as_ref(), 39), "v39");
         }
         // A tag after time goes in a word after it.
-        let k = key(&[tag("t00"), Item::Time, tag("t01")], std::slice::from_ref(&b));
+        let k = key(
+            &[tag("t00"), Item::Time, tag("t01")],
+            std::slice::from_ref(&b),
+        );
         assert_eq!((k.time, k.tags[1].word, k.width), (8, 16, 32));
     }
 
     #[test]
     fn all_null_tag_takes_no_bits() {
-        let b = batch(&[("a", Col::Tag(vec![None, None])), ("time", Col::Time(vec![1, 2]))]);
+        let b = batch(&[
+            ("a", Col::Tag(vec![None, None])),
+            ("time", Col::Time(vec![1, 2])),
+        ]);
         let k = key(&[tag("a"), Item::Time], std::slice::from_ref(&b));
         let encoded = k.encode(&b, 0).expect("encode");
         let keys = k.keys(encoded.as_ref()).expect("keys");

@@ -96,8 +96,15 @@ impl Layout {
                 time_field.data_type()
             )));
         };
-        if let Some(f) = table.fields().iter().find(|f| f.name().starts_with(RESERVED_PREFIX)) {
-            return Err(CompactError::Schema(format!("reserved column name {:?}", f.name())));
+        if let Some(f) = table
+            .fields()
+            .iter()
+            .find(|f| f.name().starts_with(RESERVED_PREFIX))
+        {
+            return Err(CompactError::Schema(format!(
+                "reserved column name {:?}",
+                f.name()
+            )));
         }
         if let Some(c) = columns.iter().find(|c| table.column_with_name(c).is_none()) {
             return Err(CompactError::UnknownProjection(c.clone()));
@@ -105,7 +112,9 @@ impl Layout {
         let needed: Vec<Arc<Field>> = table
             .fields()
             .iter()
-            .filter(|f| f.name() == TIME_COLUMN || is_tag(f.data_type()) || columns.contains(f.name()))
+            .filter(|f| {
+                f.name() == TIME_COLUMN || is_tag(f.data_type()) || columns.contains(f.name())
+            })
             .cloned()
             .collect();
         let inputs: Vec<String> = needed.iter().map(|f| f.name().clone()).collect();
@@ -126,7 +135,11 @@ impl Layout {
                 order.push(item);
             }
         }
-        for item in tags.iter().map(|t| Item::Tag(t.clone())).chain(std::iter::once(Item::Time)) {
+        for item in tags
+            .iter()
+            .map(|t| Item::Tag(t.clone()))
+            .chain(std::iter::once(Item::Time))
+        {
             if !order.contains(&item) {
                 order.push(item);
             }
@@ -140,11 +153,16 @@ impl Layout {
         ));
 
         let packed = match pack_from {
-            Some(batches) if needed.iter().all(|f| !is_tag(f.data_type()) || rankable(f.data_type())) => tags
-                .iter()
-                .map(|t| TagRanks::collect(batches, t).map(|r| (t.clone(), r)))
-                .collect::<Option<Vec<_>>>()
-                .and_then(|ranks| PackedKey::new(&order, ranks, timezone.clone()).ok()),
+            Some(batches)
+                if needed
+                    .iter()
+                    .all(|f| !is_tag(f.data_type()) || rankable(f.data_type())) =>
+            {
+                tags.iter()
+                    .map(|t| TagRanks::collect(batches, t).map(|r| (t.clone(), r)))
+                    .collect::<Option<Vec<_>>>()
+                    .and_then(|ranks| PackedKey::new(&order, ranks, timezone.clone()).ok())
+            }
             _ => None,
         };
         let (sort_schema, mode, outputs) = match packed {
@@ -157,7 +175,11 @@ impl Layout {
                 let key = fields.len();
                 fields.push(Arc::new(Field::new(KEY_COLUMN, packed.data_type(), false)));
                 let arrival = packed.needs_arrival().then(|| {
-                    fields.push(Arc::new(Field::new(ARRIVAL_COLUMN, DataType::UInt64, false)));
+                    fields.push(Arc::new(Field::new(
+                        ARRIVAL_COLUMN,
+                        DataType::UInt64,
+                        false,
+                    )));
                     key + 1
                 });
                 let outputs = columns
@@ -166,16 +188,32 @@ impl Layout {
                         Some(t) => Out::Tag(t),
                         None if c == TIME_COLUMN => Out::Time,
                         None => Out::Column {
-                            pos: fields.iter().position(|f| f.name() == c).expect("fields are needed"),
+                            pos: fields
+                                .iter()
+                                .position(|f| f.name() == c)
+                                .expect("fields are needed"),
                             merge: true,
                         },
                     })
                     .collect();
-                (fields, Mode::Packed { key, arrival, packed }, outputs)
+                (
+                    fields,
+                    Mode::Packed {
+                        key,
+                        arrival,
+                        packed,
+                    },
+                    outputs,
+                )
             }
             None => {
                 let mut fields = needed;
-                let pos = |name: &str| fields.iter().position(|f| f.name() == name).expect("needed");
+                let pos = |name: &str| {
+                    fields
+                        .iter()
+                        .position(|f| f.name() == name)
+                        .expect("needed")
+                };
                 let time = pos(TIME_COLUMN);
                 let tag_pos: Vec<usize> = tags.iter().map(|t| pos(t)).collect();
                 let sort_order = order
@@ -196,7 +234,11 @@ impl Layout {
                     })
                     .collect();
                 let arrival = fields.len();
-                fields.push(Arc::new(Field::new(ARRIVAL_COLUMN, DataType::UInt64, false)));
+                fields.push(Arc::new(Field::new(
+                    ARRIVAL_COLUMN,
+                    DataType::UInt64,
+                    false,
+                )));
                 let mode = Mode::Columns {
                     time,
                     tags: tag_pos,
@@ -231,12 +273,23 @@ impl Layout {
         };
         let cols: Vec<usize> = match &self.mode {
             Mode::Packed { key, .. } => vec![*key],
-            Mode::Columns { arrival, sort_order, .. } => {
-                sort_order.iter().chain(std::iter::once(arrival)).copied().collect()
-            }
+            Mode::Columns {
+                arrival,
+                sort_order,
+                ..
+            } => sort_order
+                .iter()
+                .chain(std::iter::once(arrival))
+                .copied()
+                .collect(),
         };
         cols.into_iter()
-            .map(|i| PhysicalSortExpr::new(Arc::new(Column::new(self.sort_schema.field(i).name(), i)), opts))
+            .map(|i| {
+                PhysicalSortExpr::new(
+                    Arc::new(Column::new(self.sort_schema.field(i).name(), i)),
+                    opts,
+                )
+            })
             .collect()
     }
 
@@ -249,12 +302,20 @@ impl Layout {
                 Item::Time => TIME_COLUMN,
                 Item::Tag(t) => t.as_str(),
             })
-            .map_while(|n| self.output_schema.column_with_name(n).map(|_| n.to_string()))
+            .map_while(|n| {
+                self.output_schema
+                    .column_with_name(n)
+                    .map(|_| n.to_string())
+            })
             .collect()
     }
 
     /// Checks `batch` against the table schema; returns its `time` column.
-    pub(super) fn check<'a>(&self, input: usize, batch: &'a RecordBatch) -> Result<Option<&'a ArrayRef>, CompactError> {
+    pub(super) fn check<'a>(
+        &self,
+        input: usize,
+        batch: &'a RecordBatch,
+    ) -> Result<Option<&'a ArrayRef>, CompactError> {
         let mut time = None;
         for (f, c) in batch.schema_ref().fields().iter().zip(batch.columns()) {
             let Some((_, expected)) = self.table.column_with_name(f.name()) else {
@@ -289,7 +350,12 @@ impl Layout {
 
     /// `batch` (checked, non-empty) in the sort schema: columns it lacks
     /// are null, its rows numbered from `*next` in arrival order.
-    pub(super) fn align(&self, input: usize, batch: &RecordBatch, next: &mut u64) -> Result<RecordBatch, CompactError> {
+    pub(super) fn align(
+        &self,
+        input: usize,
+        batch: &RecordBatch,
+        next: &mut u64,
+    ) -> Result<RecordBatch, CompactError> {
         let n = batch.num_rows();
         let err = |source| CompactError::Align { input, source };
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.sort_schema.fields().len());
@@ -305,9 +371,12 @@ impl Layout {
         }
         let first = *next;
         *next += n as u64;
-        let arrival = || Arc::new(UInt64Array::from_iter_values(first..first + n as u64)) as ArrayRef;
+        let arrival =
+            || Arc::new(UInt64Array::from_iter_values(first..first + n as u64)) as ArrayRef;
         match &self.mode {
-            Mode::Packed { packed, arrival: a, .. } => {
+            Mode::Packed {
+                packed, arrival: a, ..
+            } => {
                 columns.push(packed.encode(batch, first).map_err(err)?);
                 if a.is_some() {
                     columns.push(arrival());
@@ -336,13 +405,22 @@ mod tests {
     }
 
     fn table() -> SchemaRef {
-        table_schema(&["a", "b"], &[("f", DataType::Float64), ("g", DataType::Float64)])
+        table_schema(
+            &["a", "b"],
+            &[("f", DataType::Float64), ("g", DataType::Float64)],
+        )
     }
 
     #[test]
     fn columns_mode_adds_key_columns_and_orders_the_sort() {
-        let l = Layout::new(table(), &strs(&["g"]), &strs(&["b", "f", "time"]), None).expect("layout");
-        let names: Vec<&str> = l.sort_schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let l =
+            Layout::new(table(), &strs(&["g"]), &strs(&["b", "f", "time"]), None).expect("layout");
+        let names: Vec<&str> = l
+            .sort_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
         assert_eq!(names, ["a", "b", "g", "time", ARRIVAL_COLUMN]);
         let Mode::Columns { sort_order, .. } = &l.mode else {
             panic!("columns mode")
@@ -356,17 +434,53 @@ mod tests {
 
     #[test]
     fn packed_mode_carries_only_fields_beside_the_key() {
-        let b = batch(&[("a", Col::Tag(vec![Some("x")])), ("time", Col::Time(vec![1])), ("f", Col::F64(vec![Some(1.0)]))]);
+        let b = batch(&[
+            ("a", Col::Tag(vec![Some("x")])),
+            ("time", Col::Time(vec![1])),
+            ("f", Col::F64(vec![Some(1.0)])),
+        ]);
         let cols = strs(&["a", "b", "f", "time"]);
-        let l = Layout::new(table(), &cols, &strs(&["b", "a"]), Some(std::slice::from_ref(&b))).expect("layout");
-        let names: Vec<&str> = l.sort_schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names, ["f", KEY_COLUMN, ARRIVAL_COLUMN], "narrow key: arrival beside it");
-        assert!(matches!(l.outputs[..], [Out::Tag(_), Out::Tag(_), Out::Column { pos: 0, merge: true }, Out::Time]));
+        let l = Layout::new(
+            table(),
+            &cols,
+            &strs(&["b", "a"]),
+            Some(std::slice::from_ref(&b)),
+        )
+        .expect("layout");
+        let names: Vec<&str> = l
+            .sort_schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["f", KEY_COLUMN, ARRIVAL_COLUMN],
+            "narrow key: arrival beside it"
+        );
+        assert!(matches!(
+            l.outputs[..],
+            [
+                Out::Tag(_),
+                Out::Tag(_),
+                Out::Column {
+                    pos: 0,
+                    merge: true
+                },
+                Out::Time
+            ]
+        ));
         assert_eq!(l.output_sort_columns(), ["b", "a", "time"]);
         let mut next = 5;
         let aligned = l.align(0, &b, &mut next).expect("align");
         assert_eq!(next, 6);
-        assert_eq!(aligned.column(2).as_primitive::<arrow::datatypes::UInt64Type>().value(0), 5);
+        assert_eq!(
+            aligned
+                .column(2)
+                .as_primitive::<arrow::datatypes::UInt64Type>()
+                .value(0),
+            5
+        );
     }
 
     #[test]
@@ -376,9 +490,15 @@ mod tests {
             Err(CompactError::UnknownProjection(c)) if c == "nope"
         ));
         let no_time = Arc::new(Schema::new(vec![Field::new("f", DataType::Float64, true)]));
-        assert!(matches!(Layout::new(no_time, &[], &[], None), Err(CompactError::Schema(_))));
+        assert!(matches!(
+            Layout::new(no_time, &[], &[], None),
+            Err(CompactError::Schema(_))
+        ));
         let reserved = table_schema(&[], &[(KEY_COLUMN, DataType::Float64)]);
-        assert!(matches!(Layout::new(reserved, &[], &[], None), Err(CompactError::Schema(_))));
+        assert!(matches!(
+            Layout::new(reserved, &[], &[], None),
+            Err(CompactError::Schema(_))
+        ));
     }
 
     #[test]
@@ -386,10 +506,22 @@ mod tests {
         let l = Layout::new(table(), &strs(&["a", "f", "time"]), &[], None).expect("layout");
         let wrong = batch(&[("time", Col::Time(vec![1])), ("f", Col::I64(vec![Some(1)]))]);
         let err = l.check(3, &wrong).expect_err("type mismatch");
-        assert!(matches!(&err, CompactError::ColumnType { input: 3, column, .. } if column == "f"), "{err}");
-        let unknown = batch(&[("time", Col::Time(vec![1])), ("x", Col::F64(vec![Some(1.0)]))]);
-        assert!(matches!(l.check(0, &unknown), Err(CompactError::UnknownColumn { .. })));
+        assert!(
+            matches!(&err, CompactError::ColumnType { input: 3, column, .. } if column == "f"),
+            "{err}"
+        );
+        let unknown = batch(&[
+            ("time", Col::Time(vec![1])),
+            ("x", Col::F64(vec![Some(1.0)])),
+        ]);
+        assert!(matches!(
+            l.check(0, &unknown),
+            Err(CompactError::UnknownColumn { .. })
+        ));
         let no_time = batch(&[("f", Col::F64(vec![Some(1.0)]))]);
-        assert!(matches!(l.check(0, &no_time), Err(CompactError::MissingTime { input: 0 })));
+        assert!(matches!(
+            l.check(0, &no_time),
+            Err(CompactError::MissingTime { input: 0 })
+        ));
     }
 }

@@ -68,7 +68,11 @@ pub(crate) async fn compact(
         let columns: Vec<String> = schema
             .fields()
             .iter()
-            .filter(|f| batches.iter().any(|b| b.schema_ref().column_with_name(f.name()).is_some()))
+            .filter(|f| {
+                batches
+                    .iter()
+                    .any(|b| b.schema_ref().column_with_name(f.name()).is_some())
+            })
             .map(|f| f.name().clone())
             .collect();
         let layout = Arc::new(Layout::new(schema, &columns, &sort_key, Some(&batches))?);
@@ -119,9 +123,12 @@ pub(crate) async fn compact_sources(
     projection: Option<Vec<String>>,
     time_range: Option<(i64, i64)>,
 ) -> Result<CompactOutput, CompactError> {
-    let columns = projection.unwrap_or_else(|| schema.fields().iter().map(|f| f.name().clone()).collect());
+    let columns =
+        projection.unwrap_or_else(|| schema.fields().iter().map(|f| f.name().clone()).collect());
     let layout = Arc::new(Layout::new(schema, &columns, sort_key, None)?);
-    let ctx = exec.task_context_with_stores().map_err(CompactError::Sort)?;
+    let ctx = exec
+        .task_context_with_stores()
+        .map_err(CompactError::Sort)?;
 
     let scan_layout = Arc::clone(&layout);
     let open: OpenInputs = Box::new(move |ctx: Arc<TaskContext>| {
@@ -163,7 +170,9 @@ fn sort_dedup(
 ) -> BoxStream<'static, Result<RecordBatch, CompactError>> {
     let sorted = futures::stream::once(async move {
         let plan = sort_plan(&layout, open, range).map_err(CompactError::Sort)?;
-        let stream = plan.execute(0, ctx).map_err(CompactError::from_datafusion)?;
+        let stream = plan
+            .execute(0, ctx)
+            .map_err(CompactError::from_datafusion)?;
         Ok::<_, CompactError>((layout, stream))
     });
     sorted
@@ -215,11 +224,15 @@ fn dedup_stream(
                 return Ok(None);
             }
             match st.input.next().await {
-                Some(Ok(batch)) => st.dedup.push(batch, &mut st.ready).map_err(CompactError::Dedup)?,
+                Some(Ok(batch)) => st
+                    .dedup
+                    .push(batch, &mut st.ready)
+                    .map_err(CompactError::Dedup)?,
                 Some(Err(e)) => return Err(CompactError::from_datafusion(e)),
                 None => {
                     st.done = true;
-                    st.ready.extend(st.dedup.finish().map_err(CompactError::Dedup)?);
+                    st.ready
+                        .extend(st.dedup.finish().map_err(CompactError::Dedup)?);
                 }
             }
         }
@@ -243,7 +256,8 @@ async fn scan_parquet(
         source,
     };
     let url = ObjectStoreUrl::parse(format!("sluice-source://source-{input}")).map_err(err)?;
-    ctx.runtime_env().register_object_store(url.as_ref(), Arc::clone(&store));
+    ctx.runtime_env()
+        .register_object_store(url.as_ref(), Arc::clone(&store));
     let meta = store
         .head(&path)
         .await
@@ -271,11 +285,12 @@ async fn scan_parquet(
     let path = path.to_string();
     Ok(stream
         .map(move |r| {
-            r.map(|b| (input, b)).map_err(|source| CompactError::ReadParquet {
-                input,
-                path: path.clone(),
-                source,
-            })
+            r.map(|b| (input, b))
+                .map_err(|source| CompactError::ReadParquet {
+                    input,
+                    path: path.clone(),
+                    source,
+                })
         })
         .boxed())
 }
@@ -292,9 +307,16 @@ fn time_predicate(
     };
     let time: Arc<dyn PhysicalExpr> = Arc::new(Column::new_with_schema(TIME_COLUMN, table)?);
     let bound = |v: i64| -> Arc<dyn PhysicalExpr> {
-        Arc::new(Literal::new(ScalarValue::TimestampNanosecond(Some(v), tz.clone())))
+        Arc::new(Literal::new(ScalarValue::TimestampNanosecond(
+            Some(v),
+            tz.clone(),
+        )))
     };
-    let ge = Arc::new(BinaryExpr::new(Arc::clone(&time), Operator::GtEq, bound(start)));
+    let ge = Arc::new(BinaryExpr::new(
+        Arc::clone(&time),
+        Operator::GtEq,
+        bound(start),
+    ));
     let lt = Arc::new(BinaryExpr::new(time, Operator::Lt, bound(end)));
     Ok(Arc::new(BinaryExpr::new(ge, Operator::And, lt)))
 }

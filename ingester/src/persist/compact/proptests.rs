@@ -76,7 +76,11 @@ fn sort_key() -> impl Strategy<Value = Vec<String>> {
 fn schema() -> SchemaRef {
     table_schema(
         &["host", "region"],
-        &[("f", DataType::Float64), ("i", DataType::Int64), ("s", DataType::Utf8)],
+        &[
+            ("f", DataType::Float64),
+            ("i", DataType::Int64),
+            ("s", DataType::Utf8),
+        ],
     )
 }
 
@@ -84,7 +88,8 @@ const NAMES: [&str; 5] = ["host", "region", "f", "i", "s"];
 
 fn to_batch(b: &Batch) -> RecordBatch {
     let r = &b.rows;
-    let mut cols: Vec<(&str, Col<'static>)> = vec![(TIME_COLUMN, Col::Time(r.iter().map(|x| x.time).collect()))];
+    let mut cols: Vec<(&str, Col<'static>)> =
+        vec![(TIME_COLUMN, Col::Time(r.iter().map(|x| x.time).collect()))];
     let all = [
         Col::Tag(r.iter().map(|x| x.host.map(|h| HOSTS[h])).collect()),
         Col::Tag(r.iter().map(|x| x.region.map(|g| REGIONS[g])).collect()),
@@ -102,11 +107,19 @@ fn to_batch(b: &Batch) -> RecordBatch {
 
 /// The obvious implementation: a map from key to merged fields.
 fn reference(input: &[Batch], sort_key: &[String]) -> Vec<String> {
-    let present = |name: &str| name == TIME_COLUMN || input.iter().any(|b| b.has[NAMES.iter().position(|n| *n == name).expect("known")]);
+    let present = |name: &str| {
+        name == TIME_COLUMN
+            || input
+                .iter()
+                .any(|b| b.has[NAMES.iter().position(|n| *n == name).expect("known")])
+    };
     // Effective order: key tags/time (present), other present tags, time.
     let mut order: Vec<&str> = Vec::new();
     for k in sort_key {
-        if ["host", "region", TIME_COLUMN].contains(&k.as_str()) && present(k) && !order.contains(&k.as_str()) {
+        if ["host", "region", TIME_COLUMN].contains(&k.as_str())
+            && present(k)
+            && !order.contains(&k.as_str())
+        {
             order.push(k);
         }
     }
@@ -124,8 +137,16 @@ fn reference(input: &[Batch], sort_key: &[String]) -> Vec<String> {
     let mut groups: BTreeMap<Vec<Part>, BTreeMap<&str, String>> = BTreeMap::new();
     for b in input {
         for r in &b.rows {
-            let host = if b.has[0] { r.host.map(|h| HOSTS[h]) } else { None };
-            let region = if b.has[1] { r.region.map(|g| REGIONS[g]) } else { None };
+            let host = if b.has[0] {
+                r.host.map(|h| HOSTS[h])
+            } else {
+                None
+            };
+            let region = if b.has[1] {
+                r.region.map(|g| REGIONS[g])
+            } else {
+                None
+            };
             let key: Vec<Part> = order
                 .iter()
                 .map(|c| match *c {
@@ -150,7 +171,10 @@ fn reference(input: &[Batch], sort_key: &[String]) -> Vec<String> {
         }
     }
     // Output columns: the schema's (sorted by name) present in some batch.
-    let columns: Vec<&str> = ["f", "host", "i", "region", "s", TIME_COLUMN].into_iter().filter(|c| present(c)).collect();
+    let columns: Vec<&str> = ["f", "host", "i", "region", "s", TIME_COLUMN]
+        .into_iter()
+        .filter(|c| present(c))
+        .collect();
     groups
         .values()
         .map(|fields| {
@@ -169,7 +193,9 @@ fn compact_matches_reference() {
     let dir = tempfile::tempdir().expect("tempdir");
     let executors: Vec<Executor> = [1, 3, 8192]
         .into_iter()
-        .map(|n| Executor::with_batch_size(1, 64 << 20, dir.path().to_path_buf(), n).expect("executor"))
+        .map(|n| {
+            Executor::with_batch_size(1, 64 << 20, dir.path().to_path_buf(), n).expect("executor")
+        })
         .collect();
     let config = ProptestConfig {
         cases: 256,

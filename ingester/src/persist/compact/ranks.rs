@@ -42,7 +42,10 @@ impl TagRanks {
             let Some(col) = b.column_by_name(name) else {
                 continue;
             };
-            let values = col.as_dictionary_opt::<Int32Type>()?.values().as_string_opt::<i32>()?;
+            let values = col
+                .as_dictionary_opt::<Int32Type>()?
+                .values()
+                .as_string_opt::<i32>()?;
             distinct.extend(values.iter().flatten());
         }
         let mut sorted: Vec<&str> = distinct.into_iter().collect();
@@ -74,9 +77,17 @@ impl TagRanks {
     ///
     /// Hashes once per dictionary entry; per row it is one lookup in a
     /// small table.
-    pub(super) fn add_codes(&self, column: &dyn Array, shift: u32, words: &mut [u64]) -> Result<(), ArrowError> {
+    pub(super) fn add_codes(
+        &self,
+        column: &dyn Array,
+        shift: u32,
+        words: &mut [u64],
+    ) -> Result<(), ArrowError> {
         let dict = column.as_dictionary_opt::<Int32Type>().ok_or_else(|| {
-            ArrowError::SchemaError(format!("tag is {}, not Dictionary(Int32, Utf8)", column.data_type()))
+            ArrowError::SchemaError(format!(
+                "tag is {}, not Dictionary(Int32, Utf8)",
+                column.data_type()
+            ))
         })?;
         let values = dict
             .values()
@@ -90,13 +101,21 @@ impl TagRanks {
                     .rank
                     .get(v)
                     .map(|&r| (r as u64 + 1) << shift)
-                    .ok_or_else(|| ArrowError::ComputeError(format!("tag value {v:?} was not collected"))),
+                    .ok_or_else(|| {
+                        ArrowError::ComputeError(format!("tag value {v:?} was not collected"))
+                    }),
                 None => Ok(0),
             })
             .collect::<Result<_, _>>()?;
         let keys = dict.keys();
         // Keys under null slots may be anything: out of range counts as null.
-        let code = |k: i32| usize::try_from(k).ok().and_then(|k| remap.get(k)).copied().unwrap_or(0);
+        let code = |k: i32| {
+            usize::try_from(k)
+                .ok()
+                .and_then(|k| remap.get(k))
+                .copied()
+                .unwrap_or(0)
+        };
         match keys.nulls().filter(|n| n.null_count() > 0) {
             None => {
                 for (w, &k) in words.iter_mut().zip(keys.values()) {

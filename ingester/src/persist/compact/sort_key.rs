@@ -112,7 +112,12 @@ mod tests {
     use crate::persist::compact::test_util::tag_type;
 
     fn tag(values: &[Option<&str>]) -> ArrayRef {
-        Arc::new(values.iter().copied().collect::<DictionaryArray<Int32Type>>())
+        Arc::new(
+            values
+                .iter()
+                .copied()
+                .collect::<DictionaryArray<Int32Type>>(),
+        )
     }
 
     fn batch(tags: &[(&str, &[Option<&str>])]) -> RecordBatch {
@@ -154,13 +159,19 @@ mod tests {
     fn counts_distinct_values_across_batches_not_dictionary_entries() {
         // "b" has two distinct values over both batches; "a" has three.
         // Unused dictionary entries must not count.
-        let b1 = batch(&[("a", &[Some("1"), Some("2")]), ("b", &[Some("x"), Some("x")])]);
+        let b1 = batch(&[
+            ("a", &[Some("1"), Some("2")]),
+            ("b", &[Some("x"), Some("x")]),
+        ]);
         let unused = DictionaryArray::<Int32Type>::try_new(
             vec![0, 0].into(),
             Arc::new(StringArray::from(vec!["y", "p", "q", "r"])),
         )
         .expect("dict");
-        let b2 = batch(&[("a", &[Some("3"), Some("1")]), ("b", &[Some("y"), Some("y")])]);
+        let b2 = batch(&[
+            ("a", &[Some("3"), Some("1")]),
+            ("b", &[Some("y"), Some("y")]),
+        ]);
         let b2 = RecordBatch::try_new(
             b2.schema(),
             vec![

@@ -23,7 +23,10 @@ pub(super) fn tag_type() -> DataType {
 
 /// A table schema (sorted by name, like Sluice's): tags, `time`, fields.
 pub(super) fn table_schema(tags: &[&str], fields: &[(&str, DataType)]) -> SchemaRef {
-    let mut all: Vec<Field> = tags.iter().map(|t| Field::new(*t, tag_type(), true)).collect();
+    let mut all: Vec<Field> = tags
+        .iter()
+        .map(|t| Field::new(*t, tag_type(), true))
+        .collect();
     all.extend(fields.iter().map(|(n, t)| Field::new(*n, t.clone(), true)));
     all.push(Field::new(TIME_COLUMN, time_type(), false));
     all.sort_by(|a, b| a.name().cmp(b.name()));
@@ -86,7 +89,10 @@ pub(super) fn value(a: &dyn Array, i: usize) -> String {
             let k = d.keys().value(i) as usize;
             d.values().as_string::<i32>().value(k).to_string()
         }
-        DataType::Timestamp(_, _) => a.as_primitive::<TimestampNanosecondType>().value(i).to_string(),
+        DataType::Timestamp(_, _) => a
+            .as_primitive::<TimestampNanosecondType>()
+            .value(i)
+            .to_string(),
         DataType::Float64 => a.as_primitive::<Float64Type>().value(i).to_string(),
         DataType::Int64 => a.as_primitive::<Int64Type>().value(i).to_string(),
         DataType::UInt64 => a.as_primitive::<UInt64Type>().value(i).to_string(),

@@ -32,7 +32,9 @@ fn schema() -> SchemaRef {
 }
 
 async fn run(exec: &Executor, batches: Vec<RecordBatch>, key: &[&str]) -> Vec<String> {
-    let out = compact(exec, schema(), batches, &strs(key)).await.expect("compact");
+    let out = compact(exec, schema(), batches, &strs(key))
+        .await
+        .expect("compact");
     let batches = out.collect().await.expect("collect");
     batches.iter().flat_map(rows).collect()
 }
@@ -51,8 +53,16 @@ async fn dedup_semantics() {
             name: "same key twice, different field subsets",
             key: &["host", "time"],
             batches: vec![
-                batch(&[("host", Tag(vec![Some("a")])), ("time", Time(vec![1])), ("f", F64(vec![Some(1.5)]))]),
-                batch(&[("host", Tag(vec![Some("a")])), ("time", Time(vec![1])), ("i", I64(vec![Some(2)]))]),
+                batch(&[
+                    ("host", Tag(vec![Some("a")])),
+                    ("time", Time(vec![1])),
+                    ("f", F64(vec![Some(1.5)])),
+                ]),
+                batch(&[
+                    ("host", Tag(vec![Some("a")])),
+                    ("time", Time(vec![1])),
+                    ("i", I64(vec![Some(2)])),
+                ]),
             ],
             want: &["f=1.5 host=a i=2 time=1"],
         },
@@ -107,7 +117,11 @@ async fn dedup_semantics() {
             name: "a column missing from a batch is null",
             key: &["host", "region", "time"],
             batches: vec![
-                batch(&[("host", Tag(vec![Some("a")])), ("time", Time(vec![1])), ("f", F64(vec![Some(1.0)]))]),
+                batch(&[
+                    ("host", Tag(vec![Some("a")])),
+                    ("time", Time(vec![1])),
+                    ("f", F64(vec![Some(1.0)])),
+                ]),
                 batch(&[
                     ("host", Tag(vec![Some("a"), Some("a")])),
                     ("region", Tag(vec![Some("r"), None])),
@@ -116,14 +130,23 @@ async fn dedup_semantics() {
                 ]),
             ],
             // (a, ∅) from batch 0 merges with batch 1's second row.
-            want: &["f=1 host=a i=8 region=∅ time=1", "f=∅ host=a i=7 region=r time=1"],
+            want: &[
+                "f=1 host=a i=8 region=∅ time=1",
+                "f=∅ host=a i=7 region=r time=1",
+            ],
         },
         Case {
             name: "sorted by the key's order, then time",
             key: &["region", "host", "time"],
             batches: vec![batch(&[
-                ("host", Tag(vec![Some("a"), Some("b"), Some("a"), Some("a")])),
-                ("region", Tag(vec![Some("y"), Some("x"), Some("x"), Some("x")])),
+                (
+                    "host",
+                    Tag(vec![Some("a"), Some("b"), Some("a"), Some("a")]),
+                ),
+                (
+                    "region",
+                    Tag(vec![Some("y"), Some("x"), Some("x"), Some("x")]),
+                ),
                 ("time", Time(vec![5, 9, 3, 1])),
             ])],
             want: &[
@@ -163,7 +186,8 @@ async fn dedup_semantics() {
     // Batch size 1: every key group crosses a sorted-batch boundary.
     for batch_size in [1, 2, 8192] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let exec = Executor::with_batch_size(1, 64 << 20, dir.path().to_path_buf(), batch_size).expect("executor");
+        let exec = Executor::with_batch_size(1, 64 << 20, dir.path().to_path_buf(), batch_size)
+            .expect("executor");
         for c in &cases {
             let got = run(&exec, c.batches.clone(), c.key).await;
             assert_eq!(got, c.want, "{} (batch size {batch_size})", c.name);
@@ -178,19 +202,50 @@ async fn metadata_and_validation() {
         ("host", Col::Tag(vec![Some("a"), Some("a")])),
         ("time", Col::Time(vec![7, 3])),
     ]);
-    let out = compact(&exec, schema(), vec![b.clone(), b], &strs(&["host", "time"]))
-        .await
-        .expect("compact");
+    let out = compact(
+        &exec,
+        schema(),
+        vec![b.clone(), b],
+        &strs(&["host", "time"]),
+    )
+    .await
+    .expect("compact");
     assert_eq!(out.input_rows(), 4);
     assert_eq!(out.time_range(), Some((3, 7)));
     assert_eq!(out.sort_columns(), ["host", "time"]);
-    let names: Vec<&str> = out.schema().fields().iter().map(|f| f.name().as_str()).collect();
-    assert_eq!(names, ["host", "time"], "columns absent from every batch are dropped");
-    assert_eq!(out.collect().await.expect("rows").iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
+    let names: Vec<&str> = out
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["host", "time"],
+        "columns absent from every batch are dropped"
+    );
+    assert_eq!(
+        out.collect()
+            .await
+            .expect("rows")
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        2
+    );
 
-    let wrong = batch(&[("host", Col::Tag(vec![Some("a")])), ("time", Col::Time(vec![1])), ("f", Col::I64(vec![Some(1)]))]);
-    let err = compact(&exec, schema(), vec![wrong], &[]).await.expect_err("type mismatch");
-    assert!(matches!(&err, CompactError::ColumnType { input: 0, column, .. } if column == "f"), "{err}");
+    let wrong = batch(&[
+        ("host", Col::Tag(vec![Some("a")])),
+        ("time", Col::Time(vec![1])),
+        ("f", Col::I64(vec![Some(1)])),
+    ]);
+    let err = compact(&exec, schema(), vec![wrong], &[])
+        .await
+        .expect_err("type mismatch");
+    assert!(
+        matches!(&err, CompactError::ColumnType { input: 0, column, .. } if column == "f"),
+        "{err}"
+    );
 }
 
 /// Rows of the memory test: `hosts` series × `times` timestamps, then every
@@ -198,22 +253,49 @@ async fn metadata_and_validation() {
 fn big_input(hosts: usize, times: usize) -> Vec<RecordBatch> {
     let names: Vec<String> = (0..hosts).map(|h| format!("host-{h:05}")).collect();
     let mut out = Vec::new();
-    let rows: Vec<(usize, usize)> = (0..times).flat_map(|t| (0..hosts).map(move |h| (h, t))).collect();
+    let rows: Vec<(usize, usize)> = (0..times)
+        .flat_map(|t| (0..hosts).map(move |h| (h, t)))
+        .collect();
     let dups: Vec<(usize, usize)> = rows.iter().copied().step_by(10).collect();
-    for (chunk, negate) in rows.chunks(5000).map(|c| (c, false)).chain(dups.chunks(5000).map(|c| (c, true))) {
+    for (chunk, negate) in rows
+        .chunks(5000)
+        .map(|c| (c, false))
+        .chain(dups.chunks(5000).map(|c| (c, true)))
+    {
         out.push(batch(&[
-            ("host", Col::Tag(chunk.iter().map(|&(h, _)| Some(names[h].as_str())).collect())),
-            ("time", Col::Time(chunk.iter().map(|&(_, t)| t as i64).collect())),
+            (
+                "host",
+                Col::Tag(
+                    chunk
+                        .iter()
+                        .map(|&(h, _)| Some(names[h].as_str()))
+                        .collect(),
+                ),
+            ),
+            (
+                "time",
+                Col::Time(chunk.iter().map(|&(_, t)| t as i64).collect()),
+            ),
             (
                 "f",
                 Col::F64(
                     chunk
                         .iter()
-                        .map(|&(h, t)| Some(if negate { -1.0 } else { 1.0 } * (h * times + t) as f64))
+                        .map(|&(h, t)| {
+                            Some(if negate { -1.0 } else { 1.0 } * (h * times + t) as f64)
+                        })
                         .collect(),
                 ),
             ),
-            ("u", Col::U64(chunk.iter().map(|&(h, t)| Some((h * times + t) as u64)).collect())),
+            (
+                "u",
+                Col::U64(
+                    chunk
+                        .iter()
+                        .map(|&(h, t)| Some((h * times + t) as u64))
+                        .collect(),
+                ),
+            ),
         ]));
     }
     out
@@ -225,9 +307,18 @@ fn check_big_output(batches: &[RecordBatch], hosts: usize, times: usize) {
         let host = b.column_by_name("host").expect("host");
         let host = host.as_dictionary::<arrow::datatypes::Int32Type>();
         let names = host.values().as_string::<i32>();
-        let time = b.column_by_name("time").expect("time").as_primitive::<TimestampNanosecondType>();
-        let f = b.column_by_name("f").expect("f").as_primitive::<Float64Type>();
-        let u = b.column_by_name("u").expect("u").as_primitive::<UInt64Type>();
+        let time = b
+            .column_by_name("time")
+            .expect("time")
+            .as_primitive::<TimestampNanosecondType>();
+        let f = b
+            .column_by_name("f")
+            .expect("f")
+            .as_primitive::<Float64Type>();
+        let u = b
+            .column_by_name("u")
+            .expect("u")
+            .as_primitive::<UInt64Type>();
         for r in 0..b.num_rows() {
             // Sorted output enumerates (host, time) in order, once each.
             let (h, t) = (n / times, n % times);
@@ -278,15 +369,22 @@ async fn write_parquet_round_trip() {
     let (exec, _dir) = executor(64 << 20);
     let (store, root) = local_store();
     let (hosts, times) = (50, 300);
-    let out = compact(&exec, schema(), big_input(hosts, times), &strs(&["host", "time"]))
-        .await
-        .expect("compact");
+    let out = compact(
+        &exec,
+        schema(),
+        big_input(hosts, times),
+        &strs(&["host", "time"]),
+    )
+    .await
+    .expect("compact");
     let path = Path::from("ns/table/2024-01-01/file.parquet");
     let kv = vec![
         ("sluice.sort_key".to_string(), "host,time".to_string()),
         ("sluice.max_sequence_number".to_string(), "42".to_string()),
     ];
-    let meta = write_parquet(Arc::clone(&store), &path, out, kv).await.expect("write");
+    let meta = write_parquet(Arc::clone(&store), &path, out, kv)
+        .await
+        .expect("write");
     assert_eq!(meta.row_count, (hosts * times) as u64);
     assert_eq!((meta.min_time, meta.max_time), (0, times as i64 - 1));
 
@@ -297,7 +395,10 @@ async fn write_parquet_round_trip() {
     let file = std::fs::File::open(&file_path).expect("open");
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("reader");
     let md = reader.metadata().clone();
-    let kv = md.file_metadata().key_value_metadata().expect("kv metadata");
+    let kv = md
+        .file_metadata()
+        .key_value_metadata()
+        .expect("kv metadata");
     let get = |k: &str| kv.iter().find(|e| e.key == k).and_then(|e| e.value.clone());
     assert_eq!(get("sluice.sort_key").as_deref(), Some("host,time"));
     assert_eq!(get("sluice.max_sequence_number").as_deref(), Some("42"));
@@ -305,17 +406,41 @@ async fn write_parquet_round_trip() {
     let sorting = rg.sorting_columns().expect("sorting columns");
     let names: Vec<String> = sorting
         .iter()
-        .map(|s| md.file_metadata().schema_descr().column(s.column_idx as usize).name().to_string())
+        .map(|s| {
+            md.file_metadata()
+                .schema_descr()
+                .column(s.column_idx as usize)
+                .name()
+                .to_string()
+        })
         .collect();
     assert_eq!(names, ["host", "time"]);
     for c in rg.columns() {
-        assert!(matches!(c.compression(), parquet::basic::Compression::ZSTD(_)), "{}", c.column_path());
-        assert!(c.statistics().is_some(), "statistics for {}", c.column_path());
+        assert!(
+            matches!(c.compression(), parquet::basic::Compression::ZSTD(_)),
+            "{}",
+            c.column_path()
+        );
+        assert!(
+            c.statistics().is_some(),
+            "statistics for {}",
+            c.column_path()
+        );
     }
     let schema = reader.schema().clone();
-    assert_eq!(schema.field_with_name("host").expect("host").data_type(), &tag_type());
-    assert_eq!(schema.field_with_name("time").expect("time").data_type(), &time_type());
-    let batches: Vec<RecordBatch> = reader.build().expect("build").collect::<Result<_, _>>().expect("read");
+    assert_eq!(
+        schema.field_with_name("host").expect("host").data_type(),
+        &tag_type()
+    );
+    assert_eq!(
+        schema.field_with_name("time").expect("time").data_type(),
+        &time_type()
+    );
+    let batches: Vec<RecordBatch> = reader
+        .build()
+        .expect("build")
+        .collect::<Result<_, _>>()
+        .expect("read");
     check_big_output(&batches, hosts, times);
 }
 
@@ -325,24 +450,42 @@ async fn failed_compaction_leaves_no_file() {
     let (store, root) = local_store();
     // `time` has nulls in the second batch: fails validation up front.
     let bad = RecordBatch::try_new(
-        Arc::new(arrow::datatypes::Schema::new(vec![arrow::datatypes::Field::new("time", time_type(), true)])),
-        vec![Arc::new(arrow::array::TimestampNanosecondArray::from(vec![None, Some(1)]).with_timezone("UTC"))],
+        Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("time", time_type(), true),
+        ])),
+        vec![Arc::new(
+            arrow::array::TimestampNanosecondArray::from(vec![None, Some(1)]).with_timezone("UTC"),
+        )],
     )
     .expect("batch");
-    let err = compact(&exec, schema(), vec![bad], &[]).await.expect_err("null time");
-    assert!(matches!(err, CompactError::ColumnType { .. } | CompactError::NullTime { .. }), "{err}");
+    let err = compact(&exec, schema(), vec![bad], &[])
+        .await
+        .expect_err("null time");
+    assert!(
+        matches!(
+            err,
+            CompactError::ColumnType { .. } | CompactError::NullTime { .. }
+        ),
+        "{err}"
+    );
 
     // A stream error mid-write aborts the upload: nothing at the path.
-    let ok = compact(&exec, schema(), big_input(10, 10), &[]).await.expect("compact");
+    let ok = compact(&exec, schema(), big_input(10, 10), &[])
+        .await
+        .expect("compact");
     let (handle, mut job) = ok.into_job();
     job.batches = job
         .batches
         .take(1)
-        .chain(futures::stream::once(async { Err(CompactError::Schema("injected".into())) }))
+        .chain(futures::stream::once(async {
+            Err(CompactError::Schema("injected".into()))
+        }))
         .boxed();
     let out = CompactOutput::new(job.schema, job.sort_columns, 0, None, job.batches, handle);
     let path = Path::from("x.parquet");
-    let err = write_parquet(Arc::clone(&store), &path, out, vec![]).await.expect_err("injected");
+    let err = write_parquet(Arc::clone(&store), &path, out, vec![])
+        .await
+        .expect_err("injected");
     assert!(err.to_string().contains("injected"), "{err}");
     assert!(!root.path().join("x.parquet").exists());
 }
@@ -357,16 +500,23 @@ async fn compact_sources_later_sources_win() {
         let exec = &exec;
         let key = key.clone();
         async move {
-            let out = compact(exec, schema(), batches, &key).await.expect("compact");
+            let out = compact(exec, schema(), batches, &key)
+                .await
+                .expect("compact");
             let path = Path::from(name);
-            write_parquet(store, &path, out, vec![]).await.expect("write");
+            write_parquet(store, &path, out, vec![])
+                .await
+                .expect("write");
             path
         }
     };
     use Col::*;
     let older = write(
         vec![batch(&[
-            ("host", Tag(vec![Some("a"), Some("a"), Some("b"), Some("c")])),
+            (
+                "host",
+                Tag(vec![Some("a"), Some("a"), Some("b"), Some("c")]),
+            ),
             ("time", Time(vec![1, 2, 1, 50])),
             ("f", F64(vec![Some(1.0), Some(1.0), Some(1.0), Some(1.0)])),
             ("i", I64(vec![Some(10), Some(10), None, Some(10)])),
@@ -403,8 +553,16 @@ async fn compact_sources_later_sources_win() {
         ]
     };
 
-    let all = compact_sources(&exec, schema(), sources(), &key, None, None).await.expect("sources");
-    let got: Vec<String> = all.collect().await.expect("rows").iter().flat_map(rows).collect();
+    let all = compact_sources(&exec, schema(), sources(), &key, None, None)
+        .await
+        .expect("sources");
+    let got: Vec<String> = all
+        .collect()
+        .await
+        .expect("rows")
+        .iter()
+        .flat_map(rows)
+        .collect();
     assert_eq!(
         got,
         [
@@ -417,12 +575,30 @@ async fn compact_sources_later_sources_win() {
     );
 
     // Projection without the key columns, and a time range [1, 3).
-    let some = compact_sources(&exec, schema(), sources(), &key, Some(strs(&["i", "f"])), Some((1, 3)))
-        .await
-        .expect("sources");
-    let names: Vec<&str> = some.schema().fields().iter().map(|f| f.name().as_str()).collect();
+    let some = compact_sources(
+        &exec,
+        schema(),
+        sources(),
+        &key,
+        Some(strs(&["i", "f"])),
+        Some((1, 3)),
+    )
+    .await
+    .expect("sources");
+    let names: Vec<&str> = some
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
     assert_eq!(names, ["i", "f"]);
-    let got: Vec<String> = some.collect().await.expect("rows").iter().flat_map(rows).collect();
+    let got: Vec<String> = some
+        .collect()
+        .await
+        .expect("rows")
+        .iter()
+        .flat_map(rows)
+        .collect();
     assert_eq!(got, ["i=10 f=3", "i=10 f=1", "i=∅ f=1"]);
 
     // A missing file is an error naming it.
@@ -430,21 +606,42 @@ async fn compact_sources_later_sources_win() {
         store: Arc::clone(&store),
         path: Path::from("gone.parquet"),
     }];
-    let out = compact_sources(&exec, schema(), missing, &key, None, None).await.expect("lazy");
+    let out = compact_sources(&exec, schema(), missing, &key, None, None)
+        .await
+        .expect("lazy");
     let err = out.collect().await.expect_err("missing file");
-    assert!(matches!(&err, CompactError::ReadParquet { input: 0, path, .. } if path == "gone.parquet"), "{err}");
+    assert!(
+        matches!(&err, CompactError::ReadParquet { input: 0, path, .. } if path == "gone.parquet"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn dropping_the_output_cancels_the_pipeline() {
     let (exec, _dir) = executor(64 << 20);
-    let mut out = compact(&exec, schema(), big_input(200, 100), &strs(&["host", "time"]))
-        .await
-        .expect("compact");
+    let mut out = compact(
+        &exec,
+        schema(),
+        big_input(200, 100),
+        &strs(&["host", "time"]),
+    )
+    .await
+    .expect("compact");
     let first = out.next().await.expect("one").expect("batch");
     assert!(first.num_rows() > 0);
     drop(out);
     // The executor stays usable.
-    let again = compact(&exec, schema(), big_input(2, 2), &[]).await.expect("compact");
-    assert_eq!(again.collect().await.expect("rows").iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+    let again = compact(&exec, schema(), big_input(2, 2), &[])
+        .await
+        .expect("compact");
+    assert_eq!(
+        again
+            .collect()
+            .await
+            .expect("rows")
+            .iter()
+            .map(|b| b.num_rows())
+            .sum::<usize>(),
+        4
+    );
 }

@@ -5,13 +5,16 @@
 //! ```
 //!
 //! A 1,000,000-row partition shaped like TSBS `cpu` (10 tags, 10 float
-//! fields; 1,000 hosts × 1,000 timestamps), plus 10% duplicate rows sent
-//! again later with other values, arriving in batches of 5,000 rows.
+//! fields as full-precision random walks in [0, 100]; 1,000 hosts × 1,000
+//! timestamps 10 s apart), plus 10% duplicate rows sent again later with
+//! other values, arriving in batches of 5,000 rows.
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray};
+use arrow::array::{
+    ArrayRef, Float64Array, RecordBatch, StringDictionaryBuilder, TimestampNanosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
@@ -51,8 +54,15 @@ const FIELDS: [&str; 10] = [
 const CARDINALITY: [usize; 10] = [2, 60, HOSTS, 3, 100, 9, 20, 2, 2, 3];
 
 fn schema() -> SchemaRef {
-    let mut fields: Vec<Field> = TAGS.iter().map(|t| Field::new(*t, tag_type(), true)).collect();
-    fields.extend(FIELDS.iter().map(|f| Field::new(*f, DataType::Float64, true)));
+    let mut fields: Vec<Field> = TAGS
+        .iter()
+        .map(|t| Field::new(*t, tag_type(), true))
+        .collect();
+    fields.extend(
+        FIELDS
+            .iter()
+            .map(|f| Field::new(*f, DataType::Float64, true)),
+    );
     fields.push(Field::new("time", time_type(), false));
     fields.sort_by(|a, b| a.name().cmp(b.name()));
     Arc::new(Schema::new(fields))
@@ -69,6 +79,17 @@ impl Rng {
     }
 }
 
+/// A deterministic random walk in [0, 100] for (host, field), at step `t`
+/// (a smooth function of `t`, so duplicates sent later differ slightly).
+fn walk(h: usize, k: usize, t: usize) -> f64 {
+    let phase = (h * 31 + k * 17) as f64;
+    let x = 50.0
+        + 30.0 * ((t as f64 + phase) / 37.0).sin()
+        + 15.0 * ((t as f64 * 1.7 + phase) / 5.3).cos();
+    let noise = ((h * 7919 + k * 104_729 + t * 1_299_709) % 1_000_003) as f64 / 1_000_003.0;
+    (x + noise).clamp(0.0, 100.0)
+}
+
 fn input() -> Vec<RecordBatch> {
     let schema = schema();
     let tag_values: Vec<Vec<String>> = TAGS
@@ -77,9 +98,14 @@ fn input() -> Vec<RecordBatch> {
         .map(|(t, n)| (0..n).map(|v| format!("{t}_{v}")).collect())
         .collect();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut rows: Vec<(usize, usize)> = (0..TIMES).flat_map(|t| (0..HOSTS).map(move |h| (h, t))).collect();
-    let dups: Vec<(usize, usize)> = (0..rows.len() / 10)
-        .map(|_| rows[(rng.next() % rows.len() as u64) as usize])
+    let mut rows: Vec<(usize, usize, bool)> = (0..TIMES)
+        .flat_map(|t| (0..HOSTS).map(move |h| (h, t, false)))
+        .collect();
+    let dups: Vec<(usize, usize, bool)> = (0..rows.len() / 10)
+        .map(|_| {
+            let (h, t, _) = rows[(rng.next() % rows.len() as u64) as usize];
+            (h, t, true)
+        })
         .collect();
     rows.extend(dups);
     rows.chunks(BATCH_ROWS)
@@ -87,24 +113,37 @@ fn input() -> Vec<RecordBatch> {
             let mut columns: Vec<(String, ArrayRef)> = Vec::new();
             for (k, t) in TAGS.iter().enumerate() {
                 let mut b = StringDictionaryBuilder::<Int32Type>::new();
-                for &(h, _) in chunk {
+                for &(h, _, _) in chunk {
                     // Host h's tag set is fixed (hostname = h).
-                    let v = if *t == "hostname" { h } else { (h * 7 + k) % CARDINALITY[k] };
+                    let v = if *t == "hostname" {
+                        h
+                    } else {
+                        (h * 7 + k) % CARDINALITY[k]
+                    };
                     b.append_value(&tag_values[k][v]);
                 }
                 columns.push((t.to_string(), Arc::new(b.finish())));
             }
-            for f in FIELDS {
-                let v: Float64Array = chunk.iter().map(|_| Some((rng.next() % 10_000) as f64 / 100.0)).collect();
+            for (k, f) in FIELDS.iter().enumerate() {
+                let v: Float64Array = chunk
+                    .iter()
+                    .map(|&(h, t, dup)| Some(walk(h, k, t) + if dup { 0.25 } else { 0.0 }))
+                    .collect();
                 columns.push((f.to_string(), Arc::new(v)));
             }
             let time = TimestampNanosecondArray::from_iter_values(
-                chunk.iter().map(|&(_, t)| 1_700_000_000_000_000_000 + t as i64 * 10_000_000_000),
+                chunk
+                    .iter()
+                    .map(|&(_, t, _)| 1_700_000_000_000_000_000 + t as i64 * 10_000_000_000),
             )
             .with_timezone("UTC");
             columns.push(("time".to_string(), Arc::new(time)));
             columns.sort_by(|a, b| a.0.cmp(&b.0));
-            RecordBatch::try_new(Arc::clone(&schema), columns.into_iter().map(|(_, c)| c).collect()).expect("batch")
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                columns.into_iter().map(|(_, c)| c).collect(),
+            )
+            .expect("batch")
         })
         .collect()
 }
@@ -155,13 +194,17 @@ async fn throughput() {
     // it a few more times.
     let profile = std::env::var("SLUICE_COMPACT_PROFILE").unwrap_or_default();
     for _ in 0..if profile == "compact" { 5 } else { 0 } {
-        let out = compact(&exec, schema(), input.clone(), &key).await.expect("compact");
+        let out = compact(&exec, schema(), input.clone(), &key)
+            .await
+            .expect("compact");
         drop(out.collect().await.expect("collect"));
     }
 
     // Sort + dedup alone.
     let p = Phase::start();
-    let out = compact(&exec, schema(), input.clone(), &key).await.expect("compact");
+    let out = compact(&exec, schema(), input.clone(), &key)
+        .await
+        .expect("compact");
     let sorted = out.collect().await.expect("collect");
     p.stop("compact (sort+dedup)", rows_in);
     let rows_out: usize = sorted.iter().map(RecordBatch::num_rows).sum();
@@ -169,25 +212,48 @@ async fn throughput() {
     // Parquet encode + write alone, from the sorted batches.
     for i in 0..if profile == "write" { 5 } else { 0 } {
         let pre = futures::stream::iter(sorted.clone().into_iter().map(Ok)).boxed();
-        let out = CompactOutput::new(sorted[0].schema(), key.clone(), 0, None, pre, exec.handle().clone());
-        write_parquet(store.clone(), &Path::from(format!("p{i}.parquet")), out, vec![]).await.expect("write");
+        let out = CompactOutput::new(
+            sorted[0].schema(),
+            key.clone(),
+            0,
+            None,
+            pre,
+            exec.handle().clone(),
+        );
+        write_parquet(
+            store.clone(),
+            &Path::from(format!("p{i}.parquet")),
+            out,
+            vec![],
+        )
+        .await
+        .expect("write");
     }
     let p = Phase::start();
     let handle = exec.handle().clone();
     let out_schema = sorted[0].schema();
     let pre = futures::stream::iter(sorted.into_iter().map(Ok)).boxed();
     let out = CompactOutput::new(out_schema, key.clone(), 0, None, pre, handle);
-    write_parquet(store.clone(), &Path::from("encode.parquet"), out, vec![]).await.expect("write");
+    write_parquet(store.clone(), &Path::from("encode.parquet"), out, vec![])
+        .await
+        .expect("write");
     p.stop("write_parquet", rows_in);
 
     // End to end, as the persist worker runs it.
     let p = Phase::start();
     let key2 = sort_key(&input, &[]);
-    let out = compact(&exec, schema(), input, &key2).await.expect("compact");
-    let meta = write_parquet(store, &Path::from("all.parquet"), out, vec![]).await.expect("write");
+    let out = compact(&exec, schema(), input, &key2)
+        .await
+        .expect("compact");
+    let meta = write_parquet(store, &Path::from("all.parquet"), out, vec![])
+        .await
+        .expect("write");
     p.stop("end to end", rows_in);
     println!("key: {key:?}");
-    println!("rows in {rows_in}, rows out {rows_out}, file {} bytes", meta.file_size_bytes);
+    println!(
+        "rows in {rows_in}, rows out {rows_out}, file {} bytes",
+        meta.file_size_bytes
+    );
     assert_eq!(rows_out, HOSTS * TIMES);
 }
 

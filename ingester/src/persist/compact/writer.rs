@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use arrow::array::AsArray;
+use arrow::datatypes::DataType;
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
@@ -26,12 +27,11 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_writer::AsyncFileWriter;
-use arrow::datatypes::DataType;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::schema::types::ColumnPath;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::{CompactError, CompactOutput, ExecutorError, TIME_COLUMN};
 
@@ -101,7 +101,9 @@ fn writer_properties(
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_sorting_columns((!sorting.is_empty()).then_some(sorting))
-        .set_key_value_metadata(Some(kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()));
+        .set_key_value_metadata(Some(
+            kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
+        ));
     for f in schema.fields() {
         let path = ColumnPath::from(f.name().as_str());
         builder = match f.data_type() {
@@ -112,14 +114,14 @@ fn writer_properties(
                 .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
             // Dictionary while it pays (status codes), then deltas
             // (counters) rather than plain.
-            DataType::Int64 | DataType::UInt64 => builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED),
-            DataType::Float64 if std::env::var("SLUICE_PQ_FLOAT").as_deref() == Ok("plain") => {
-                builder.set_column_dictionary_enabled(path, false)
+            DataType::Int64 | DataType::UInt64 => {
+                builder.set_column_encoding(path, Encoding::DELTA_BINARY_PACKED)
             }
-            DataType::Float64 if std::env::var("SLUICE_PQ_FLOAT").as_deref() == Ok("bss") => builder
-                .set_column_dictionary_enabled(path.clone(), false)
-                .set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT),
-            // Tags, floats, strings, booleans: the defaults (dictionary,
+            // Dictionary while it pays (gauges with few values), then byte
+            // stream split: zstd compresses it better, and much faster,
+            // than plain floats.
+            DataType::Float64 => builder.set_column_encoding(path, Encoding::BYTE_STREAM_SPLIT),
+            // Tags, strings, booleans: the defaults (dictionary,
             // falling back to plain when it grows too large; RLE).
             _ => builder,
         };
@@ -147,12 +149,17 @@ async fn encode(
         let written = match batch {
             Ok(b) => {
                 rows += b.num_rows() as u64;
-                if let Some(t) = time.and_then(|t| b.column(t).as_primitive_opt::<TimestampNanosecondType>()) {
+                if let Some(t) =
+                    time.and_then(|t| b.column(t).as_primitive_opt::<TimestampNanosecondType>())
+                {
                     if let (Some(lo), Some(hi)) = (arrow::compute::min(t), arrow::compute::max(t)) {
                         range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
                     }
                 }
-                writer.write(&b).await.map_err(|source| encode_error(path, source))
+                writer
+                    .write(&b)
+                    .await
+                    .map_err(|source| encode_error(path, source))
             }
             Err(e) => Err(e),
         };
@@ -165,7 +172,10 @@ async fn encode(
             return Err(e);
         }
     }
-    writer.finish().await.map_err(|source| encode_error(path, source))?;
+    writer
+        .finish()
+        .await
+        .map_err(|source| encode_error(path, source))?;
     let (min_time, max_time) = range.unwrap_or((0, 0));
     Ok(ParquetFileMeta {
         file_size_bytes: writer.bytes_written() as u64,

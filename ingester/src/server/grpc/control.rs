@@ -43,14 +43,21 @@ impl v1::control_service_server::ControlService for ControlService {
             .rotate()
             .await
             .map_err(|e| Status::unavailable(format!("rotating the WAL: {e}")))?;
-        tracing::info!(segment = closed.id.get(), bytes = closed.bytes, "WAL rotated on request");
+        tracing::info!(
+            segment = closed.id.get(),
+            bytes = closed.bytes,
+            "WAL rotated on request"
+        );
         Ok(Response::new(v1::RotateWalResponse {
             closed_segment: closed.id.get(),
             partitions_marked: partitions,
         }))
     }
 
-    async fn persist(&self, request: Request<v1::PersistRequest>) -> Result<Response<v1::PersistResponse>, Status> {
+    async fn persist(
+        &self,
+        request: Request<v1::PersistRequest>,
+    ) -> Result<Response<v1::PersistResponse>, Status> {
         let r = request.into_inner();
         if r.namespace.is_empty() && !r.table.is_empty() {
             return Err(Status::invalid_argument("a table needs its namespace"));
@@ -62,7 +69,10 @@ impl v1::control_service_server::ControlService for ControlService {
         }))
     }
 
-    async fn status(&self, _: Request<v1::StatusRequest>) -> Result<Response<v1::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
         let s = self.control.status();
         Ok(Response::new(v1::StatusResponse {
             ingester_id: self.control.ingester_id.to_string(),
