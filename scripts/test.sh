@@ -156,6 +156,10 @@ show_server_logs_on_failure() {
 # Each phase records its own failure in FAILED; `|| true` keeps set -e from
 # stopping the run so the later phases still report.
 cargo_phase SLUICE_SKIP_FMT "cargo fmt" cargo fmt --all --check || true
+# Build the binaries and tests once, with one feature unification: the e2e
+# harness runs the same command (a no-op then) and uses the binary built here.
+cargo_phase SLUICE_SKIP_TESTS "cargo build" cargo build "${CARGO_LOCKED[@]}" --workspace --bins --tests || true
+export SLUICE_INGESTER_BIN="$CARGO_TARGET_DIR/debug/sluice-ingester"
 cargo_phase SLUICE_SKIP_CLIPPY "cargo clippy" \
     cargo clippy "${CARGO_LOCKED[@]}" --workspace --all-targets -- -D warnings || true
 if cargo nextest --version >/dev/null 2>&1; then

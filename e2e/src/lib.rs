@@ -3,7 +3,8 @@
 //! Flight, HTTP, CLI, files on disk).
 //!
 //! The binary is taken from `SLUICE_INGESTER_BIN` if set, else built once
-//! per test process with `cargo build` into the workspace's target dir.
+//! per test process with `cargo build --workspace --bins --tests` (what
+//! `scripts/test.sh` builds first) into the workspace's target dir.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -40,7 +41,10 @@ pub fn ingester_bin() -> &'static Path {
             .unwrap_or_else(|| root.join("target"));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "sluice-ingester", "--bin", "sluice-ingester"])
+            // The same package selection as `scripts/test.sh` builds, so the
+            // dependencies' features unify the same way and nothing is
+            // rebuilt with another feature set.
+            .args(["build", "--workspace", "--bins", "--tests"])
             .current_dir(&root)
             .status()
             .expect("run cargo build for sluice-ingester");
@@ -473,8 +477,11 @@ pub fn strip_ansi(s: &str) -> String {
     out
 }
 
-/// Runs `fut`, failing the test if it takes longer than `limit`.
+/// Runs `fut`, failing the test if it takes longer than `limit`. The
+/// binary under test is built (once per process) before the clock starts,
+/// so a cold build does not count against the limit.
 pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    ingester_bin();
     match tokio::time::timeout(limit, fut).await {
         Ok(v) => v,
         Err(_) => panic!("{what}: no result within {limit:?}"),

@@ -198,6 +198,16 @@ async fn bit_flip_in_an_older_segment_stops_start_up() {
                 .unwrap_or_default()
         );
 
+        // A torn tail is only forgiven in the newest segment: an older one
+        // cut short is corruption too.
+        std::fs::write(&older, &saved[..saved.len() - 3]).expect("truncate older segment");
+        let log = expect_start_failure(&mut ing, "older segment cut short").await;
+        assert!(log.contains(&name), "names the file {name}; log:\n{log}");
+        assert!(
+            logged_offset(&log).is_some(),
+            "names a byte offset; log:\n{log}"
+        );
+
         // Repaired, it starts and serves every row.
         std::fs::write(&older, saved).expect("restore segment");
         ing.start().await.expect("start with the repaired segment");

@@ -13,7 +13,10 @@
 //! * no row appears that was never sent.
 //!
 //! Small WAL segments make rotations and persist jobs run while the
-//! process is killed. Rounds: `SLUICE_CRASH_ROUNDS` (default 20); the
+//! process is killed. Every 5th round also kills the process during
+//! start-up (replay); every 4th round stops it with SIGTERM under load
+//! instead of SIGKILL (it must exit 0; writes it refuses with
+//! "the ingester is shutting down" must be absent). Rounds: `SLUICE_CRASH_ROUNDS` (default 20); the
 //! random seed is printed and can be fixed with `SLUICE_CRASH_SEED`.
 
 use std::collections::HashMap;
@@ -115,7 +118,17 @@ async fn run(rounds: u32, seed: u64) {
     // Seen in the logs of the killed processes.
     let (mut rotations, mut persists) = (0u64, 0u64);
 
+    let mut kills_during_start = 0;
+    let mut sigterms = 0;
     for round in 0..rounds {
+        if round % 5 == 4 {
+            // A crash during start-up (replay, or persisting what it replayed).
+            ing.spawn().expect("spawn");
+            let delay = rng.random_range(0..=150);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            ing.kill9();
+            kills_during_start += 1;
+        }
         let t = Instant::now();
         ing.start()
             .await
@@ -149,8 +162,24 @@ async fn run(rounds: u32, seed: u64) {
             .ok()
             .flatten()
             .unwrap_or(0.0) as u64;
-        let log = ing.log();
-        ing.kill9();
+        let log = if round % 4 == 3 {
+            // A clean stop under load: in-flight writes finish or are
+            // refused; the process exits 0.
+            let st = within(Duration::from_secs(40), "SIGTERM under load", ing.stop())
+                .await
+                .expect("SIGTERM");
+            assert!(
+                st.success(),
+                "round {round}: exit {st}; log:\n{}",
+                ing.log()
+            );
+            sigterms += 1;
+            ing.log()
+        } else {
+            let log = ing.log();
+            ing.kill9();
+            log
+        };
         assert!(
             !log.contains("panicked"),
             "round {round}: panic in log:\n{log}"
@@ -211,6 +240,7 @@ async fn run(rounds: u32, seed: u64) {
         files.len()
     );
     restart_secs.sort_by(f64::total_cmp);
+    eprintln!("crash: {kills_during_start} kills during start-up, {sigterms} SIGTERMs under load");
     eprintln!(
         "crash: {rounds} rounds in {:.1}s; {} writes; acked rows {} ({} over HTTP), \
          unknown-outcome rows {}, refused rows {}; restart to ready: median {:.2}s, max {:.2}s",
@@ -291,7 +321,8 @@ async fn writer(
                             if matches!(
                                 s.code(),
                                 tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
-                            ) =>
+                            ) || (s.code() == tonic::Code::Unavailable
+                                && s.message().starts_with("the ingester is")) =>
                         {
                             eprintln!("crash: gRPC write refused: {s}");
                             Outcome::Refused

@@ -286,3 +286,288 @@ async fn run() {
     ing.stop().await.expect("stop");
     ing.assert_no_panic();
 }
+
+/// One cell of a query result, for comparisons (floats by bit pattern).
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Null,
+    I(i64),
+    U(u64),
+    F(u64),
+    B(bool),
+    S(String),
+    T(i64),
+}
+
+fn f(x: f64) -> Val {
+    Val::F(x.to_bits())
+}
+
+fn s(x: &str) -> Val {
+    Val::S(x.to_string())
+}
+
+/// Every row of a result as `column → value`, ordered by (time, then the
+/// rendering of the row) so that tests can compare without caring about
+/// row order.
+fn cells(r: &sluice_e2e::QueryResult) -> Vec<BTreeMap<String, Val>> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::{DataType, Float64Type, Int64Type, UInt64Type};
+    let mut rows = Vec::new();
+    for b in &r.batches {
+        let schema = b.schema();
+        for i in 0..b.num_rows() {
+            let mut row = BTreeMap::new();
+            for (field, col) in schema.fields().iter().zip(b.columns()) {
+                let v = if col.is_null(i) {
+                    Val::Null
+                } else {
+                    match field.data_type() {
+                        DataType::Int64 => Val::I(col.as_primitive::<Int64Type>().value(i)),
+                        DataType::UInt64 => Val::U(col.as_primitive::<UInt64Type>().value(i)),
+                        DataType::Float64 => f(col.as_primitive::<Float64Type>().value(i)),
+                        DataType::Boolean => Val::B(col.as_boolean().value(i)),
+                        DataType::Utf8 => Val::S(col.as_string::<i32>().value(i).to_string()),
+                        DataType::Dictionary(..) => Val::S(
+                            data::strings(&b.slice(i, 1), field.name())[0]
+                                .clone()
+                                .expect("valid"),
+                        ),
+                        DataType::Timestamp(..) => Val::T(data::times(b)[i]),
+                        other => panic!("column {} has type {other}", field.name()),
+                    }
+                };
+                row.insert(field.name().clone(), v);
+            }
+            rows.push(row);
+        }
+    }
+    rows.sort_by_key(|r| format!("{:?}{r:?}", r.get("time")));
+    rows
+}
+
+fn row_of(pairs: &[(&str, Val)]) -> BTreeMap<String, Val> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+/// Line protocol's corners (escapes, extreme numbers, every boolean
+/// spelling, sparse rows) and an Arrow IPC write, read back exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_values_and_arrow_writes_round_trip() {
+    within(Duration::from_secs(90), "edge values", async {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut ing = Ingester::new(tmp.path().join("data"));
+        ing.start().await.expect("start");
+        let t = BASE_TIME;
+
+        // ---- line protocol corners ----
+        let lp = format!(
+            "# a comment line, then a blank line\n\
+             \n\
+             my\\ meas\\,x,tag\\ key=va\\,l\\=ue,uni=h\u{e9}llo i=-9223372036854775808i,u=18446744073709551615u,f=1.7976931348623157e308,b=t,s=\"he said \\\"hi\\\" \\\\ back\" {t0}\n\
+             my\\ meas\\,x,tag\\ key=2 i=9223372036854775807i,f=-0.0,b=FALSE,s=\"multi\nline\" {t1}\n\
+             my\\ meas\\,x f=5e-324,b=True {t2}\n\
+             my\\ meas\\,x,uni=z u=0u,b=F,f=1E5 {t3}\n",
+            t0 = t,
+            t1 = t + 1,
+            t2 = t + 2,
+            t3 = t + 3,
+        );
+        let r = ing.write_lp("edge", &lp).await.expect("write corners");
+        assert_eq!(r.rows, 4);
+        let got = cells(&ing.query_table("edge", "my meas,x").await.expect("query corners"));
+        let all = |pairs: &[(&str, Val)]| {
+            let mut m = row_of(&[
+                ("tag key", Val::Null),
+                ("uni", Val::Null),
+                ("i", Val::Null),
+                ("u", Val::Null),
+                ("f", Val::Null),
+                ("b", Val::Null),
+                ("s", Val::Null),
+            ]);
+            m.extend(row_of(pairs));
+            m
+        };
+        let want = vec![
+            all(&[
+                ("tag key", s("va,l=ue")),
+                ("uni", s("h\u{e9}llo")),
+                ("i", Val::I(i64::MIN)),
+                ("u", Val::U(u64::MAX)),
+                ("f", f(f64::MAX)),
+                ("b", Val::B(true)),
+                ("s", s("he said \"hi\" \\ back")),
+                ("time", Val::T(t)),
+            ]),
+            all(&[
+                ("tag key", s("2")),
+                ("i", Val::I(i64::MAX)),
+                ("f", f(-0.0)),
+                ("b", Val::B(false)),
+                ("s", s("multi\nline")),
+                ("time", Val::T(t + 1)),
+            ]),
+            all(&[
+                ("f", f(5e-324)),
+                ("b", Val::B(true)),
+                ("time", Val::T(t + 2)),
+            ]),
+            all(&[
+                ("uni", s("z")),
+                ("u", Val::U(0)),
+                ("b", Val::B(false)),
+                ("f", f(1e5)),
+                ("time", Val::T(t + 3)),
+            ]),
+        ];
+        assert_eq!(got, want, "line protocol corners");
+        let schema = ing.table_schema("edge", "my meas,x").await.expect("schema");
+        let mut cols: Vec<(String, i32)> = schema
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.column_type))
+            .collect();
+        cols.sort();
+        use v1::ColumnType as C;
+        assert_eq!(
+            cols,
+            [
+                ("b", C::Bool),
+                ("f", C::F64),
+                ("i", C::I64),
+                ("s", C::String),
+                ("tag key", C::Tag),
+                ("time", C::Time),
+                ("u", C::U64),
+                ("uni", C::Tag),
+            ]
+            .map(|(n, c)| (n.to_string(), c as i32)),
+            "catalog schema"
+        );
+
+        // ---- Arrow IPC ----
+        use arrow::array::{
+            ArrayRef, BooleanArray, DictionaryArray, Float64Array, Int64Array, StringArray,
+            TimestampNanosecondArray, UInt64Array,
+        };
+        use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
+        use std::sync::Arc;
+        let dc_field = Field::new(
+            "dc",
+            DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            true,
+        )
+        .with_metadata([("sluice.column_type".to_string(), "tag".to_string())].into());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+            Field::new("host", DataType::Utf8, true),
+            dc_field,
+            Field::new("i", DataType::Int64, true),
+            Field::new("u", DataType::UInt64, true),
+            Field::new("f", DataType::Float64, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let dc: DictionaryArray<Int32Type> = vec![Some("eu"), None, Some("us")].into_iter().collect();
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(TimestampNanosecondArray::from(vec![t, t + 1, t + NANOS_PER_DAY])),
+            Arc::new(StringArray::from(vec![Some("a"), Some("b"), None])),
+            Arc::new(dc),
+            Arc::new(Int64Array::from(vec![Some(1), None, Some(-3)])),
+            Arc::new(UInt64Array::from(vec![None, Some(2), Some(u64::MAX)])),
+            Arc::new(Float64Array::from(vec![Some(0.1), Some(f64::MIN_POSITIVE), None])),
+            Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+            Arc::new(StringArray::from(vec![Some("x"), Some(""), None])),
+        ];
+        let batch = arrow::record_batch::RecordBatch::try_new(schema.clone(), cols).expect("batch");
+        let mut ipc = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &schema).expect("ipc");
+            w.write(&batch).expect("ipc batch");
+            w.finish().expect("ipc finish");
+        }
+        let mut c = ing.write_client().await.expect("client");
+        let r = c
+            .write(v1::WriteRequest {
+                namespace: "edge".into(),
+                payload: Some(v1::write_request::Payload::Arrow(v1::ArrowBatch {
+                    table: "arrow".into(),
+                    ipc_stream: ipc.into(),
+                    tags: vec!["host".into()],
+                })),
+                precision: 0,
+            })
+            .await
+            .expect("Arrow write")
+            .into_inner();
+        assert_eq!(r.rows, 3);
+        let res = ing.query_table("edge", "arrow").await.expect("query arrow");
+        let mut keys: Vec<&str> = res.partitions.iter().map(|p| p.partition_key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, ["2026-01-01", "2026-01-02"], "Arrow rows split by day");
+        let got = cells(&res);
+        let want = vec![
+            row_of(&[
+                ("b", Val::B(true)),
+                ("dc", s("eu")),
+                ("f", f(0.1)),
+                ("host", s("a")),
+                ("i", Val::I(1)),
+                ("s", s("x")),
+                ("time", Val::T(t)),
+                ("u", Val::Null),
+            ]),
+            row_of(&[
+                ("b", Val::Null),
+                ("dc", Val::Null),
+                ("f", f(f64::MIN_POSITIVE)),
+                ("host", s("b")),
+                ("i", Val::Null),
+                ("s", s("")),
+                ("time", Val::T(t + 1)),
+                ("u", Val::U(2)),
+            ]),
+            row_of(&[
+                ("b", Val::B(false)),
+                ("dc", s("us")),
+                ("f", Val::Null),
+                ("host", Val::Null),
+                ("i", Val::I(-3)),
+                ("s", Val::Null),
+                ("time", Val::T(t + NANOS_PER_DAY)),
+                ("u", Val::U(u64::MAX)),
+            ]),
+        ];
+        assert_eq!(got, want, "Arrow write read back");
+        // Tags are tags, in the catalog and in the result's types.
+        for b in &res.batches {
+            for name in ["host", "dc"] {
+                assert!(
+                    matches!(b.schema().field_with_name(name).expect("tag").data_type(), DataType::Dictionary(..)),
+                    "{name} is a dictionary"
+                );
+            }
+        }
+
+        // Both survive a restart (WAL replay of LP and Arrow payloads).
+        ing.kill9();
+        ing.start().await.expect("restart");
+        let q = |table: &str| v1::QueryRequest {
+            namespace: "edge".into(),
+            table: table.into(),
+            include_persisted: true,
+            ..Default::default()
+        };
+        let replayed = cells(&ing.query(q("arrow")).await.expect("arrow after restart"));
+        assert_eq!(replayed, want, "Arrow rows after replay");
+        let replayed = cells(&ing.query(q("my meas,x")).await.expect("lp after restart"));
+        assert_eq!(replayed.len(), 4, "LP rows after replay");
+        ing.stop().await.expect("stop");
+        ing.assert_no_panic();
+    })
+    .await;
+}

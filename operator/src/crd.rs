@@ -24,8 +24,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, EnvVar, ResourceRequirements, SecretKeySelector, Toleration,
-    TopologySpreadConstraint,
+    Affinity, EnvVar, ResourceRequirements, SecretKeySelector, Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -43,6 +42,8 @@ pub const VERSION: &str = "v1alpha1";
 /// a ConfigMap and a PodDisruptionBudget, plus the operator's driver, which
 /// drains pods before they go (scale-down, rolling restart, deletion).
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// clippy sees the repeated `type_ = ...` of the printer columns as duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "sluice.dev",
     version = "v1alpha1",
@@ -76,7 +77,11 @@ pub const VERSION: &str = "v1alpha1";
         json_path = ".status.phase",
         description = "Ready, Progressing, Draining or Degraded"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("self.replicas <= 1 || has(self.catalog.postgres)")
@@ -316,6 +321,10 @@ pub struct IngestSpec {
 /// Object store for Parquet files: exactly one of `local` or `s3`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per resource; boxing buys nothing"
+)]
 pub enum ObjectStoreSpec {
     /// Files on the pod's own volume. One replica only.
     Local(LocalObjectStore),
@@ -577,10 +586,10 @@ mod tests {
         assert_eq!(spec_rules.len(), 2);
         assert!(spec_rules[0]["rule"].as_str().unwrap().contains("postgres"));
         assert!(spec_rules[1]["rule"].as_str().unwrap().contains("s3"));
-        let vol_rules = s["properties"]["spec"]["properties"]["walVolume"]
-            ["x-kubernetes-validations"]
-            .as_array()
-            .expect("walVolume rules");
+        let vol_rules =
+            s["properties"]["spec"]["properties"]["walVolume"]["x-kubernetes-validations"]
+                .as_array()
+                .expect("walVolume rules");
         assert!(
             vol_rules
                 .iter()

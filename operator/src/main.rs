@@ -5,7 +5,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "sluice-operator", version, about = "Runs Sluice ingesters on Kubernetes")]
+#[command(
+    name = "sluice-operator",
+    version,
+    about = "Runs Sluice ingesters on Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

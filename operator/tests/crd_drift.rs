@@ -16,7 +16,7 @@ fn committed_crd_matches_the_rust_types() {
             .lines()
             .zip(want.lines())
             .position(|(a, b)| a != b)
-            .map_or_else(|| have.lines().count().min(want.lines().count()), |i| i)
+            .unwrap_or_else(|| have.lines().count().min(want.lines().count()))
             + 1;
         panic!(
             "crds/ingester.yaml differs from the generated CRD (first at line {line}); \

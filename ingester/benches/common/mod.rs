@@ -11,9 +11,12 @@
 
 use std::fmt::Write;
 
-/// True under criterion's `--test` (smoke) mode: use tiny inputs.
+/// True when criterion runs each benchmark once as a test — `cargo bench --
+/// --test`, or `cargo test --benches` (which does not pass `--bench`): use
+/// tiny inputs.
 pub fn smoke() -> bool {
-    std::env::args().any(|a| a == "--test")
+    let has = |flag: &str| std::env::args().any(|a| a == flag);
+    has("--test") || !has("--bench")
 }
 
 /// `full` normally, `tiny` in smoke mode.

@@ -252,19 +252,25 @@ pub fn validate(
         humantime::format_duration(rotation_interval * 2).to_string(),
     );
 
-    let mut put_positive = |field: &'static str, key: &str, v: Option<i64>| {
-        match v {
-            None => Ok(()),
-            Some(v) if v > 0 => {
-                settings.insert(key.to_string(), v.to_string());
-                Ok(())
-            }
-            Some(value) => Err(ValidationError::NotPositive { field, value }),
+    let mut put_positive = |field: &'static str, key: &str, v: Option<i64>| match v {
+        None => Ok(()),
+        Some(v) if v > 0 => {
+            settings.insert(key.to_string(), v.to_string());
+            Ok(())
         }
+        Some(value) => Err(ValidationError::NotPositive { field, value }),
     };
-    put_positive("wal.segmentBytes", "SLUICE_WAL_SEGMENT_BYTES", spec.wal.segment_bytes)?;
+    put_positive(
+        "wal.segmentBytes",
+        "SLUICE_WAL_SEGMENT_BYTES",
+        spec.wal.segment_bytes,
+    )?;
     let p = &spec.persist;
-    put_positive("persist.workers", "SLUICE_PERSIST_WORKERS", p.workers.map(i64::from))?;
+    put_positive(
+        "persist.workers",
+        "SLUICE_PERSIST_WORKERS",
+        p.workers.map(i64::from),
+    )?;
     put_positive(
         "persist.queueDepth",
         "SLUICE_PERSIST_QUEUE_DEPTH",
@@ -504,8 +510,8 @@ mod tests {
 
     #[test]
     fn cluster_sample_takes_secrets_from_env() {
-        let vi = validate(&sample("cluster.yaml"), &ValidateOptions::default())
-            .expect("valid sample");
+        let vi =
+            validate(&sample("cluster.yaml"), &ValidateOptions::default()).expect("valid sample");
         assert_eq!(vi.replicas, 3);
         assert_eq!(vi.settings["SLUICE_OBJECT_STORE"], "s3://sluice-data/prod");
         assert!(!vi.settings.contains_key("SLUICE_CATALOG"));
@@ -523,7 +529,10 @@ mod tests {
         assert_eq!(vi.rotation_interval, Duration::from_secs(300));
         assert_eq!(vi.settings["SLUICE_WAL_ROTATION_INTERVAL"], "10m");
         assert_eq!(vi.triggers.buffer_bytes, Some(536_870_912));
-        assert_eq!(vi.pod_dns(2), "ingest-2.ingest-pods.sluice.svc.cluster.local");
+        assert_eq!(
+            vi.pod_dns(2),
+            "ingest-2.ingest-pods.sluice.svc.cluster.local"
+        );
     }
 
     const BASE: &str = r#"
@@ -563,8 +572,12 @@ spec:
         let long = "a".repeat(MAX_NAME_LEN + 1);
         let y = BASE.replace("name: a,", &format!("name: {long},"));
         assert!(matches!(v(&y), Err(ValidationError::BadName { .. })));
-        let y = BASE.replace(", uid: \"u-1\"", "");
-        assert_eq!(v(&y), Err(ValidationError::MissingMetadata("uid")));
+        let mut no_uid = ingester_from_yaml(BASE);
+        no_uid.metadata.uid = None;
+        assert_eq!(
+            validate(&no_uid, &ValidateOptions::default()),
+            Err(ValidationError::MissingMetadata("uid"))
+        );
     }
 
     #[test]

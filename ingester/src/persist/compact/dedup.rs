@@ -341,10 +341,10 @@ mod tests {
     }
 
     /// A sorted batch in the sort schema: (tag, time, f, g), arrival = row.
-    fn sorted(
-        rows_: &[(Option<&str>, i64, Option<f64>, Option<i64>)],
-        first_arrival: u64,
-    ) -> RecordBatch {
+    /// (tag, time, f, g)
+    type Row<'a> = (Option<&'a str>, i64, Option<f64>, Option<i64>);
+
+    fn sorted(rows_: &[Row<'_>], first_arrival: u64) -> RecordBatch {
         let l = layout();
         let b = batch(&[
             ("f", Col::F64(rows_.iter().map(|r| r.2).collect())),

@@ -304,8 +304,7 @@ impl PackedKey {
             None => (0..keys.len()).map(code).collect(),
         };
         let nulls = codes
-            .iter()
-            .any(|&c| c == 0)
+            .contains(&0)
             .then(|| NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0)));
         let ranks: Vec<i32> = codes.iter().map(|&c| c.saturating_sub(1) as i32).collect();
         let dict = DictionaryArray::<Int32Type>::try_new(

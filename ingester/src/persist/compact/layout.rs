@@ -147,7 +147,7 @@ impl Layout {
         let output_schema = Arc::new(Schema::new(
             columns
                 .iter()
-                .map(|c| table.field_with_name(c).map(|f| f.clone()))
+                .map(|c| table.field_with_name(c).cloned())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| CompactError::Schema(e.to_string()))?,
         ));

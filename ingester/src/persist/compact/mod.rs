@@ -44,6 +44,7 @@
 //! holds at most one encoded row group, and the upload is multipart.
 
 mod dedup;
+mod encoder;
 mod executor;
 mod input;
 mod key;

@@ -104,8 +104,9 @@ impl CompactOutput {
         self.time_range
     }
 
-    /// Runs the pipeline to completion and keeps every batch in memory.
-    /// For tests and small outputs; large ones should be streamed.
+    /// Runs the pipeline to completion and keeps every batch in memory
+    /// (tests; real outputs are streamed).
+    #[cfg(test)]
     pub(crate) async fn collect(self) -> Result<Vec<RecordBatch>, CompactError> {
         futures::TryStreamExt::try_collect(self).await
     }

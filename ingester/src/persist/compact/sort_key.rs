@@ -38,11 +38,11 @@ pub(crate) fn sort_key(batches: &[RecordBatch], existing: &[String]) -> Vec<Stri
                 continue;
             }
             let distinct = new_tags.entry(name).or_default();
-            if let Some(dict) = column.as_dictionary_opt::<Int32Type>() {
-                if let Some(values) = dict.values().as_string_opt::<i32>() {
-                    count_used(dict, values, &mut used, distinct);
-                    continue;
-                }
+            if let Some(dict) = column.as_dictionary_opt::<Int32Type>()
+                && let Some(values) = dict.values().as_string_opt::<i32>()
+            {
+                count_used(dict, values, &mut used, distinct);
+                continue;
             }
             // Another dictionary encoding: not produced by Sluice; order it
             // as if it had one value rather than fail the persist.
@@ -86,10 +86,10 @@ fn count_used<'a>(
         }
         Some(nulls) => {
             for (i, &k) in keys.values().iter().enumerate() {
-                if nulls.is_valid(i) {
-                    if let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k)) {
-                        *u = true;
-                    }
+                if nulls.is_valid(i)
+                    && let Some(u) = usize::try_from(k).ok().and_then(|k| used.get_mut(k))
+                {
+                    *u = true;
                 }
             }
         }

@@ -326,7 +326,11 @@ fn check_big_output(batches: &[RecordBatch], hosts: usize, times: usize) {
             assert_eq!(name, format!("host-{h:05}"), "row {n}");
             assert_eq!(time.value(r), t as i64, "row {n}");
             let id = h * times + t;
-            let sign = if (t * hosts + h) % 10 == 0 { -1.0 } else { 1.0 };
+            let sign = if (t * hosts + h).is_multiple_of(10) {
+                -1.0
+            } else {
+                1.0
+            };
             assert_eq!(f.value(r), sign * id as f64, "row {n}");
             assert_eq!(u.value(r), id as u64, "row {n}");
             n += 1;

@@ -184,7 +184,13 @@ async fn throughput() {
     let rows_in: usize = input.iter().map(RecordBatch::num_rows).sum();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(LocalFileSystem::new_with_prefix(dir.path()).expect("store"));
-    let exec = Executor::new(1, 1 << 30, dir.path().join("spill")).expect("executor");
+    // SLUICE_COMPACT_THREADS: executor threads (default 1).
+    let threads = std::env::var("SLUICE_COMPACT_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let exec = Executor::new(threads, 1 << 30, dir.path().join("spill")).expect("executor");
+    println!("executor threads: {threads}");
 
     let p = Phase::start();
     let key = sort_key(&input, &[]);

@@ -1,8 +1,9 @@
 //! Encoding a compaction's output as one Parquet file in the object store.
 //!
-//! Encoding runs on the executor, in the same task as the sort and dedup
-//! that feed it (no channel hop). Memory is bounded by one row group of
-//! encoded pages in the Arrow writer plus the upload buffer: the object
+//! Encoding runs on the executor: the sort and dedup in the writer's task
+//! (no channel hop), each column's encoder in a task of its own
+//! ([`super::encoder`]). Memory is bounded by one row group of encoded
+//! pages plus the upload buffer: the object
 //! store writer switches to a multipart upload past [`UPLOAD_PART_BYTES`]
 //! and keeps at most [`UPLOAD_CONCURRENCY`] parts in flight. On failure the
 //! multipart upload is aborted; no object appears under `path` unless the
@@ -25,7 +26,6 @@ use futures::future::BoxFuture;
 use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use parquet::arrow::AsyncArrowWriter;
 use parquet::arrow::async_writer::AsyncFileWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::ParquetError;
@@ -33,6 +33,7 @@ use parquet::file::metadata::{KeyValue, SortingColumn};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use super::encoder::ParallelEncoder;
 use super::{CompactError, CompactOutput, ExecutorError, TIME_COLUMN};
 
 /// zstd level 1: most of the ratio of higher levels on sorted,
@@ -136,13 +137,13 @@ async fn encode(
     mut batches: futures::stream::BoxStream<'static, Result<RecordBatch, CompactError>>,
     props: WriterProperties,
 ) -> Result<ParquetFileMeta, CompactError> {
-    let upload = Upload(
+    let err = |source| encode_error(path, source);
+    let time = schema.index_of(TIME_COLUMN).ok();
+    let mut encoder = ParallelEncoder::new(schema, props, ROW_GROUP_ROWS).map_err(err)?;
+    let mut upload = Upload(
         BufWriter::with_capacity(store, path.clone(), UPLOAD_PART_BYTES)
             .with_max_concurrency(UPLOAD_CONCURRENCY),
     );
-    let time = schema.index_of(TIME_COLUMN).ok();
-    let mut writer = AsyncArrowWriter::try_new(upload, schema, Some(props))
-        .map_err(|source| encode_error(path, source))?;
     let mut rows = 0u64;
     let mut range: Option<(i64, i64)> = None;
     while let Some(batch) = batches.next().await {
@@ -151,34 +152,32 @@ async fn encode(
                 rows += b.num_rows() as u64;
                 if let Some(t) =
                     time.and_then(|t| b.column(t).as_primitive_opt::<TimestampNanosecondType>())
+                    && let (Some(lo), Some(hi)) = (arrow::compute::min(t), arrow::compute::max(t))
                 {
-                    if let (Some(lo), Some(hi)) = (arrow::compute::min(t), arrow::compute::max(t)) {
-                        range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
-                    }
+                    range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
                 }
-                writer
-                    .write(&b)
-                    .await
-                    .map_err(|source| encode_error(path, source))
+                match encoder.write(&b).await.map_err(err) {
+                    Ok(Some(bytes)) => upload.write(bytes).await.map_err(err),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
         if let Err(e) = written {
             // Nothing has been completed yet: abort any multipart upload.
-            let mut upload = writer.into_inner();
             if let Err(abort) = upload.0.abort().await {
                 tracing::warn!(%path, error = %abort, "aborting Parquet upload failed");
             }
             return Err(e);
         }
     }
-    writer
-        .finish()
-        .await
-        .map_err(|source| encode_error(path, source))?;
+    let (last, file_size_bytes) = encoder.finish().await.map_err(err)?;
+    upload.write(last).await.map_err(err)?;
+    upload.complete().await.map_err(err)?;
     let (min_time, max_time) = range.unwrap_or((0, 0));
     Ok(ParquetFileMeta {
-        file_size_bytes: writer.bytes_written() as u64,
+        file_size_bytes,
         row_count: rows,
         min_time,
         max_time,

@@ -36,7 +36,10 @@ mod tests {
         assert_eq!(cm.metadata.name.as_deref(), Some("ingest-config"));
         let data = cm.data.as_ref().expect("data");
         assert_eq!(data["SLUICE_PERSIST_WORKERS"], "4");
-        assert_eq!(data["SLUICE_S3_ENDPOINT"], "https://s3.eu-west-1.amazonaws.com");
+        assert_eq!(
+            data["SLUICE_S3_ENDPOINT"],
+            "https://s3.eu-west-1.amazonaws.com"
+        );
         assert_eq!(data["SLUICE_GRPC_BIND"], "0.0.0.0:8082");
         // Secrets stay out of the ConfigMap.
         assert!(!data.contains_key("SLUICE_CATALOG"));

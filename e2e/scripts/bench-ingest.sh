@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs one load-generator scenario against a fresh release `sluice-ingester
+# serve` (its own data directory, default settings: WAL fsync on every group
+# commit, persistence on) and stops it afterwards. The loadgen reports the
+# server's CPU and WAL/persist counters next to its own figures.
+#
+#   e2e/scripts/bench-ingest.sh [loadgen args…]
+#
+# Examples (docs/benchmarks.md lists the ones behind the published figures):
+#   e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --duration 60s --warm-up 10s
+#   e2e/scripts/bench-ingest.sh --writers 1 --batch-lines 1 --duration 30s --warm-up 3s
+#   e2e/scripts/bench-ingest.sh --target http --writers 8 --duration 30s
+#
+# Environment:
+#   SLUICE_BENCH_PARENT  where the data directory is created (default: the
+#                        repository root, i.e. the same filesystem as ./data)
+#   SLUICE_SERVER_ARGS   extra `serve` flags (e.g. "--persist-workers 1")
+#   SLUICE_BENCH_KEEP=1  keep the data directory and server log
+#   SLUICE_PERF=SECONDS  also record a CPU profile of the server (perf,
+#                        software clock) for SECONDS after the warm-up start
+#   CARGO_TARGET_DIR     where the release binaries are (built if missing)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+if [[ ! -x "$bin/sluice-ingester" || ! -x "$bin/sluice-loadgen" ]]; then
+  (cd "$root" && cargo build --release -q -p sluice-ingester -p sluice-e2e)
+fi
+parent="${SLUICE_BENCH_PARENT:-$root}"
+data="$(mktemp -d "$parent/.bench-data.XXXXXX")"
+port_base=$((20000 + RANDOM % 20000))
+grpc="127.0.0.1:$port_base"
+http="127.0.0.1:$((port_base + 1))"
+log="$data.log"
+
+# shellcheck disable=SC2086
+"$bin/sluice-ingester" serve --data-dir "$data" --grpc-bind "$grpc" --http-bind "$http" \
+  ${SLUICE_SERVER_ARGS:-} >"$log" 2>&1 &
+pid=$!
+cleanup() {
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  if [[ "${SLUICE_BENCH_KEEP:-0}" != 1 ]]; then
+    rm -rf "$data" "$log"
+  else
+    echo "kept $data and $log" >&2
+  fi
+}
+trap cleanup EXIT
+for _ in $(seq 1 600); do
+  curl -sf "http://$http/ready" >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+  sleep 0.1
+done
+
+addr="http://$grpc"
+for a in "$@"; do [[ "$a" == http ]] && addr="http://$http"; done
+echo "server pid $pid, data $data ($(df -T "$data" | awk 'NR==2 {print $2, $1}')), load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+if [[ -n "${SLUICE_PERF:-}" ]]; then
+  ( sleep 2; perf record -F 999 -g -p "$pid" -o "$data.perf" -- sleep "$SLUICE_PERF" >/dev/null 2>&1
+    echo "profile: $data.perf (perf report -i $data.perf)" >&2 ) &
+  perf_pid=$!
+fi
+"$bin/sluice-loadgen" --addr "$addr" --query-addr "http://$grpc" --server-pid "$pid" \
+  --metrics-url "http://$http/metrics" "$@"
+if [[ -n "${perf_pid:-}" ]]; then wait "$perf_pid" || true; fi
