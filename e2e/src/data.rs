@@ -30,7 +30,7 @@ pub fn row(w: u32, i: u64) -> Row {
         time: BASE_TIME + (i as i64) * 1_000 + i64::from(w),
         usage: (i as f64) * 0.5 + f64::from(w),
         count: (i as i64) * 3 - 7,
-        ok: i % 2 == 0,
+        ok: i.is_multiple_of(2),
     }
 }
 

@@ -286,9 +286,13 @@ impl Ingester {
     /// The sum of a Prometheus metric's samples on `/metrics` (all label
     /// sets); `None` if the metric is absent.
     pub async fn metric(&self, name: &str) -> anyhow::Result<Option<f64>> {
-        let (status, text) =
-            http_request("GET", &format!("{}/metrics", self.http_url()), Vec::new(), false)
-                .await?;
+        let (status, text) = http_request(
+            "GET",
+            &format!("{}/metrics", self.http_url()),
+            Vec::new(),
+            false,
+        )
+        .await?;
         if status != 200 {
             bail!("/metrics answered {status}");
         }

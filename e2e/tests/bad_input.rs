@@ -294,7 +294,7 @@ async fn run_case(ing: &Ingester, c: &Case, via: Via) {
     let ns = format!("bad_{}_{}", c.name, via.name());
     // One good row, so "nothing applied" means "still one row".
     send(
-        &ing,
+        ing,
         via,
         &ns,
         format!("m,host=pre ok=1i {BASE_TIME}\n").as_bytes(),
@@ -304,7 +304,7 @@ async fn run_case(ing: &Ingester, c: &Case, via: Via) {
     .await
     .unwrap_or_else(|r| panic!("{ns}: the good row was refused: {r:?}"));
     let before = ing.column_names(&ns, "m").await.expect("schema");
-    let r = send(&ing, via, &ns, &c.body, c.precision, false).await;
+    let r = send(ing, via, &ns, &c.body, c.precision, false).await;
     let Err(r) = r else {
         panic!("{ns}: accepted a bad request")
     };

@@ -405,57 +405,58 @@ async fn verify(ing: &Ingester, attempts: &Mutex<Vec<Attempt>>, round: u32) {
     };
     let seen = occurrences(&full);
     let mut expected_keys = 0usize;
-    let mut attempts = attempts.lock().expect("lock");
-    for a in attempts.iter_mut() {
-        let counts: Vec<u32> = a
-            .counters
-            .clone()
-            .map(|c| seen.get(&(a.writer, a.round, c)).copied().unwrap_or(0))
-            .collect();
-        let present = counts.iter().filter(|&&n| n > 0).count();
-        let ctx = || {
-            format!(
-                "after round {round}: write of writer {} round {} rows {:?} ({:?}, {:?}): \
+    {
+        let mut attempts = attempts.lock().expect("lock");
+        for a in attempts.iter_mut() {
+            let counts: Vec<u32> = a
+                .counters
+                .clone()
+                .map(|c| seen.get(&(a.writer, a.round, c)).copied().unwrap_or(0))
+                .collect();
+            let present = counts.iter().filter(|&&n| n > 0).count();
+            let ctx = || {
+                format!(
+                    "after round {round}: write of writer {} round {} rows {:?} ({:?}, {:?}): \
                  occurrences {:?}",
-                a.writer,
-                a.round,
-                a.counters,
-                a.outcome,
-                a.resolved,
-                summarize(&counts)
-            )
-        };
-        assert!(
-            counts.iter().all(|&n| n <= 1),
-            "a row served twice: {}",
-            ctx()
-        );
-        match a.outcome {
-            Outcome::Acked => {
-                assert_eq!(present, counts.len(), "acknowledged rows lost: {}", ctx())
-            }
-            Outcome::Refused => assert_eq!(present, 0, "refused rows applied: {}", ctx()),
-            Outcome::Unknown => {
-                assert!(
-                    present == 0 || present == counts.len(),
-                    "a write applied partially: {}",
-                    ctx()
-                );
-                let now = present > 0;
-                match a.resolved {
-                    None => a.resolved = Some(now),
-                    Some(before) => assert_eq!(
-                        before,
-                        now,
-                        "a write's presence changed after recovery: {}",
+                    a.writer,
+                    a.round,
+                    a.counters,
+                    a.outcome,
+                    a.resolved,
+                    summarize(&counts)
+                )
+            };
+            assert!(
+                counts.iter().all(|&n| n <= 1),
+                "a row served twice: {}",
+                ctx()
+            );
+            match a.outcome {
+                Outcome::Acked => {
+                    assert_eq!(present, counts.len(), "acknowledged rows lost: {}", ctx())
+                }
+                Outcome::Refused => assert_eq!(present, 0, "refused rows applied: {}", ctx()),
+                Outcome::Unknown => {
+                    assert!(
+                        present == 0 || present == counts.len(),
+                        "a write applied partially: {}",
                         ctx()
-                    ),
+                    );
+                    let now = present > 0;
+                    match a.resolved {
+                        None => a.resolved = Some(now),
+                        Some(before) => assert_eq!(
+                            before,
+                            now,
+                            "a write's presence changed after recovery: {}",
+                            ctx()
+                        ),
+                    }
                 }
             }
+            expected_keys += present;
         }
-        expected_keys += present;
     }
-    drop(attempts);
     assert_eq!(
         seen.len(),
         expected_keys,

@@ -284,9 +284,11 @@ pub async fn serve_on(
         catalog_service_server::CatalogServiceServer, control_service_server::ControlServiceServer,
         write_service_server::WriteServiceServer,
     };
-    let write_svc =
+    let write_svc = server::grpc::size_limit::SizeLimitAnswer::new(
         WriteServiceServer::new(server::grpc::write::WriteService::new(Arc::clone(&writer)))
-            .max_decoding_message_size(max_msg);
+            .max_decoding_message_size(max_msg),
+        config.max_request_bytes,
+    );
     let flight_svc = arrow_flight::flight_service_server::FlightServiceServer::new(
         server::grpc::flight::FlightQueryService::new(Arc::clone(&query), Arc::clone(&ingester_id)),
     )

@@ -81,11 +81,7 @@ impl Context {
     }
 
     pub(crate) fn key(&self, ing: &Ingester) -> String {
-        format!(
-            "{}/{}",
-            ing.namespace().unwrap_or_default(),
-            ing.name_any()
-        )
+        format!("{}/{}", ing.namespace().unwrap_or_default(), ing.name_any())
     }
 
     /// Counts a failure of `key` and returns how long to wait.
@@ -115,6 +111,21 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        self.publish_related(obj, None, type_, reason, action, note)
+            .await;
+    }
+
+    /// Publishes an Event that also names a related object (a pod), so
+    /// events about different pods are not folded into one series.
+    pub(crate) async fn publish_related(
+        &self,
+        obj: &ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
         tracing::info!(
             ingester = obj.name.as_deref().unwrap_or_default(),
             namespace = obj.namespace.as_deref().unwrap_or_default(),
@@ -123,7 +134,8 @@ impl Context {
             %note,
             "event"
         );
-        let ev = crate::reconcile::event(type_, reason, action, note);
+        let mut ev = crate::reconcile::event(type_, reason, action, note);
+        ev.secondary = related;
         if let Err(e) = self.recorder.publish(&ev, obj).await {
             tracing::warn!(error = %e, reason, "publishing an Event failed");
         }
@@ -133,9 +145,7 @@ impl Context {
 /// 2 s, 4 s, 8 s, … capped at 5 min.
 pub fn backoff_for(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE
-        .saturating_mul(1u32 << exp)
-        .min(BACKOFF_MAX)
+    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_MAX)
 }
 
 #[cfg(test)]

@@ -112,11 +112,7 @@ impl ApiServerVerifier {
             "requests so far: {:#?}",
             self.seen
         );
-        let bytes = req
-            .into_body()
-            .collect_bytes()
-            .await
-            .expect("request body");
+        let bytes = req.into_body().collect_bytes().await.expect("request body");
         let body: Value = if bytes.is_empty() {
             Value::Null
         } else {
@@ -145,7 +141,8 @@ impl ApiServerVerifier {
             })
             .await;
         assert!(
-            seen.query.contains("fieldManager=sluice-operator") && seen.query.contains("force=true"),
+            seen.query.contains("fieldManager=sluice-operator")
+                && seen.query.contains("force=true"),
             "apply of {path} must be forced with our field manager: {}",
             seen.query
         );
@@ -241,13 +238,18 @@ pub fn pod_url(ordinal: i32) -> String {
 
 /// Runs `scenario` against the verifier concurrently with `work`, failing
 /// if the scenario does not complete within 2 s.
-pub async fn with_api_server<T>(
+pub async fn with_api_server<T, F, Fut>(
     verifier: ApiServerVerifier,
-    scenario: impl AsyncFnOnce(ApiServerVerifier) -> ApiServerVerifier + Send + 'static,
+    scenario: F,
     work: impl std::future::Future<Output = T>,
-) -> T {
+) -> T
+where
+    F: FnOnce(ApiServerVerifier) -> Fut,
+    Fut: std::future::Future<Output = ApiServerVerifier> + Send + 'static,
+{
+    let scenario = scenario(verifier);
     let server = tokio::spawn(async move {
-        let v = scenario(verifier).await;
+        let v = scenario.await;
         v.expect_nothing_more().await;
     });
     let out = work.await;

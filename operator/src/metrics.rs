@@ -63,9 +63,8 @@ impl Metrics {
         )
         .expect("valid metric");
         let reconcile_duration = Histogram::with_opts(
-            HistogramOpts::new("reconcile_duration_seconds", "time of one reconcile").buckets(
-                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            ),
+            HistogramOpts::new("reconcile_duration_seconds", "time of one reconcile")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
         )
         .expect("valid metric");
         let driver_actions = IntCounterVec::new(
@@ -86,7 +85,9 @@ impl Metrics {
                 "drain_duration_seconds",
                 "from PrepareShutdown until the pod reported drained",
             )
-            .buckets(vec![1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0]),
+            .buckets(vec![
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
+            ]),
             &["reason"],
         )
         .expect("valid metric");
@@ -112,7 +113,9 @@ impl Metrics {
             registry.register(c).expect("unique metric");
         }
         for (_, g) in &pod_gauges {
-            registry.register(Box::new(g.clone())).expect("unique metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
         }
         Self {
             registry,
@@ -189,7 +192,12 @@ mod tests {
         };
         m.publish_pods("ns", "ing", &[pod("ing-0", 10), pod("ing-1", 20)]);
         let text = m.render();
-        assert!(text.contains(r#"sluice_operator_pod_wal_bytes{ingester="ing",namespace="ns",pod="ing-1"} 20"#), "{text}");
+        assert!(
+            text.contains(
+                r#"sluice_operator_pod_wal_bytes{ingester="ing",namespace="ns",pod="ing-1"} 20"#
+            ),
+            "{text}"
+        );
         m.publish_pods("ns", "ing", &[pod("ing-0", 11)]);
         let text = m.render();
         assert!(!text.contains(r#"pod="ing-1""#), "{text}");
@@ -198,6 +206,8 @@ mod tests {
         m.observe_drain("ScaleDown", Duration::from_secs(3));
         let text = m.render();
         assert!(text.contains("sluice_operator_reconciles_total 1"));
-        assert!(text.contains("sluice_operator_drain_duration_seconds_count{reason=\"ScaleDown\"} 1"));
+        assert!(
+            text.contains("sluice_operator_drain_duration_seconds_count{reason=\"ScaleDown\"} 1")
+        );
     }
 }

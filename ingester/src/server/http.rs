@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -121,8 +122,29 @@ async fn write<S: DmlSink + 'static>(
     State(s): State<Arc<HttpState<S>>>,
     Query(params): Query<WriteParams>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request too large",
+                format!(
+                    "request body over the limit of {} bytes (--max-request-bytes / \
+                     SLUICE_MAX_REQUEST_BYTES); nothing was applied, split the batch",
+                    s.max_request_bytes
+                ),
+            );
+        }
+        Err(r) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("could not read the request body: {}", r.body_text()),
+            );
+        }
+    };
     let Some(writer) = s.writer.get() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -73,12 +73,15 @@ impl Cluster for KubeCluster {
             message: e.to_string(),
         };
         let sts_api: Api<StatefulSet> = Api::namespaced(self.client.clone(), &ing.namespace);
-        let statefulset = sts_api.get_opt(&ing.name).await.map_err(err)?.map(|s| {
-            StatefulSetState {
-                replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-                update_revision: s.status.and_then(|s| s.update_revision),
-            }
-        });
+        let statefulset =
+            sts_api
+                .get_opt(&ing.name)
+                .await
+                .map_err(err)?
+                .map(|s| StatefulSetState {
+                    replicas: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    update_revision: s.status.and_then(|s| s.update_revision),
+                });
         let pod_api: Api<Pod> = Api::namespaced(self.client.clone(), &ing.namespace);
         let selector = format!(
             "app.kubernetes.io/name={APP_NAME},app.kubernetes.io/instance={}",

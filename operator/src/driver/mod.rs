@@ -26,11 +26,11 @@ use futures::future::join_all;
 
 pub mod cluster;
 pub mod kube_cluster;
+#[cfg(test)]
+pub mod mock;
 pub mod plan;
 pub mod pod_control;
 pub mod rotation;
-#[cfg(test)]
-pub mod mock;
 
 pub use cluster::{Cluster, ClusterError, IngesterRef, PodInfo, PodSet, StatefulSetState};
 pub use plan::{Action, Observation, Plan, Progress};
@@ -293,7 +293,10 @@ mod tests {
         assert_eq!(d.cluster().statuses().len(), 2);
         assert_eq!(s2.pods.len(), 3);
         let text = d.metrics.render();
-        assert!(text.contains("sluice_operator_driver_actions_total{action=\"Scale\"} 1"), "{text}");
+        assert!(
+            text.contains("sluice_operator_driver_actions_total{action=\"Scale\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -315,7 +318,10 @@ mod tests {
         d.cluster().fail_scale();
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let err = d.tick(&v, None, t).await.expect_err("scale fails");
-        assert!(matches!(err, DriverError::Cluster(ClusterError::Scale { .. })));
+        assert!(matches!(
+            err,
+            DriverError::Cluster(ClusterError::Scale { .. })
+        ));
     }
 
     #[tokio::test]
@@ -325,14 +331,23 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
         let (s, o) = d.tick(&v, None, t).await.expect("tick");
         assert_eq!(o.plan.actions.len(), 1);
-        assert!(matches!(&o.plan.actions[0], Action::PrepareShutdown { pod, .. } if pod == "ingest-1"));
+        assert!(
+            matches!(&o.plan.actions[0], Action::PrepareShutdown { pod, .. } if pod == "ingest-1")
+        );
         d.control.set(&d.cluster().url(1), PodState::Drained);
         let (s, o) = d.tick(&v, Some(&s), t).await.expect("tick");
-        assert_eq!(o.plan.actions, [Action::DeletePod { pod: "ingest-1".into() }]);
+        assert_eq!(
+            o.plan.actions,
+            [Action::DeletePod {
+                pod: "ingest-1".into()
+            }]
+        );
         // The mock recreates the pod on the new revision, ready.
         d.control.set(&d.cluster().url(1), PodState::Ready);
         let (_, o) = d.tick(&v, Some(&s), t).await.expect("tick");
-        assert!(matches!(&o.plan.actions[0], Action::PrepareShutdown { pod, .. } if pod == "ingest-0"));
+        assert!(
+            matches!(&o.plan.actions[0], Action::PrepareShutdown { pod, .. } if pod == "ingest-0")
+        );
         assert_eq!(d.cluster().deleted(), ["ingest-1"]);
     }
 }

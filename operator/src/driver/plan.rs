@@ -38,12 +38,31 @@ use crate::reconcile::validate::ValidatedIngester;
 /// One thing the driver does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Scale { from: i32, to: i32 },
-    PrepareShutdown { pod: String, url: String, why: DrainReason },
-    ResumeIngest { pod: String, url: String },
-    DeletePod { pod: String },
-    RotateWal { pod: String, url: String },
-    Persist { pod: String, url: String, why: PersistReason },
+    Scale {
+        from: i32,
+        to: i32,
+    },
+    PrepareShutdown {
+        pod: String,
+        url: String,
+        why: DrainReason,
+    },
+    ResumeIngest {
+        pod: String,
+        url: String,
+    },
+    DeletePod {
+        pod: String,
+    },
+    RotateWal {
+        pod: String,
+        url: String,
+    },
+    Persist {
+        pod: String,
+        url: String,
+        why: PersistReason,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +91,18 @@ impl Action {
         }
     }
 
+    /// The pod the action is about.
+    pub fn pod(&self) -> Option<&str> {
+        match self {
+            Action::Scale { .. } => None,
+            Action::PrepareShutdown { pod, .. }
+            | Action::ResumeIngest { pod, .. }
+            | Action::DeletePod { pod }
+            | Action::RotateWal { pod, .. }
+            | Action::Persist { pod, .. } => Some(pod),
+        }
+    }
+
     /// Event reason and a sentence for humans.
     pub fn describe(&self) -> (&'static str, String) {
         match self {
@@ -79,9 +110,7 @@ impl Action {
                 "ScaledDown",
                 format!("leaving pods drained; StatefulSet scaled {from} → {to}"),
             ),
-            Action::Scale { from, to } => {
-                ("ScaledUp", format!("StatefulSet scaled {from} → {to}"))
-            }
+            Action::Scale { from, to } => ("ScaledUp", format!("StatefulSet scaled {from} → {to}")),
             Action::PrepareShutdown { pod, why, .. } => (
                 "DrainStarted",
                 format!(
@@ -101,9 +130,10 @@ impl Action {
                 "PodRestarted",
                 format!("{pod} drained; deleted it so it restarts on the new template"),
             ),
-            Action::RotateWal { pod, .. } => {
-                ("WalRotated", format!("rotated the WAL of {pod} in its slot"))
-            }
+            Action::RotateWal { pod, .. } => (
+                "WalRotated",
+                format!("rotated the WAL of {pod} in its slot"),
+            ),
             Action::Persist { pod, why, .. } => (
                 "PersistTriggered",
                 format!(
@@ -138,11 +168,23 @@ pub enum Progress {
     /// No StatefulSet yet.
     Creating,
     Stable,
-    ScalingUp { from: i32, to: i32 },
-    ScalingDown { from: i32, to: i32, waiting: Vec<String> },
-    RollingRestart { pod: String, remaining: usize },
+    ScalingUp {
+        from: i32,
+        to: i32,
+    },
+    ScalingDown {
+        from: i32,
+        to: i32,
+        waiting: Vec<String>,
+    },
+    RollingRestart {
+        pod: String,
+        remaining: usize,
+    },
     /// The `Ingester` is being deleted.
-    Deleting { waiting: Vec<String> },
+    Deleting {
+        waiting: Vec<String>,
+    },
 }
 
 /// Why the `Ingester` is `Degraded`.
@@ -267,13 +309,13 @@ pub fn plan(input: &PlanInput<'_>, rotation: &mut RotationMemory) -> Plan {
             .all(|(_, p)| p.ready);
         let all_present = live >= usize::try_from(desired).unwrap_or(0);
         let already_draining = st.is_draining(t);
-        if already_draining || (others_ready && all_present) {
-            if st.drain(t, DrainReason::RollingRestart) {
-                st.actions.push(Action::DeletePod {
-                    pod: target.name.clone(),
-                });
-                st.finish_drains(|p| p.name == target.name);
-            }
+        if (already_draining || (others_ready && all_present))
+            && st.drain(t, DrainReason::RollingRestart)
+        {
+            st.actions.push(Action::DeletePod {
+                pod: target.name.clone(),
+            });
+            st.finish_drains(|p| p.name == target.name);
         }
         Progress::RollingRestart {
             pod: target.name.clone(),
@@ -325,7 +367,11 @@ pub fn plan(input: &PlanInput<'_>, rotation: &mut RotationMemory) -> Plan {
             next_step = next_step.min(wait.max(Duration::from_millis(10)));
         }
         let idle = f.persist_queue_depth + f.persist_active_jobs == 0;
-        let why = if v.triggers.buffer_bytes.is_some_and(|t| f.buffered_bytes > t) {
+        let why = if v
+            .triggers
+            .buffer_bytes
+            .is_some_and(|t| f.buffered_bytes > t)
+        {
             Some(PersistReason::Buffer)
         } else if v.triggers.wal_bytes.is_some_and(|t| f.wal_bytes > t) {
             Some(PersistReason::Wal)

@@ -144,7 +144,10 @@ fn scale_down_drains_the_highest_ordinals_first() {
         kinds(&p),
         ["PrepareShutdown ingest-1", "PrepareShutdown ingest-2"]
     );
-    assert!(matches!(p.progress, Progress::ScalingDown { from: 3, to: 1, .. }));
+    assert!(matches!(
+        p.progress,
+        Progress::ScalingDown { from: 3, to: 1, .. }
+    ));
     assert_eq!(p.draining, ["ingest-1", "ingest-2"]);
     assert!(p.pods[1].drain_started_at.is_some());
     assert!(p.pods[0].drain_started_at.is_none());
@@ -163,7 +166,14 @@ fn scale_down_waits_for_every_leaving_pod() {
     let p = run(&v(1), &o, &[]);
     assert_eq!(kinds(&p), Vec::<String>::new(), "ingest-2 still draining");
     // A drained state with WAL segments left is not drained.
-    let mut o = obs(3, vec![ready(0), in_state(1, PodState::Drained), in_state(2, PodState::Drained)]);
+    let mut o = obs(
+        3,
+        vec![
+            ready(0),
+            in_state(1, PodState::Drained),
+            in_state(2, PodState::Drained),
+        ],
+    );
     if let Some(Ok(f)) = &mut o.figures[2] {
         f.wal_segments = 1;
     }
@@ -174,7 +184,11 @@ fn scale_down_waits_for_every_leaving_pod() {
 fn scale_down_shrinks_once_all_drained_and_reports_drain_time() {
     let o = obs(
         3,
-        vec![ready(0), in_state(1, PodState::Drained), in_state(2, PodState::Drained)],
+        vec![
+            ready(0),
+            in_state(1, PodState::Drained),
+            in_state(2, PodState::Drained),
+        ],
     );
     let prev = vec![PodStatus {
         name: "ingest-2".into(),
@@ -202,7 +216,14 @@ fn unreachable_leaving_pod_blocks_scale_down() {
 
 #[test]
 fn replicas_rising_mid_drain_resume_the_pod() {
-    let o = obs(3, vec![ready(0), in_state(1, PodState::Draining), in_state(2, PodState::Drained)]);
+    let o = obs(
+        3,
+        vec![
+            ready(0),
+            in_state(1, PodState::Draining),
+            in_state(2, PodState::Drained),
+        ],
+    );
     let p = run(&v(3), &o, &[]);
     assert_eq!(kinds(&p), ["Resume ingest-1", "Resume ingest-2"]);
     assert!(p.pods[1].drain_started_at.is_none());
@@ -349,12 +370,36 @@ fn rotation_is_staggered_across_steps() {
 #[test]
 fn cleanup_drains_everything() {
     let o = obs(2, vec![ready(0), in_state(1, PodState::Drained)]);
-    let (p, done) = plan_cleanup(&o, &[], now(), Duration::from_secs(60), Duration::from_secs(5));
+    let (p, done) = plan_cleanup(
+        &o,
+        &[],
+        now(),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
     assert!(!done);
     assert_eq!(kinds(&p), ["PrepareShutdown ingest-0"]);
-    let o = obs(2, vec![in_state(0, PodState::Drained), in_state(1, PodState::Drained)]);
-    let (_, done) = plan_cleanup(&o, &[], now(), Duration::from_secs(60), Duration::from_secs(5));
+    let o = obs(
+        2,
+        vec![
+            in_state(0, PodState::Drained),
+            in_state(1, PodState::Drained),
+        ],
+    );
+    let (_, done) = plan_cleanup(
+        &o,
+        &[],
+        now(),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
     assert!(done);
-    let (_, done) = plan_cleanup(&obs(0, vec![]), &[], now(), Duration::from_secs(60), Duration::from_secs(5));
+    let (_, done) = plan_cleanup(
+        &obs(0, vec![]),
+        &[],
+        now(),
+        Duration::from_secs(60),
+        Duration::from_secs(5),
+    );
     assert!(done, "no pods: nothing to drain");
 }

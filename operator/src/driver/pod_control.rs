@@ -85,9 +85,7 @@ impl From<v1::StatusResponse> for PodFigures {
             wal_bytes: r.wal_bytes,
             persist_queue_depth: r.persist_queue_depth,
             persist_active_jobs: r.persist_active_jobs,
-            oldest_unpersisted_write_age: Duration::from_millis(
-                r.oldest_unpersisted_write_age_ms,
-            ),
+            oldest_unpersisted_write_age: Duration::from_millis(r.oldest_unpersisted_write_age_ms),
         }
     }
 }
@@ -289,7 +287,10 @@ mod tests {
             .status(&format!("http://{addr}"))
             .await
             .expect_err("nothing listens");
-        assert!(matches!(err, ControlError::Rpc { call: "Status", .. }), "{err}");
+        assert!(
+            matches!(err, ControlError::Rpc { call: "Status", .. }),
+            "{err}"
+        );
         let err = pc.status("not a url").await.expect_err("bad url");
         assert!(matches!(err, ControlError::BadUrl { .. }), "{err}");
     }

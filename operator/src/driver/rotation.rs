@@ -71,9 +71,7 @@ mod tests {
     fn pods_are_spread_over_the_interval() {
         let interval = Duration::from_secs(600);
         // Slot boundaries of 3 pods: 0 s, 200 s and 400 s into each interval.
-        let boundaries: Vec<_> = (0..3)
-            .map(|i| slot(at(6000), interval, i, 3).1)
-            .collect();
+        let boundaries: Vec<_> = (0..3).map(|i| slot(at(6000), interval, i, 3).1).collect();
         assert_eq!(boundaries, [at(6600), at(6200), at(6400)]);
         // One pod: the whole interval.
         assert_eq!(slot(at(6000), interval, 0, 1).1, at(6600));
@@ -111,7 +109,10 @@ mod tests {
                 .collect();
             assert!(times.len() >= 4, "pod {pod}: {times:?}");
             assert!(times.windows(2).all(|w| w[1] - w[0] == 90), "{times:?}");
-            assert!(times.iter().all(|t| t % 90 == u64::from(pod) * 30), "{times:?}");
+            assert!(
+                times.iter().all(|t| t % 90 == u64::from(pod) * 30),
+                "{times:?}"
+            );
         }
     }
 

@@ -77,10 +77,7 @@ pub async fn delete_orphans(
     r: &Resources,
 ) -> Result<Vec<String>, Error> {
     let mut deleted = Vec::new();
-    let services = [
-        r.headless_service.name_any(),
-        r.client_service.name_any(),
-    ];
+    let services = [r.headless_service.name_any(), r.client_service.name_any()];
     sweep::<ConfigMap>(client, v, &[r.config_map.name_any()], &mut deleted).await?;
     sweep::<Service>(client, v, &services, &mut deleted).await?;
     sweep::<StatefulSet>(client, v, &[r.statefulset.name_any()], &mut deleted).await?;

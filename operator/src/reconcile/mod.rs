@@ -56,9 +56,7 @@ const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 pub async fn reconcile(ing: Arc<Ingester>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_duration.start_timer();
     ctx.metrics.reconciles.inc();
-    let ns = ing
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
+    let ns = ing.namespace().ok_or(Error::MissingMetadata("namespace"))?;
     let api: Api<Ingester> = Api::namespaced(ctx.client.clone(), &ns);
     let obj_ref = ing.object_ref(&());
     let key = ctx.key(&ing);
@@ -111,10 +109,12 @@ pub fn error_policy(ing: Arc<Ingester>, err: &Error, ctx: Arc<Context>) -> Actio
 
 fn ingester_ref(ing: &Ingester) -> Result<IngesterRef> {
     Ok(IngesterRef {
-        namespace: ing
-            .namespace()
-            .ok_or(Error::MissingMetadata("namespace"))?,
-        name: ing.metadata.name.clone().ok_or(Error::MissingMetadata("name"))?,
+        namespace: ing.namespace().ok_or(Error::MissingMetadata("namespace"))?,
+        name: ing
+            .metadata
+            .name
+            .clone()
+            .ok_or(Error::MissingMetadata("name"))?,
     })
 }
 
@@ -128,8 +128,14 @@ async fn apply_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
         Err(e) => {
             let st = status::invalid(prev, ing.metadata.generation, &e, now);
             if prev != Some(&st) {
-                ctx.publish(&obj_ref, EventType::Warning, "InvalidSpec", "Validate", e.to_string())
-                    .await;
+                ctx.publish(
+                    &obj_ref,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    e.to_string(),
+                )
+                .await;
                 write_status(ctx, &iref, &st).await?;
             }
             // It cannot fix itself: wait for the next change.
@@ -184,8 +190,8 @@ async fn cleanup_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
     let iref = ingester_ref(ing)?;
     let obj_ref = ing.object_ref(&());
     let prev = ing.status.as_ref();
-    let drain_timeout = validate(ing, &ctx.validate_options)
-        .map_or(DEFAULT_DRAIN_TIMEOUT, |v| v.drain_timeout);
+    let drain_timeout =
+        validate(ing, &ctx.validate_options).map_or(DEFAULT_DRAIN_TIMEOUT, |v| v.drain_timeout);
     let obs = ctx.driver.observe(&iref).await?;
     let prev_pods = prev.map_or(&[][..], |s| &s.pods[..]);
     let (outcome, done) = ctx
@@ -215,7 +221,11 @@ async fn cleanup_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
     Err(Error::StillDraining { pending })
 }
 
-async fn write_status(ctx: &Context, iref: &IngesterRef, st: &crate::crd::IngesterStatus) -> Result<()> {
+async fn write_status(
+    ctx: &Context,
+    iref: &IngesterRef,
+    st: &crate::crd::IngesterStatus,
+) -> Result<()> {
     ctx.driver
         .cluster()
         .write_status(iref, st)
@@ -232,18 +242,35 @@ async fn publish_outcome(
 ) {
     for (action, result) in &outcome.results {
         let (reason, note) = action.describe();
+        let related = action
+            .pod()
+            .map(|pod| k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: Some(pod.to_string()),
+                namespace: obj_ref.namespace.clone(),
+                ..Default::default()
+            });
         match result {
             Ok(()) => {
                 // Rotations are routine: one event per rotation would bury
                 // the rest; the metric counts them.
                 if !matches!(action, DriverAction::RotateWal { .. }) {
-                    ctx.publish(obj_ref, EventType::Normal, reason, action.kind(), note)
-                        .await;
+                    ctx.publish_related(
+                        obj_ref,
+                        related,
+                        EventType::Normal,
+                        reason,
+                        action.kind(),
+                        note,
+                    )
+                    .await;
                 }
             }
             Err(e) => {
-                ctx.publish(
+                ctx.publish_related(
                     obj_ref,
+                    related,
                     EventType::Warning,
                     "ActionFailed",
                     action.kind(),
@@ -256,14 +283,20 @@ async fn publish_outcome(
     if let Some(d) = &outcome.plan.degraded {
         let was = prev
             .map(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == status::DEGRADED && c.status == "True" && c.reason == d.reason)
+                s.conditions.iter().any(|c| {
+                    c.type_ == status::DEGRADED && c.status == "True" && c.reason == d.reason
+                })
             })
             .unwrap_or(false);
         if !was {
-            ctx.publish(obj_ref, EventType::Warning, d.reason, "Drain", d.message.clone())
-                .await;
+            ctx.publish(
+                obj_ref,
+                EventType::Warning,
+                d.reason,
+                "Drain",
+                d.message.clone(),
+            )
+            .await;
         }
     }
 }
@@ -285,10 +318,8 @@ pub async fn run(
             }
         };
     }
-    let owned = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={}",
-        build::MANAGER
-    ));
+    let owned = watcher::Config::default()
+        .labels(&format!("app.kubernetes.io/managed-by={}", build::MANAGER));
     Controller::new(api!(Ingester), watcher::Config::default().any_semantic())
         .owns(api!(StatefulSet), owned.clone())
         .owns(api!(Service), owned.clone())

@@ -36,15 +36,21 @@ pub fn compute(
     c.set(
         READY,
         ready,
-        if ready { "AllPodsReady" } else { "PodsNotReady" },
+        if ready {
+            "AllPodsReady"
+        } else {
+            "PodsNotReady"
+        },
         format!("{}/{desired} pods ready", plan.ready_replicas.min(desired)),
     );
     let (progressing, reason, message) = match &plan.progress {
         Progress::Creating => (true, "Creating", "creating the StatefulSet".to_string()),
         Progress::Stable => (false, "Stable", "nothing to do".to_string()),
-        Progress::ScalingUp { from, to } => {
-            (true, "ScalingUp", format!("scaling up from {from} to {to} pods"))
-        }
+        Progress::ScalingUp { from, to } => (
+            true,
+            "ScalingUp",
+            format!("scaling up from {from} to {to} pods"),
+        ),
         Progress::ScalingDown { from, to, waiting } => (
             true,
             "ScalingDown",
@@ -193,7 +199,11 @@ impl<'a> Conditions<'a> {
     }
 
     fn done(mut self) -> Vec<Condition> {
-        let order = |t: &str| [READY, PROGRESSING, DEGRADED, DRAINING].iter().position(|x| *x == t);
+        let order = |t: &str| {
+            [READY, PROGRESSING, DEGRADED, DRAINING]
+                .iter()
+                .position(|x| *x == t)
+        };
         self.out.sort_by_key(|c| order(&c.type_));
         self.out
     }
@@ -222,7 +232,10 @@ mod tests {
     }
 
     fn cond<'a>(s: &'a IngesterStatus, t: &str) -> &'a Condition {
-        s.conditions.iter().find(|c| c.type_ == t).expect("condition")
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition")
     }
 
     #[test]
@@ -262,7 +275,11 @@ mod tests {
         assert_eq!(cond(&s2, PROGRESSING).reason, "ScalingDown");
         assert_eq!(cond(&s2, PROGRESSING).last_transition_time, time(t2));
         assert!(cond(&s2, PROGRESSING).message.contains("ingest-2"));
-        assert_eq!(cond(&s2, READY).last_transition_time, time(t0), "still ready");
+        assert_eq!(
+            cond(&s2, READY).last_transition_time,
+            time(t0),
+            "still ready"
+        );
         assert_eq!(s2.phase.as_deref(), Some("Draining"));
     }
 

@@ -80,7 +80,8 @@ impl Ingester {
         self
     }
     fn deleting(mut self) -> Self {
-        self.metadata.deletion_timestamp = Some(crate::driver::plan::time(std::time::SystemTime::now()));
+        self.metadata.deletion_timestamp =
+            Some(crate::driver::plan::time(std::time::SystemTime::now()));
         self
     }
     fn json(&self) -> Value {
@@ -89,7 +90,9 @@ impl Ingester {
 }
 
 fn pods(n: i32) -> Vec<Value> {
-    (0..n).map(|i| pod_json("ingest", NS, i, "rev-1", true)).collect()
+    (0..n)
+        .map(|i| pod_json("ingest", NS, i, "rev-1", true))
+        .collect()
 }
 
 async fn observe(v: &mut ApiServerVerifier, sts: Option<i32>, n_pods: i32) {
@@ -129,7 +132,10 @@ async fn sweep(v: &mut ApiServerVerifier, old_pdb: bool) {
     for (path, kind) in [
         ("/api/v1/namespaces/sluice/configmaps", "ConfigMap"),
         ("/api/v1/namespaces/sluice/services", "Service"),
-        ("/apis/apps/v1/namespaces/sluice/statefulsets", "StatefulSet"),
+        (
+            "/apis/apps/v1/namespaces/sluice/statefulsets",
+            "StatefulSet",
+        ),
     ] {
         let q = v.expect_list(path, kind, vec![]).await;
         assert!(q.contains("managed-by%3Dsluice-operator"), "{q}");
@@ -152,9 +158,12 @@ async fn sweep(v: &mut ApiServerVerifier, old_pdb: bool) {
     )
     .await;
     if old_pdb {
-        v.expect(Method::DELETE, PDB, StatusCode::OK, |_| {
-            json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}})
-        })
+        v.expect(
+            Method::DELETE,
+            PDB,
+            StatusCode::OK,
+            |_| json!({"apiVersion": "v1", "kind": "Status", "status": "Success", "metadata": {}}),
+        )
         .await;
         let ev = v.expect_event(NS).await;
         assert_eq!(ev["reason"], "OrphanDeleted");
@@ -164,11 +173,16 @@ async fn sweep(v: &mut ApiServerVerifier, old_pdb: bool) {
 async fn expect_status(v: &mut ApiServerVerifier, ing: &Ingester) -> Value {
     let obj = ing.json();
     let seen = v
-        .expect(Method::PATCH, &format!("{ING}/status"), StatusCode::OK, move |b| {
-            let mut o = obj.clone();
-            o["status"] = b["status"].clone();
-            o
-        })
+        .expect(
+            Method::PATCH,
+            &format!("{ING}/status"),
+            StatusCode::OK,
+            move |b| {
+                let mut o = obj.clone();
+                o["status"] = b["status"].clone();
+                o
+            },
+        )
         .await;
     assert!(seen.query.contains("fieldManager=sluice-operator"));
     assert_eq!(seen.body["kind"], "Ingester");
@@ -231,11 +245,17 @@ async fn play(mut v: ApiServerVerifier, scenario: Scenario, ing: Ingester) -> Ap
         Scenario::ScaleDownDraining => {
             observe(&mut v, Some(3), 3).await;
             let sts = apply_all(&mut v, true).await;
-            assert_eq!(sts["spec"]["replicas"], 3, "kept until the leaving pods drain");
+            assert_eq!(
+                sts["spec"]["replicas"], 3,
+                "kept until the leaving pods drain"
+            );
             for pod in ["ingest-1", "ingest-2"] {
                 let ev = v.expect_event(NS).await;
                 assert_eq!(ev["reason"], "DrainStarted");
-                assert!(ev["note"].as_str().unwrap_or_default().contains(pod), "{ev}");
+                assert!(
+                    ev["note"].as_str().unwrap_or_default().contains(pod),
+                    "{ev}"
+                );
             }
             let st = expect_status(&mut v, &ing).await;
             assert_eq!(st["phase"], "Draining");
@@ -248,10 +268,15 @@ async fn play(mut v: ApiServerVerifier, scenario: Scenario, ing: Ingester) -> Ap
             let sts = apply_all(&mut v, true).await;
             assert_eq!(sts["spec"]["replicas"], 3);
             let seen = v
-                .expect(Method::PATCH, &format!("{STS}/scale"), StatusCode::OK, |_| {
-                    json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                .expect(
+                    Method::PATCH,
+                    &format!("{STS}/scale"),
+                    StatusCode::OK,
+                    |_| {
+                        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
                            "metadata": {"name": "ingest"}, "spec": {"replicas": 1}})
-                })
+                    },
+                )
                 .await;
             assert_eq!(seen.body, json!({"spec": {"replicas": 1}}));
             let ev = v.expect_event(NS).await;
@@ -305,7 +330,8 @@ async fn play(mut v: ApiServerVerifier, scenario: Scenario, ing: Ingester) -> Ap
                 statefulset_json("ingest", NS, 3, "rev-1")
             })
             .await;
-            v.expect_error(Method::GET, PODS, 500, "InternalError").await;
+            v.expect_error(Method::GET, PODS, 500, "InternalError")
+                .await;
             let ev = v.expect_event(NS).await;
             assert_eq!(ev["reason"], "DriverFailed");
         }
@@ -331,7 +357,7 @@ async fn run(
     let obj = ing.clone();
     let r = with_api_server(
         verifier,
-        async move |v| play(v, scenario, obj).await,
+        move |v| play(v, scenario, obj),
         reconcile(Arc::new(ing), ctx.clone()),
     )
     .await;
@@ -348,7 +374,10 @@ fn ready(pods: &MockPods, n: i32) {
 async fn finalizer_is_added_first() {
     let (r, _, pods) = run(Scenario::FinalizerCreation, Ingester::test(), |_| {}).await;
     assert_eq!(r.expect("ok"), Action::await_change());
-    assert!(pods.calls().is_empty(), "no pod is touched before the finalizer");
+    assert!(
+        pods.calls().is_empty(),
+        "no pod is touched before the finalizer"
+    );
 }
 
 #[tokio::test]
@@ -363,7 +392,12 @@ async fn update_deletes_the_disabled_pdb() {
     ing.spec.disruption_budget.enabled = false;
     let (r, _, pods) = run(Scenario::UpdateDeletesOrphan, ing, |p| ready(p, 3)).await;
     r.expect("ok");
-    assert_eq!(pods.calls().len(), 3, "one Status per pod: {:?}", pods.calls());
+    assert_eq!(
+        pods.calls().len(),
+        3,
+        "one Status per pod: {:?}",
+        pods.calls()
+    );
 }
 
 #[tokio::test]
@@ -391,12 +425,18 @@ async fn delete_keeps_the_finalizer_until_drained() {
     let ing = Ingester::test().finalized().observed().deleting();
     let (r, ctx, pods) = run(Scenario::DeleteDraining, ing.clone(), |p| ready(p, 2)).await;
     let err = r.expect_err("still draining");
-    assert!(matches!(err.inner(), crate::Error::StillDraining { pending: 2 }), "{err}");
+    assert!(
+        matches!(err.inner(), crate::Error::StillDraining { pending: 2 }),
+        "{err}"
+    );
     assert_eq!(
         error_policy(Arc::new(ing.clone()), &err, ctx.clone()),
         Action::requeue(ctx.driver.poll_interval())
     );
-    assert!(!ctx.metrics.render().contains("reconcile_errors_total{"), "draining is no error");
+    assert!(
+        !ctx.metrics.render().contains("reconcile_errors_total{"),
+        "draining is no error"
+    );
     assert_eq!(
         &pods.calls()[2..],
         ["PrepareShutdown 10.0.0.0", "PrepareShutdown 10.0.0.1"]
@@ -416,7 +456,13 @@ async fn conflict_is_an_error_with_backoff() {
     let (r, ctx, _) = run(Scenario::ApplyConflict, ing.clone(), |p| ready(p, 3)).await;
     let err = r.expect_err("409");
     assert!(
-        matches!(err.inner(), crate::Error::Apply { kind: "StatefulSet", .. }),
+        matches!(
+            err.inner(),
+            crate::Error::Apply {
+                kind: "StatefulSet",
+                ..
+            }
+        ),
         "{err}"
     );
     let ing = Arc::new(ing);
@@ -455,7 +501,7 @@ async fn invalid_spec_sets_degraded_and_waits() {
     let obj = ing.clone();
     let r = with_api_server(
         verifier,
-        async move |mut v| {
+        move |mut v| async move {
             let ev = v.expect_event(NS).await;
             assert_eq!(ev["reason"], "InvalidSpec");
             let st = expect_status(&mut v, &obj).await;

@@ -72,7 +72,7 @@ pub(crate) use executor::{Executor, ExecutorError};
 pub(crate) use output::CompactOutput;
 pub(crate) use pipeline::{Source, compact, compact_sources};
 pub(crate) use sort_key::sort_key;
-pub(crate) use writer::{ParquetFileMeta, write_parquet};
+pub(crate) use writer::write_parquet;
 
 /// The timestamp column.
 const TIME_COLUMN: &str = "time";

@@ -82,17 +82,20 @@ impl CompactOutput {
     }
 
     /// The schema of every output batch.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
     /// The output's sort order (column names), as far as its columns go.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn sort_columns(&self) -> &[String] {
         &self.sort_columns
     }
 
     /// Rows before deduplication ([`compact`](super::compact) only; 0 for
     /// [`compact_sources`](super::compact_sources), which reads lazily).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn input_rows(&self) -> u64 {
         self.input_rows
     }
@@ -100,6 +103,7 @@ impl CompactOutput {
     /// Smallest and largest `time` of the output (deduplication keeps every
     /// distinct time, so it is known up front); `None` when there are no
     /// rows or, for [`compact_sources`](super::compact_sources), not known.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn time_range(&self) -> Option<(i64, i64)> {
         self.time_range
     }

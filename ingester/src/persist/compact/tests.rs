@@ -394,6 +394,10 @@ async fn write_parquet_round_trip() {
 
     let file_path = root.path().join("ns/table/2024-01-01/file.parquet");
     let on_disk = std::fs::metadata(&file_path).expect("file exists").len();
+    // For checking with other readers by hand (e.g. pyarrow).
+    if let Ok(keep) = std::env::var("SLUICE_COMPACT_KEEP_PARQUET") {
+        std::fs::copy(&file_path, keep).expect("copy");
+    }
     assert_eq!(meta.file_size_bytes, on_disk);
 
     let file = std::fs::File::open(&file_path).expect("open");
