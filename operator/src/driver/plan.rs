@@ -571,10 +571,14 @@ impl<'a> State<'a> {
     }
 
     fn finish(self, progress: Progress, next_step: Duration, sts_replicas: i32) -> Plan {
+        // A drain that finished in this step (the pod is scaled away or
+        // deleted by this very plan) no longer counts: the status describes
+        // the state after the step.
         let draining = self
             .pods
             .iter()
             .filter(|p| p.drain_started_at.is_some())
+            .filter(|p| !self.drains_finished.iter().any(|(n, _)| *n == p.name))
             .map(|p| p.name.clone())
             .collect();
         let ready_replicas = self

@@ -199,6 +199,11 @@ fn scale_down_shrinks_once_all_drained_and_reports_drain_time() {
     assert_eq!(kinds(&p), ["Scale 3->1"]);
     let d: HashMap<_, _> = p.drains_finished.iter().cloned().collect();
     assert_eq!(d["ingest-2"], Duration::from_secs(42));
+    assert!(
+        p.draining.is_empty(),
+        "drains that finished in this step are over: {:?}",
+        p.draining
+    );
 }
 
 #[test]
