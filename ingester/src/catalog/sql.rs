@@ -163,6 +163,331 @@ pub(super) fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> CatalogErro
     move |e| CatalogError::from_sqlx(operation, e)
 }
 
+/// The [`Catalog`](super::Catalog) impl of a SQL backend: the methods whose SQL and
+/// decoding are the same on SQLite and PostgreSQL, plus the backend's own (`$own`:
+/// the read-modify-write ones, whose locking differs). The invoking module provides
+/// `SortKeyDb` (how a sort key is stored), `encode_sort_key`, `decode_sort_key`, and
+/// the imports the bodies name. A macro rather than generics over `sqlx::Database`:
+/// sqlx's executor bounds make generic code far harder to read than this.
+macro_rules! sql_catalog_impl {
+    (catalog: $catalog:ty, executor: $executor:ident, $($own:tt)*) => {
+/// The table with id `table_id` and its columns.
+async fn load_table<'e>(
+    ex: impl $executor<'e>,
+    op: &'static str,
+    table_id: TableId,
+) -> Result<TableSchema, CatalogError> {
+    let rows: Vec<TableRow> = query_as(&format!("{} WHERE t.id = $1", sql::SELECT_TABLES))
+        .bind(table_id.0)
+        .fetch_all(ex)
+        .await
+        .map_err(db(op))?;
+    sql::tables_from_rows(rows)?
+        .pop()
+        .ok_or(CatalogError::TableNotFound { table_id })
+}
+
+#[async_trait]
+impl Catalog for $catalog {
+    async fn get_or_create_namespace(&self, name: &str) -> Result<NamespaceId, CatalogError> {
+        const OP: &str = "get_or_create_namespace";
+        with_timeout(OP, self.timeout, async {
+            if let Some(id) = self.get_namespace(name).await? {
+                return Ok(id);
+            }
+            let inserted: Option<i64> = query_scalar(
+                "INSERT INTO namespaces (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+            )
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(OP))?;
+            match inserted {
+                Some(id) => Ok(NamespaceId(id)),
+                None => query_scalar("SELECT id FROM namespaces WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map(NamespaceId)
+                    .map_err(db(OP)),
+            }
+        })
+        .await
+    }
+
+    async fn get_namespace(&self, name: &str) -> Result<Option<NamespaceId>, CatalogError> {
+        const OP: &str = "get_namespace";
+        with_timeout(OP, self.timeout, async {
+            let id: Option<i64> = query_scalar("SELECT id FROM namespaces WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db(OP))?;
+            Ok(id.map(NamespaceId))
+        })
+        .await
+    }
+
+    async fn list_namespaces(&self) -> Result<Vec<(NamespaceId, String)>, CatalogError> {
+        const OP: &str = "list_namespaces";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<(i64, String)> = query_as("SELECT id, name FROM namespaces ORDER BY id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
+            Ok(rows
+                .into_iter()
+                .map(|(id, name)| (NamespaceId(id), name))
+                .collect())
+        })
+        .await
+    }
+
+    async fn get_or_create_table(
+        &self,
+        namespace_id: NamespaceId,
+        name: &str,
+    ) -> Result<TableSchema, CatalogError> {
+        const OP: &str = "get_or_create_table";
+        with_timeout(OP, self.timeout, async {
+            if let Some(table) = self.get_table(namespace_id, name).await? {
+                return Ok(table);
+            }
+            let inserted = query(
+                "INSERT INTO tables (namespace_id, name) VALUES ($1, $2) \
+                 ON CONFLICT (namespace_id, name) DO NOTHING",
+            )
+            .bind(namespace_id.0)
+            .bind(name)
+            .execute(&self.pool)
+            .await;
+            if let Err(e) = inserted {
+                return Err(match sql::violation(&e) {
+                    Some(ErrorKind::ForeignKeyViolation) => {
+                        CatalogError::NamespaceNotFound { namespace_id }
+                    }
+                    _ => db(OP)(e),
+                });
+            }
+            self.get_table(namespace_id, name)
+                .await?
+                .ok_or_else(|| CatalogError::Corrupt {
+                    detail: format!("table {name:?} vanished right after being created"),
+                })
+        })
+        .await
+    }
+
+    async fn get_table(
+        &self,
+        namespace_id: NamespaceId,
+        name: &str,
+    ) -> Result<Option<TableSchema>, CatalogError> {
+        const OP: &str = "get_table";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<TableRow> = query_as(&format!(
+                "{} WHERE t.namespace_id = $1 AND t.name = $2",
+                sql::SELECT_TABLES
+            ))
+            .bind(namespace_id.0)
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(OP))?;
+            Ok(sql::tables_from_rows(rows)?.pop())
+        })
+        .await
+    }
+
+    async fn list_tables(
+        &self,
+        namespace_id: NamespaceId,
+    ) -> Result<Vec<TableSchema>, CatalogError> {
+        const OP: &str = "list_tables";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<TableRow> = query_as(&format!(
+                "{} WHERE t.namespace_id = $1 ORDER BY t.id",
+                sql::SELECT_TABLES
+            ))
+            .bind(namespace_id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(OP))?;
+            sql::tables_from_rows(rows)
+        })
+        .await
+    }
+
+    async fn get_or_create_partition(
+        &self,
+        table_id: TableId,
+        key: &str,
+    ) -> Result<Partition, CatalogError> {
+        const OP: &str = "get_or_create_partition";
+        with_timeout(OP, self.timeout, async {
+            let select = || {
+                query_as::<_, (i64, SortKeyDb)>(
+                    "SELECT id, sort_key FROM partitions WHERE table_id = $1 AND partition_key = $2",
+                )
+                .bind(table_id.0)
+                .bind(key)
+                .fetch_optional(&self.pool)
+            };
+            let mut row = select().await.map_err(db(OP))?;
+            if row.is_none() {
+                let inserted = query(
+                    "INSERT INTO partitions (table_id, partition_key) VALUES ($1, $2) \
+                     ON CONFLICT (table_id, partition_key) DO NOTHING",
+                )
+                .bind(table_id.0)
+                .bind(key)
+                .execute(&self.pool)
+                .await;
+                if let Err(e) = inserted {
+                    return Err(match sql::violation(&e) {
+                        Some(ErrorKind::ForeignKeyViolation) => {
+                            CatalogError::TableNotFound { table_id }
+                        }
+                        _ => db(OP)(e),
+                    });
+                }
+                row = select().await.map_err(db(OP))?;
+            }
+            let (id, sort_key) = row.ok_or_else(|| CatalogError::Corrupt {
+                detail: format!("partition {key:?} vanished right after being created"),
+            })?;
+            Ok(Partition {
+                id: PartitionId(id),
+                table_id,
+                key: key.to_owned(),
+                sort_key: decode_sort_key(sort_key)?,
+            })
+        })
+        .await
+    }
+
+    async fn list_partitions(&self, table_id: TableId) -> Result<Vec<Partition>, CatalogError> {
+        const OP: &str = "list_partitions";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<(i64, String, SortKeyDb)> = query_as(
+                "SELECT id, partition_key, sort_key FROM partitions WHERE table_id = $1 ORDER BY id",
+            )
+            .bind(table_id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db(OP))?;
+            rows.into_iter()
+                .map(|(id, key, sort_key)| {
+                    Ok(Partition {
+                        id: PartitionId(id),
+                        table_id,
+                        key,
+                        sort_key: decode_sort_key(sort_key)?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn add_parquet_file(
+        &self,
+        params: ParquetFileParams,
+    ) -> Result<ParquetFile, CatalogError> {
+        const OP: &str = "add_parquet_file";
+        check_file_params(&params)?;
+        let sort_key = encode_sort_key(&params.sort_key)?;
+        let created_at = now_unix_nanos();
+        with_timeout(OP, self.timeout, async move {
+            let inserted = query_scalar::<_, i64>(sql::INSERT_FILE)
+                .bind(params.namespace_id.0)
+                .bind(params.table_id.0)
+                .bind(params.partition_id.0)
+                .bind(&params.object_path)
+                .bind(u64_to_db("file_size_bytes", params.file_size_bytes)?)
+                .bind(u64_to_db("row_count", params.row_count)?)
+                .bind(params.min_time)
+                .bind(params.max_time)
+                .bind(u64_to_db(
+                    "min_sequence_number",
+                    params.min_sequence_number,
+                )?)
+                .bind(u64_to_db(
+                    "max_sequence_number",
+                    params.max_sequence_number,
+                )?)
+                .bind(&sort_key)
+                .bind(&params.ingester_id)
+                .bind(u64_to_db("batch_number", params.batch_number)?)
+                .bind(created_at)
+                .fetch_one(&self.pool)
+                .await;
+            match inserted {
+                Ok(id) => Ok(ParquetFile::from_params(
+                    ParquetFileId(id),
+                    params,
+                    created_at,
+                )),
+                Err(e) => Err(sql::file_insert_error(params.object_path, e)),
+            }
+        })
+        .await
+    }
+
+    async fn list_parquet_files(
+        &self,
+        table_id: TableId,
+    ) -> Result<Vec<ParquetFile>, CatalogError> {
+        const OP: &str = "list_parquet_files";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<FileRow<SortKeyDb>> = query_as(sql::SELECT_FILES_BY_TABLE)
+                .bind(table_id.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
+            rows.into_iter()
+                .map(|r| sql::file_from_row(r, decode_sort_key))
+                .collect()
+        })
+        .await
+    }
+
+    async fn list_parquet_files_by_partition(
+        &self,
+        partition_id: PartitionId,
+    ) -> Result<Vec<ParquetFile>, CatalogError> {
+        const OP: &str = "list_parquet_files_by_partition";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<FileRow<SortKeyDb>> = query_as(sql::SELECT_FILES_BY_PARTITION)
+                .bind(partition_id.0)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
+            rows.into_iter()
+                .map(|r| sql::file_from_row(r, decode_sort_key))
+                .collect()
+        })
+        .await
+    }
+
+    async fn health(&self) -> Result<(), CatalogError> {
+        const OP: &str = "health";
+        with_timeout(OP, self.timeout, async {
+            query("SELECT 1")
+                .execute(&self.pool)
+                .await
+                .map(drop)
+                .map_err(db(OP))
+        })
+        .await
+    }
+
+    $($own)*
+}
+    };
+}
+pub(super) use sql_catalog_impl;
+
 #[cfg(test)]
 mod tests {
     use super::*;

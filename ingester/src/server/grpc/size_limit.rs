@@ -72,7 +72,7 @@ fn rewrite<B>(resp: &mut Response<B>, limit: usize) {
     let Some(message) = headers
         .get("grpc-message")
         .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m))
+        .map(percent_decode)
     else {
         return;
     };
