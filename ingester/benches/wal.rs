@@ -18,7 +18,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,16 +27,6 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use sluice_ingester::internal_implementation_details::{
     BenchIngester, SegmentReader, Wal, WalConfig, WalOp, encode_lp_op,
 };
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("SLUICE_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("sluice-wal-bench-")
-        .tempdir_in(base)
-        .expect("temporary directory for the WAL bench")
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -59,7 +48,7 @@ fn metric(registry: &prometheus::Registry, name: &str) -> f64 {
 
 fn append(c: &mut Criterion) {
     let rt = runtime();
-    let dir = bench_dir();
+    let dir = common::bench_dir("sluice-wal-bench-");
     let registry = prometheus::Registry::new();
     let (wal, _) = rt
         .block_on(async { Wal::open(WalConfig::new(dir.path().join("wal")), &registry) })
@@ -144,36 +133,15 @@ fn append(c: &mut Criterion) {
     cleaner.abort();
 }
 
-/// Writes a segment of `ops` ops of `lines` lines each; returns its path.
-fn write_segment(dir: &Path, ops: u64, lines: u64) -> PathBuf {
-    let rt = runtime();
-    let registry = prometheus::Registry::new();
-    // One segment for everything: no rotation by size on the way.
-    let mut config = WalConfig::new(dir);
-    config.max_segment_bytes = u64::MAX;
-    let (wal, _) = Wal::open(config, &registry).expect("open WAL");
-    rt.block_on(async {
-        for i in 0..ops {
-            let body = Bytes::from(common::tsbs_lines(i * lines, lines, 1000));
-            wal.append(&WalOp {
-                sequence_number: i + 1,
-                payload: encode_lp_op("bench", body),
-            })
-            .await
-            .expect("WAL append");
-        }
-        let seg = wal.rotate().await.expect("rotate");
-        wal.shutdown().await.expect("shutdown");
-        seg.path
-    })
-}
-
 fn replay(c: &mut Criterion) {
-    let dir = bench_dir();
+    let dir = common::bench_dir("sluice-wal-bench-");
     let lines = common::size(5000, 10);
     let ops = common::size(200, 2);
     let rows = ops * lines;
-    let path = write_segment(&dir.path().join("wal"), ops, lines);
+    let path = common::write_segment(
+        &dir.path().join("wal"),
+        (0..ops).map(|i| Bytes::from(common::tsbs_lines(i * lines, lines, 1000))),
+    );
     let bytes = std::fs::metadata(&path).expect("segment").len();
     eprintln!("wal_replay: segment of {rows} rows in {ops} ops, {bytes} bytes on disk");
 

@@ -10,6 +10,7 @@ use futures::StreamExt;
 use crate::buffer_tree::BufferTree;
 use crate::catalog::{Catalog, MemCatalog, SchemaCache};
 use crate::ingest_state::{IngestState, IngestStateError};
+use crate::persist::compact::{Executor, compact, sort_key, write_parquet};
 use crate::query::{BufferQueryExec, QueryExec, QueryPlan};
 use crate::timestamp_oracle::TimestampOracle;
 use crate::write::{Payload, Precision, WriteHandler, WriteRequest};
@@ -53,6 +54,7 @@ pub fn encode_lp_op(namespace: &str, body: Bytes) -> Bytes {
 pub struct BenchIngester {
     handler: WriteHandler<Arc<BufferTree>>,
     exec: BufferQueryExec,
+    buffer: Arc<BufferTree>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -83,8 +85,13 @@ impl BenchIngester {
             None,
         )
         .expect("handler");
-        let exec = BufferQueryExec::new(buffer, cache, None);
-        Self { handler, exec, rt }
+        let exec = BufferQueryExec::new(Arc::clone(&buffer), cache, None);
+        Self {
+            handler,
+            exec,
+            buffer,
+            rt,
+        }
     }
 
     /// Writes line protocol; returns rows.
@@ -149,6 +156,16 @@ impl BenchIngester {
         })
     }
 
+    /// The buffered batches of every partition, as the persist worker takes
+    /// them (arrival order).
+    pub fn buffered_batches(&self) -> Vec<RecordBatch> {
+        self.buffer
+            .partitions()
+            .iter()
+            .flat_map(|p| p.snapshot().batches)
+            .collect()
+    }
+
     /// Time from issuing a query of a whole table to its first record batch
     /// (the stream is dropped after it).
     pub fn first_batch(&self, namespace: &str, table: &str) -> std::time::Duration {
@@ -171,6 +188,73 @@ impl BenchIngester {
                 }
             }
             start.elapsed()
+        })
+    }
+}
+
+/// What one persist job produced.
+#[derive(Debug, Clone, Copy)]
+pub struct PersistResult {
+    pub rows_in: usize,
+    pub rows_out: u64,
+    pub file_bytes: u64,
+}
+
+/// The persist job as the worker runs it (sort key, sort + dedup on the
+/// persist executor, zstd Parquet written to a local-filesystem object
+/// store), without the catalog bookkeeping.
+pub struct BenchPersister {
+    executor: Executor,
+    store: Arc<dyn object_store::ObjectStore>,
+    rt: tokio::runtime::Runtime,
+    files: std::sync::atomic::AtomicU64,
+}
+
+impl BenchPersister {
+    /// `threads` executor threads (the server's default is one per core),
+    /// `memory_limit` bytes of sort memory (default 512 MiB), files and spill
+    /// under `dir`.
+    pub fn new(threads: usize, memory_limit: usize, dir: &std::path::Path) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let executor = Executor::new(threads, memory_limit, dir.join("spill")).expect("executor");
+        std::fs::create_dir_all(dir.join("store")).expect("store dir");
+        let store = Arc::new(
+            object_store::local::LocalFileSystem::new_with_prefix(dir.join("store"))
+                .expect("local store"),
+        );
+        Self {
+            executor,
+            store,
+            rt,
+            files: Default::default(),
+        }
+    }
+
+    /// Persists `batches` (one partition, arrival order) to a new file.
+    pub fn persist(&self, batches: Vec<RecordBatch>) -> Result<PersistResult, String> {
+        let n = self
+            .files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = object_store::path::Path::from(format!("bench/{n}.parquet"));
+        self.rt.block_on(async {
+            let rows_in = batches.iter().map(RecordBatch::num_rows).sum();
+            let schema = crate::schema::union_schema(batches.iter().map(|b| b.schema_ref()));
+            let key = sort_key(&batches, &[]);
+            let out = compact(&self.executor, schema, batches, &key)
+                .await
+                .map_err(|e| e.to_string())?;
+            let meta = write_parquet(Arc::clone(&self.store), &path, out, vec![])
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = object_store::ObjectStoreExt::delete(&*self.store, &path).await;
+            Ok(PersistResult {
+                rows_in,
+                rows_out: meta.row_count,
+                file_bytes: meta.file_size_bytes,
+            })
         })
     }
 }

@@ -10,6 +10,10 @@
 #![allow(dead_code)] // each bench uses part of this
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sluice_ingester::internal_implementation_details::{Wal, WalConfig, WalOp, encode_lp_op};
 
 /// True when criterion runs each benchmark once as a test — `cargo bench --
 /// --test`, or `cargo test --benches` (which does not pass `--bench`): use
@@ -69,29 +73,86 @@ fn mix(mut x: u64) -> u64 {
 pub fn tsbs_lines(first: u64, n: u64, hosts: u64) -> String {
     let mut s = String::with_capacity(n as usize * 460);
     for r in first..first + n {
-        let h = r % hosts;
-        let t = BASE_TIME + (r / hosts) as i64 * INTERVAL;
-        let k = mix(h);
-        let region = (k % 9) as usize;
-        let _ = write!(
-            s,
-            "cpu,hostname=host_{h},region={},datacenter={}{},rack={},os={},arch={},team={},service={},service_version={},service_environment={}",
-            REGIONS[region],
-            REGIONS[region],
-            ["a", "b", "c"][(k >> 8) as usize % 3],
-            (k >> 12) % 100,
-            OSES[(k >> 20) as usize % 3],
-            ["x64", "x86"][(k >> 24) as usize % 2],
-            TEAMS[(k >> 28) as usize % 4],
-            (k >> 32) % 20,
-            (k >> 40) % 2,
-            ENVS[(k >> 44) as usize % 3],
-        );
-        for (i, f) in FIELDS.iter().enumerate() {
-            let v = (mix(r * 16 + i as u64) >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
-            let _ = write!(s, "{}{f}={v}", if i == 0 { ' ' } else { ',' });
-        }
-        let _ = writeln!(s, " {t}");
+        tsbs_line(&mut s, r, hosts, 0);
     }
     s
+}
+
+/// `n` lines that rewrite rows picked at random among `0..rows` (same host,
+/// same time) with other field values (`variant` > 0): duplicates that a
+/// persist job must collapse.
+pub fn tsbs_duplicate_lines(seed: u64, n: u64, rows: u64, hosts: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 460);
+    for i in 0..n {
+        let r = mix(seed.wrapping_mul(0x1000_0000).wrapping_add(i)) % rows;
+        tsbs_line(&mut s, r, hosts, 1 + i % 7);
+    }
+    s
+}
+
+/// Row `r` of the TSBS sequence; `variant` changes the field values only.
+pub fn tsbs_line(s: &mut String, r: u64, hosts: u64, variant: u64) {
+    let h = r % hosts;
+    let t = BASE_TIME + (r / hosts) as i64 * INTERVAL;
+    let k = mix(h);
+    let region = (k % 9) as usize;
+    let _ = write!(
+        s,
+        "cpu,hostname=host_{h},region={},datacenter={}{},rack={},os={},arch={},team={},service={},service_version={},service_environment={}",
+        REGIONS[region],
+        REGIONS[region],
+        ["a", "b", "c"][(k >> 8) as usize % 3],
+        (k >> 12) % 100,
+        OSES[(k >> 20) as usize % 3],
+        ["x64", "x86"][(k >> 24) as usize % 2],
+        TEAMS[(k >> 28) as usize % 4],
+        (k >> 32) % 20,
+        (k >> 40) % 2,
+        ENVS[(k >> 44) as usize % 3],
+    );
+    for (i, f) in FIELDS.iter().enumerate() {
+        let x = mix((r * 16 + i as u64) ^ variant.wrapping_mul(0x5851_F42D_4C95_7F2D));
+        let v = (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
+        let _ = write!(s, "{}{f}={v}", if i == 0 { ' ' } else { ',' });
+    }
+    let _ = writeln!(s, " {t}");
+}
+
+/// Writes one WAL segment in `dir` holding one op per body (as `WalSink`
+/// appends line-protocol writes to namespace `bench`); returns its path.
+pub fn write_segment(dir: &Path, bodies: impl IntoIterator<Item = Bytes>) -> PathBuf {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let registry = prometheus::Registry::new();
+    // One segment for everything: no rotation by size on the way.
+    let mut config = WalConfig::new(dir);
+    config.max_segment_bytes = u64::MAX;
+    let (wal, _) = Wal::open(config, &registry).expect("open WAL");
+    rt.block_on(async {
+        for (i, body) in bodies.into_iter().enumerate() {
+            wal.append(&WalOp {
+                sequence_number: i as u64 + 1,
+                payload: encode_lp_op("bench", body),
+            })
+            .await
+            .expect("WAL append");
+        }
+        let seg = wal.rotate().await.expect("rotate");
+        wal.shutdown().await.expect("shutdown");
+        seg.path
+    })
+}
+
+/// A temporary directory on the filesystem of `$SLUICE_BENCH_DIR` (default:
+/// the system temp dir — set it to the WAL volume to measure that disk).
+pub fn bench_dir(prefix: &str) -> tempfile::TempDir {
+    let base = std::env::var_os("SLUICE_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(base)
+        .expect("temporary directory for the bench")
 }
