@@ -160,8 +160,10 @@ cargo_phase SLUICE_SKIP_FMT "cargo fmt" cargo fmt --all --check || true
 # harness runs the same command (a no-op then) and uses the binary built here.
 cargo_phase SLUICE_SKIP_TESTS "cargo build" cargo build "${CARGO_LOCKED[@]}" --workspace --bins --tests || true
 export SLUICE_INGESTER_BIN="$CARGO_TARGET_DIR/debug/sluice-ingester"
+# The `benches` feature only changes sluice-ingester's own features (no
+# dependency is re-checked) and brings its criterion benches under clippy.
 cargo_phase SLUICE_SKIP_CLIPPY "cargo clippy" \
-    cargo clippy "${CARGO_LOCKED[@]}" --workspace --all-targets -- -D warnings || true
+    cargo clippy "${CARGO_LOCKED[@]}" --workspace --all-targets --features sluice-ingester/benches -- -D warnings || true
 if cargo nextest --version >/dev/null 2>&1; then
     TEST_CMD=(cargo nextest run "${CARGO_LOCKED[@]}" --workspace --no-fail-fast "$@")
 else
