@@ -333,6 +333,86 @@ impl Ingester {
         .into_inner())
     }
 
+    /// `ControlService.Persist` of one namespace (and table, if not empty).
+    pub async fn persist(
+        &self,
+        namespace: &str,
+        table: &str,
+        wait: bool,
+    ) -> anyhow::Result<v1::PersistResponse> {
+        let mut c = self.control_client().await?;
+        Ok(c.persist(v1::PersistRequest {
+            namespace: namespace.into(),
+            table: table.into(),
+            wait,
+        })
+        .await?
+        .into_inner())
+    }
+
+    /// `ControlService.PrepareShutdown`.
+    pub async fn prepare_shutdown(
+        &self,
+        wait: bool,
+    ) -> Result<v1::PrepareShutdownResponse, tonic::Status> {
+        let mut c = self
+            .control_client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        c.prepare_shutdown(v1::PrepareShutdownRequest { wait })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// `ControlService.ResumeIngest`.
+    pub async fn resume_ingest(&self) -> anyhow::Result<v1::ResumeIngestResponse> {
+        let mut c = self.control_client().await?;
+        Ok(c.resume_ingest(v1::ResumeIngestRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// `CatalogService.ListParquetFiles` of a table.
+    pub async fn parquet_files(
+        &self,
+        namespace: &str,
+        table: &str,
+    ) -> Result<Vec<v1::ParquetFile>, tonic::Status> {
+        let mut c = self
+            .catalog_client()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        c.list_parquet_files(v1::ListParquetFilesRequest {
+            namespace: namespace.into(),
+            table: table.into(),
+        })
+        .await
+        .map(|r| r.into_inner().files)
+    }
+
+    /// The WAL segment files (`*.wal`) in the WAL directory, sorted.
+    pub fn wal_segments(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(self.wal_dir())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// The resident set size of the running process (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Rows of a table (0 if the namespace or table does not exist).
     pub async fn count_rows(
         &self,
@@ -489,6 +569,26 @@ pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>
     match tokio::time::timeout(limit, fut).await {
         Ok(v) => v,
         Err(_) => panic!("{what}: no result within {limit:?}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing the test
+/// with `what` and the last `Err` seen if `limit` passes first.
+pub async fn poll_until<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            panic!("{what}: not reached within {limit:?}; last state: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -258,10 +258,14 @@ async fn scan_parquet(
     let url = ObjectStoreUrl::parse(format!("sluice-source://source-{input}")).map_err(err)?;
     ctx.runtime_env()
         .register_object_store(url.as_ref(), Arc::clone(&store));
-    let meta = store
+    let mut meta = store
         .head(&path)
         .await
         .map_err(|e| err(DataFusionError::ObjectStore(Box::new(e))))?;
+    // The scan reads `meta.location` through the same store: keep the path
+    // we asked for. (A `PrefixStore` reports locations with its prefix,
+    // which reading through it would then apply a second time.)
+    meta.location = path.clone();
 
     let table = &layout.table;
     let projection: Vec<usize> = layout
