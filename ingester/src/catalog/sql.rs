@@ -187,6 +187,28 @@ async fn load_table<'e>(
         .ok_or(CatalogError::TableNotFound { table_id })
 }
 
+impl $catalog {
+    /// Parquet files selected by `sql` with its one id parameter.
+    async fn select_files(
+        &self,
+        op: &'static str,
+        sql: &'static str,
+        id: i64,
+    ) -> Result<Vec<ParquetFile>, CatalogError> {
+        with_timeout(op, self.timeout, async {
+            let rows: Vec<FileRow<SortKeyDb>> = query_as(sql)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(op))?;
+            rows.into_iter()
+                .map(|r| sql::file_from_row(r, decode_sort_key))
+                .collect()
+        })
+        .await
+    }
+}
+
 #[async_trait]
 impl Catalog for $catalog {
     async fn get_or_create_namespace(&self, name: &str) -> Result<NamespaceId, CatalogError> {
@@ -438,35 +460,19 @@ impl Catalog for $catalog {
         &self,
         table_id: TableId,
     ) -> Result<Vec<ParquetFile>, CatalogError> {
-        const OP: &str = "list_parquet_files";
-        with_timeout(OP, self.timeout, async {
-            let rows: Vec<FileRow<SortKeyDb>> = query_as(sql::SELECT_FILES_BY_TABLE)
-                .bind(table_id.0)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db(OP))?;
-            rows.into_iter()
-                .map(|r| sql::file_from_row(r, decode_sort_key))
-                .collect()
-        })
-        .await
+        self.select_files("list_parquet_files", sql::SELECT_FILES_BY_TABLE, table_id.0)
+            .await
     }
 
     async fn list_parquet_files_by_partition(
         &self,
         partition_id: PartitionId,
     ) -> Result<Vec<ParquetFile>, CatalogError> {
-        const OP: &str = "list_parquet_files_by_partition";
-        with_timeout(OP, self.timeout, async {
-            let rows: Vec<FileRow<SortKeyDb>> = query_as(sql::SELECT_FILES_BY_PARTITION)
-                .bind(partition_id.0)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(db(OP))?;
-            rows.into_iter()
-                .map(|r| sql::file_from_row(r, decode_sort_key))
-                .collect()
-        })
+        self.select_files(
+            "list_parquet_files_by_partition",
+            sql::SELECT_FILES_BY_PARTITION,
+            partition_id.0,
+        )
         .await
     }
 
