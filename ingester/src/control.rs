@@ -94,21 +94,23 @@ impl Control {
             .collect()
     }
 
-    /// Persists the matching partitions; with `wait`, returns once done.
+    /// Persists the matching partitions; with `wait`, returns once done:
+    /// once every batch taken from them so far has persisted, including
+    /// batches a rotation or hot-partition job took just before (their
+    /// buffer is then empty and this call enqueues nothing for them).
     /// Returns (partitions enqueued, rows enqueued).
     pub(crate) async fn persist(&self, namespace: &str, table: &str, wait: bool) -> (u64, u64) {
         let parts = self.partitions(namespace, table);
         let mut rows = 0u64;
-        let mut completions = Vec::new();
-        for p in parts {
+        let mut n = 0u64;
+        for p in &parts {
             rows += p.stats().buffered_rows as u64;
-            if let Some(rx) = self.persist.enqueue(p).await {
-                completions.push(rx);
+            if self.persist.enqueue(Arc::clone(p)).await.is_some() {
+                n += 1;
             }
         }
-        let n = completions.len() as u64;
         if wait {
-            join_all(completions).await;
+            join_all(parts.iter().map(|p| p.wait_persisted(p.persists_started()))).await;
         }
         (n, rows)
     }

@@ -96,6 +96,10 @@ pub(crate) struct PartitionData {
     /// partition checks do not enqueue it again and again.
     pub(crate) persist_pending: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
+    /// Persists completed so far, for callers waiting on them (`Persist`
+    /// with `wait` must also wait for jobs others started: a rotation may
+    /// have taken the buffer just before).
+    persisted_tx: tokio::sync::watch::Sender<u64>,
 }
 
 /// Buffer figures of a partition.
@@ -126,6 +130,7 @@ impl PartitionData {
             table,
             persist_pending: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
+            persisted_tx: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -213,7 +218,20 @@ impl PartitionData {
         if g.buffer.is_empty() && g.persisting.is_empty() {
             g.oldest_write = None;
         }
+        self.persisted_tx.send_replace(g.persisted_batches);
         Some(done.bytes)
+    }
+
+    /// Persists started so far (taken from the buffer, done or not).
+    pub(crate) fn persists_started(&self) -> u64 {
+        self.inner.lock().persists_started
+    }
+
+    /// Resolves once `n` persists of this partition have completed.
+    pub(crate) async fn wait_persisted(&self, n: u64) {
+        let mut rx = self.persisted_tx.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail.
+        let _ = rx.wait_for(|done| *done >= n).await;
     }
 
     pub(crate) fn stats(&self) -> PartitionStats {
