@@ -75,6 +75,8 @@ struct Inner {
     buffer_bytes: usize,
     /// Small batches at the end of `buffer`.
     trailing_small: usize,
+    /// Of those, the unmerged ones (one write each) at the very end.
+    trailing_unmerged: usize,
     persisting: VecDeque<PersistingBatch>,
     /// Persists started (the next batch number is this + 1).
     persists_started: u64,
@@ -152,13 +154,24 @@ impl PartitionData {
         g.buffer_rows += rows;
         g.buffer_bytes += bytes;
         let mut delta = bytes as isize;
+        // Two levels, so each row is copied at most twice: 32 single-write
+        // batches merge into one; 32 small merged batches merge again.
+        // (Re-merging one growing batch every 32 writes would copy each row
+        // of a stream of tiny writes some 17 times before it reached
+        // SMALL_BATCH_ROWS.)
         if rows < SMALL_BATCH_ROWS {
             g.trailing_small += 1;
-            if g.trailing_small >= MERGE_AFTER_SMALL_BATCHES {
-                delta += merge_trailing(&mut g);
+            g.trailing_unmerged += 1;
+            if g.trailing_unmerged >= MERGE_AFTER_SMALL_BATCHES {
+                let n = g.trailing_unmerged;
+                delta += merge_trailing(&mut g, n);
+            } else if g.trailing_small >= MERGE_AFTER_SMALL_BATCHES {
+                let n = g.trailing_small;
+                delta += merge_trailing(&mut g, n);
             }
         } else {
             g.trailing_small = 0;
+            g.trailing_unmerged = 0;
         }
         (delta, g.buffer_bytes, g.buffer_rows)
     }
@@ -201,6 +214,7 @@ impl PartitionData {
             bytes: std::mem::take(&mut g.buffer_bytes),
         };
         g.trailing_small = 0;
+        g.trailing_unmerged = 0;
         g.persisting.push_back(batch.clone());
         Some(batch)
     }
@@ -247,8 +261,7 @@ impl PartitionData {
 }
 
 /// Merges the trailing small batches into one. Returns the byte delta.
-fn merge_trailing(g: &mut Inner) -> isize {
-    let n = g.trailing_small;
+fn merge_trailing(g: &mut Inner, n: usize) -> isize {
     let start = g.buffer.len() - n;
     let parts = &g.buffer[start..];
     let schema = union_schema(parts.iter().map(|b| b.batch.schema_ref()));
@@ -261,6 +274,7 @@ fn merge_trailing(g: &mut Inner) -> isize {
         // Leave the batches as they are; merging is an optimisation only.
         Err(_) => {
             g.trailing_small = 0;
+            g.trailing_unmerged = 0;
             return 0;
         }
     };
@@ -277,7 +291,81 @@ fn merge_trailing(g: &mut Inner) -> isize {
         sequence_numbers: runs,
     });
     g.buffer_bytes = g.buffer_bytes + new_bytes - old_bytes;
-    // A merged batch that is still small keeps collecting.
-    g.trailing_small = usize::from(rows < SMALL_BATCH_ROWS);
+    // A merged batch that is still small counts towards the next level.
+    g.trailing_small = if rows < SMALL_BATCH_ROWS {
+        g.trailing_small - n + 1
+    } else {
+        0
+    };
+    g.trailing_unmerged = 0;
     new_bytes as isize - old_bytes as isize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+
+    fn one_row(v: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v]))]).unwrap()
+    }
+
+    /// A stream of one-row writes is merged in two levels: every row stays,
+    /// in order, with its sequence number, and the buffer holds few batches.
+    #[test]
+    fn tiny_writes_merge_in_two_levels() {
+        let p = PartitionData::new(
+            PartitionId(1),
+            "2026-01-01".into(),
+            NamespaceId(1),
+            TableId(1),
+            "ns".into(),
+            "t".into(),
+        );
+        let n = 3000i64;
+        for i in 0..n {
+            let (_, _, rows) = p.buffer_write(one_row(i), i as u64 + 1);
+            assert_eq!(rows, i as usize + 1);
+        }
+        let snap = p.snapshot();
+        assert_eq!(snap.rows, n as usize);
+        let values: Vec<i64> = snap
+            .batches
+            .iter()
+            .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(values, (0..n).collect::<Vec<_>>());
+        // 3000 = 2 × 1024-row merges + 952 rows: 29 merged batches of 32 rows
+        // and 24 unmerged ones.
+        assert!(
+            snap.batches.len() <= 2 + 31 + 31,
+            "{} batches",
+            snap.batches.len()
+        );
+        let g = p.inner.lock();
+        let seqs: Vec<u64> = g
+            .buffer
+            .iter()
+            .flat_map(|b| {
+                b.sequence_numbers.iter().map(|(s, r)| {
+                    assert_eq!(*r, 1);
+                    *s
+                })
+            })
+            .collect();
+        assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
+        let bytes: usize = g
+            .buffer
+            .iter()
+            .map(|b| b.batch.get_array_memory_size())
+            .sum();
+        assert_eq!(g.buffer_bytes, bytes);
+        assert!(
+            g.buffer
+                .iter()
+                .all(|b| b.batch.column(0).len() == b.batch.num_rows())
+        );
+    }
 }

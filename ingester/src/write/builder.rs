@@ -32,7 +32,17 @@ enum ColumnData {
 impl ColumnData {
     fn new(t: ColumnType, cap: usize) -> Self {
         match t {
-            ColumnType::Tag => Self::Tag(StringDictionaryBuilder::new()),
+            // `new()` would reserve 1,024 keys, values and hash slots per
+            // tag column, whatever the request's size: most of the cost of a
+            // small write. Distinct values are few; the dictionary grows.
+            ColumnType::Tag => {
+                let distinct = cap.min(64);
+                Self::Tag(StringDictionaryBuilder::with_capacity(
+                    cap,
+                    distinct,
+                    distinct * 16,
+                ))
+            }
             ColumnType::I64 => Self::I64(Int64Builder::with_capacity(cap)),
             ColumnType::U64 => Self::U64(UInt64Builder::with_capacity(cap)),
             ColumnType::F64 => Self::F64(Float64Builder::with_capacity(cap)),

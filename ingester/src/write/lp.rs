@@ -28,7 +28,7 @@ pub(crate) fn build_tables(
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
     let mult = precision.multiplier();
-    let cap_hint = (body.len() / 128).clamp(16, 1 << 16);
+    let rows_hint = rows_hint(body);
     // Positions of keys overridden later in the same line (rare).
     let mut skip: Vec<bool> = Vec::new();
 
@@ -50,10 +50,13 @@ pub(crate) fn build_tables(
                         reason,
                     })?;
                     let i = tables.len();
+                    // The first table gets room for the whole body; further
+                    // tables of a mixed body start small and grow.
+                    let cap = if i == 0 { rows_hint } else { 64 };
                     tables.push(TableBuilder::new(
                         measurement.to_string(),
                         cached(&measurement),
-                        cap_hint,
+                        cap,
                     ));
                     index.insert(measurement.to_string(), i);
                     i
@@ -109,6 +112,16 @@ pub(crate) fn build_tables(
         return Err(WriteError::Empty);
     }
     tables.into_iter().map(TableBuilder::finish).collect()
+}
+
+/// Rows to reserve per column: the body's length over its first line's.
+/// The lines of a batch are usually alike, so the builders neither regrow
+/// nor keep several times the data's size as spare capacity, which the
+/// buffer would hold (and count against its limit) until persisted.
+fn rows_hint(body: &[u8]) -> usize {
+    let first = memchr::memchr(b'\n', body).map_or(body.len(), |i| i + 1);
+    // A short first line (a comment, say) must not inflate the guess.
+    body.len().div_ceil(first.max(32)).clamp(1, 1 << 16)
 }
 
 fn append_field(
