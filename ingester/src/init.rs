@@ -22,7 +22,6 @@ use std::time::Duration;
 
 pub use config::Config;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::buffer_tree::{BufferTree, HotPartitions, PartitionData};
 use crate::catalog::{self, CatalogError, SchemaCache};
@@ -67,6 +66,10 @@ pub enum InitError {
     Grpc(String),
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    #[error(transparent)]
+    Tokens(#[from] server::auth::TokensFileError),
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
 }
 
 type LiveSink = DmlSinkInstrumentation<WalSink<Arc<BufferTree>>>;
@@ -102,6 +105,33 @@ pub async fn serve_on(
     http_listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), InitError> {
+    // Tokens and certificates are checked before anything else starts, so
+    // a bad Secret fails the pod at once with the file and line.
+    let auth = config.security.auth()?;
+    let tls = match config.security.tls_files()? {
+        Some(files) => Some(server::tls::TlsReloader::load(files)?),
+        None => None,
+    };
+    let _reloaders = BackgroundTasks(
+        [
+            auth.spawn_reloader(config.security.reload_interval),
+            tls.as_ref()
+                .map(|t| t.spawn_reloader(config.security.reload_interval)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    );
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        config.security.max_connections.max(1),
+    ));
+    tracing::info!(
+        auth = auth.enabled(),
+        tokens = auth.token_count(),
+        tls = tls.is_some(),
+        mtls = config.security.tls_client_ca.is_some(),
+        "listener security"
+    );
     let registry = prometheus::Registry::new();
     let phase = Arc::new(PhaseCell::new());
     let http_state: Arc<HttpState> = Arc::new(server::http::HttpState {
@@ -113,8 +143,20 @@ pub async fn serve_on(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut http_stop = stop_rx.clone();
     let http_addr = http_listener.local_addr().ok();
+    let http_incoming = server::tls::HttpListener::new(
+        server::tls::incoming(
+            http_listener,
+            tls.clone(),
+            server::tls::Alpn::Http,
+            Arc::clone(&connections),
+        ),
+        http_addr.unwrap_or_else(|| config.http_bind),
+    );
+    let http_router = server::http::router(Arc::clone(&http_state)).layer(
+        axum::middleware::from_fn_with_state(auth.clone(), server::auth_http::require_token),
+    );
     let http = tokio::spawn(
-        axum::serve(http_listener, server::http::router(Arc::clone(&http_state)))
+        axum::serve(http_incoming, http_router)
             .with_graceful_shutdown(async move {
                 let _ = http_stop.wait_for(|s| *s).await;
             })
@@ -308,20 +350,52 @@ pub async fn serve_on(
 
     let mut grpc_stop = stop_rx.clone();
     let grpc_addr = grpc_listener.local_addr().ok();
+    let grpc_incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::ReceiverStream::new(server::tls::incoming(
+            grpc_listener,
+            tls.clone(),
+            server::tls::Alpn::Grpc,
+            Arc::clone(&connections),
+        )),
+        Ok::<_, std::io::Error>,
+    );
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(server::auth_grpc::GrpcAuthLayer::new(auth.clone()))
+            .layer(server::grpc::limits::LimitsLayer::new(
+                config.security.max_concurrent_queries,
+                Some(config.security.request_timeout).filter(|t| !t.is_zero()),
+            ))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(write_svc)
             .add_service(flight_svc)
             .add_service(catalog_svc)
             .add_service(control_svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+            .serve_with_incoming_shutdown(grpc_incoming, async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             }),
     );
 
+    // The WAL volume's usage limit: refuse writes and free space past it.
+    let limit = config.wal_limits.limit();
+    let _usage_guard = BackgroundTasks(if limit.is_set() {
+        let state = Arc::clone(&state);
+        vec![crate::wal::spawn_usage_guard(
+            wal.clone(),
+            limit,
+            move |full| {
+                if full {
+                    state.set(IngestStateError::DiskFull);
+                } else {
+                    state.unset(IngestStateError::DiskFull);
+                }
+            },
+        )]
+    } else {
+        Vec::new()
+    });
     state.unset(IngestStateError::Starting);
     phase.set(Phase::Ready);
     tracing::info!(grpc = ?grpc_addr, ingester_id = %ingester_id, "ready");
@@ -350,6 +424,17 @@ pub async fn serve_on(
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(InitError::Http(e)),
         Err(e) => Err(InitError::Grpc(e.to_string())),
+    }
+}
+
+/// Background tasks (file reloaders, the WAL usage guard); stopped on drop.
+struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
     }
 }
 

@@ -53,9 +53,14 @@ mod timestamp_oracle;
 // A complete subsystem API: some items serve only tests and benches.
 #[allow(dead_code, unused_imports)]
 mod wal;
+
+#[cfg(test)]
+mod fuzz_tests;
 mod write;
 
 pub use init::*;
+pub use server::SecurityOptions;
+pub use server::auth::{hash_token, new_token};
 pub use store::S3Options;
 
 /// Internals for the criterion benches. Not a stable API: please do not

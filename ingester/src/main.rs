@@ -42,6 +42,8 @@ enum Command {
     Namespaces(cli::NamespacesArgs),
     /// List a namespace's tables and their columns.
     Tables(cli::TablesArgs),
+    /// Make bearer tokens for `serve --tokens-file`.
+    Token(cli::TokenArgs),
 }
 
 fn init_logging(filter: &str, format: &str) {
@@ -100,6 +102,7 @@ async fn main() -> std::process::ExitCode {
         Command::Resume(a) => cli::run_resume(a).await,
         Command::Namespaces(a) => cli::run_namespaces(a).await,
         Command::Tables(a) => cli::run_tables(a).await,
+        Command::Token(a) => cli::run_token(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use sluice_proto::v1;
 use sluice_proto::v1::catalog_service_client::CatalogServiceClient;
 use sluice_proto::v1::control_service_client::ControlServiceClient;
-use tonic::transport::Channel;
 
 use super::{CliError, ConnectArgs, MAX_MESSAGE_BYTES, human_bytes, thousands};
 
@@ -109,13 +108,17 @@ pub struct NamespacesArgs {
     pub json: bool,
 }
 
-async fn control(connect: &ConnectArgs) -> Result<ControlServiceClient<Channel>, CliError> {
+async fn control(
+    connect: &ConnectArgs,
+) -> Result<ControlServiceClient<super::GrpcChannel>, CliError> {
     Ok(ControlServiceClient::new(connect.connect().await?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
-async fn catalog(connect: &ConnectArgs) -> Result<CatalogServiceClient<Channel>, CliError> {
+async fn catalog(
+    connect: &ConnectArgs,
+) -> Result<CatalogServiceClient<super::GrpcChannel>, CliError> {
     Ok(CatalogServiceClient::new(connect.connect().await?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))

@@ -27,18 +27,23 @@ mod batch;
 mod control;
 mod output;
 mod query;
+mod tls;
+mod token;
 mod write;
 
 use std::error::Error as _;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+
+pub use tls::{ClientAuthArgs, GrpcChannel, TokenInterceptor};
 
 pub use control::{
     DrainArgs, NamespacesArgs, PersistArgs, ResumeArgs, RotateArgs, StatusArgs, TablesArgs,
     run_drain, run_namespaces, run_persist, run_resume, run_rotate, run_status, run_tables,
 };
 pub use query::{QueryArgs, run_query};
+pub use token::{TokenArgs, run_token};
 pub use write::{WriteArgs, run_write};
 
 /// Largest gRPC message the clients encode or decode: 64 MiB.
@@ -48,7 +53,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
     /// gRPC address of the ingester (its `--grpc-bind`). A bare `host:port`
-    /// means `http://host:port`. TLS (`https://`) is not supported.
+    /// means `http://host:port`; `https://` uses TLS (see --ca-cert).
     #[arg(long, env = "SLUICE_ADDR", default_value = "http://127.0.0.1:8082")]
     pub addr: String,
 
@@ -56,6 +61,9 @@ pub struct ConnectArgs {
     /// `500ms`.
     #[arg(long, env = "SLUICE_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
+
+    #[command(flatten)]
+    pub auth: ClientAuthArgs,
 }
 
 /// What went wrong talking to an ingester.
@@ -66,6 +74,9 @@ pub enum CliError {
 
     #[error("cannot connect to {addr}: {reason}")]
     Connect { addr: String, reason: String },
+
+    #[error("TLS: {reason}")]
+    Tls { reason: String },
 
     /// An RPC answered with an error status.
     #[error("{what} failed: {}", describe_status(status))]
@@ -95,9 +106,15 @@ impl ConnectArgs {
     }
 
     /// Connects eagerly, so an unreachable server is reported once, up front,
-    /// with its root cause.
-    pub async fn connect(&self) -> Result<Channel, CliError> {
+    /// with its root cause. Every call carries `--token`, if given.
+    pub async fn connect(&self) -> Result<GrpcChannel, CliError> {
         let uri = self.uri();
+        let interceptor = TokenInterceptor::new(self.auth.token.as_deref()).map_err(|reason| {
+            CliError::InvalidAddress {
+                addr: self.addr.clone(),
+                reason,
+            }
+        })?;
         let endpoint = Endpoint::from_shared(uri.clone())
             .map_err(|e| CliError::InvalidAddress {
                 addr: self.addr.clone(),
@@ -108,8 +125,19 @@ impl ConnectArgs {
             // Spot a dead server during long `--wait` calls and queries.
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(20));
-        match endpoint.connect().await {
-            Ok(channel) => Ok(channel),
+        let connected = if uri.starts_with("https://") {
+            let config = self
+                .auth
+                .client_config()
+                .map_err(|reason| CliError::Tls { reason })?;
+            let connector = tls::TlsConnector::new(config, self.auth.tls_server_name.as_deref())
+                .map_err(|reason| CliError::Tls { reason })?;
+            endpoint.connect_with_connector(connector).await
+        } else {
+            endpoint.connect().await
+        };
+        match connected {
+            Ok(channel) => Ok(GrpcChannel::new(channel, interceptor)),
             Err(e) => Err(CliError::Connect {
                 addr: uri,
                 reason: connect_reason(&e, self.connect_timeout),
@@ -263,6 +291,7 @@ mod tests {
         let mut args = ConnectArgs {
             addr: "127.0.0.1:8082".into(),
             connect_timeout: Duration::from_secs(1),
+            auth: Default::default(),
         };
         assert_eq!(args.uri(), "http://127.0.0.1:8082");
         args.addr = "http://h:1".into();
@@ -279,6 +308,7 @@ mod tests {
         let args = ConnectArgs {
             addr: format!("http://127.0.0.1:{port}"),
             connect_timeout: Duration::from_secs(2),
+            auth: Default::default(),
         };
         let err = args.connect().await.expect_err("nothing listens there");
         assert_eq!(
@@ -292,6 +322,7 @@ mod tests {
         let args = ConnectArgs {
             addr: "http://exa mple:1".into(),
             connect_timeout: Duration::from_secs(1),
+            auth: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -162,6 +162,7 @@ fn args(addr: String, output: PathBuf) -> QueryArgs {
         connect: ConnectArgs {
             addr,
             connect_timeout: Duration::from_secs(5),
+            auth: Default::default(),
         },
         namespace: "ns".into(),
         table: "cpu".into(),

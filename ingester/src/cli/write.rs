@@ -33,7 +33,6 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_proto::v1::write_service_client::WriteServiceClient;
 use sluice_proto::v1::{self, write_request};
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 
 use super::batch::{Batch, BatchInfo, Batcher, Input, InputError};
 use super::{ConnectArgs, MAX_MESSAGE_BYTES, describe_status, human_bytes, thousands};
@@ -314,7 +313,7 @@ fn read_inputs(
 /// Everything needed to send one batch, shared by the in-flight requests.
 #[derive(Debug)]
 struct Sender {
-    client: WriteServiceClient<Channel>,
+    client: WriteServiceClient<super::GrpcChannel>,
     namespace: String,
     precision: i32,
     max_retries: u32,

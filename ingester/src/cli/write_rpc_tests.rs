@@ -70,6 +70,7 @@ fn args(addr: String, files: Vec<PathBuf>) -> WriteArgs {
         connect: ConnectArgs {
             addr,
             connect_timeout: Duration::from_secs(5),
+            auth: Default::default(),
         },
         namespace: "ns".into(),
         precision: PrecisionArg::Ms,

@@ -95,6 +95,14 @@ pub struct Config {
 
     #[command(flatten)]
     pub s3: crate::store::S3Options,
+
+    /// Tokens, TLS and listener limits.
+    #[command(flatten)]
+    pub security: crate::server::SecurityOptions,
+
+    /// WAL volume usage limit.
+    #[command(flatten)]
+    pub wal_limits: crate::wal::WalLimitOptions,
 }
 
 impl Config {
@@ -123,6 +131,8 @@ impl Config {
                 s3_region: "us-east-1".into(),
                 ..Default::default()
             },
+            security: Default::default(),
+            wal_limits: Default::default(),
         }
     }
 

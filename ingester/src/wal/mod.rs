@@ -53,6 +53,7 @@ mod reader;
 mod recovery;
 mod reference_tracker;
 mod segment;
+mod usage;
 mod wal_sink;
 mod writer;
 
@@ -75,6 +76,8 @@ pub use error::WalError;
 pub use reader::SegmentReader;
 pub(crate) use reference_tracker::ReferenceTracker;
 pub use segment::MAX_OP_BYTES;
+pub(crate) use usage::spawn_usage_guard;
+pub use usage::{UsageLimit, WalLimitOptions};
 pub(crate) use wal_sink::WalSink;
 
 use metrics::Metrics;

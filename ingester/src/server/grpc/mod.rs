@@ -3,6 +3,7 @@
 pub(crate) mod catalog;
 pub(crate) mod control;
 pub(crate) mod flight;
+pub(crate) mod limits;
 pub(crate) mod size_limit;
 pub(crate) mod write;
 

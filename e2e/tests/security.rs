@@ -1,0 +1,822 @@
+//! Authentication and TLS against the real binary: every API with no token,
+//! a wrong token and a token without the scope, over gRPC, HTTP and the CLI;
+//! refusals that never reveal whether a namespace exists; tokens and
+//! certificates reloaded from their files; TLS with an expired server
+//! certificate, a plain-text client, and mutual TLS with missing and expired
+//! client certificates. Certificates are made with the `openssl` CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_flight::Ticket;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use prost::Message;
+use sluice_e2e::{Ingester, ingester_bin, within};
+use sluice_proto::v1;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+const W: &str = "tok-write-1";
+const Q: &str = "tok-query-1";
+const C: &str = "tok-control-1";
+const ALL: &str = "tok-all-1";
+
+// ---------------------------------------------------------------- helpers
+
+/// Runs the CLI (killed if late) with no token or TLS settings inherited.
+async fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(ingester_bin());
+    cmd.args(args).kill_on_drop(true);
+    for k in [
+        "SLUICE_TOKEN",
+        "SLUICE_CA_CERT",
+        "SLUICE_CLIENT_CERT",
+        "SLUICE_CLIENT_KEY",
+        "SLUICE_ADDR",
+    ] {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let what = format!("sluice-ingester {}", args.join(" "));
+    within(Duration::from_secs(60), &what, cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_cli_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(o)
+    );
+}
+
+fn assert_cli_fails(o: &Output, what: &str, needle: &str) {
+    assert!(!o.status.success(), "{what}: succeeded but should not");
+    assert!(
+        stderr(o).contains(needle),
+        "{what}: expected `{needle}` in stderr:\n{}",
+        stderr(o)
+    );
+}
+
+/// The `token hash` line for a token, made by the CLI itself.
+async fn token_line(token: &str, scopes: &str) -> String {
+    let mut cmd = tokio::process::Command::new(ingester_bin());
+    cmd.args(["token", "hash", "--scopes", scopes])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn token hash");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(token.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = within(
+        Duration::from_secs(30),
+        "token hash",
+        child.wait_with_output(),
+    )
+    .await
+    .expect("token hash");
+    assert_cli_ok(&out, "token hash");
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+async fn write_tokens_file(path: &Path, tokens: &[(&str, &str)]) {
+    let mut text = String::from("# test tokens\n");
+    for (t, scopes) in tokens {
+        text.push_str(&token_line(t, scopes).await);
+        text.push('\n');
+    }
+    // Write then rename, as a Secret update would swap the file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write tokens");
+    std::fs::rename(&tmp, path).expect("rename tokens");
+}
+
+/// Adds `authorization: Bearer <token>` when given.
+#[derive(Clone)]
+struct Bearer(Option<String>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            let v = format!("Bearer {t}").parse().expect("ascii token");
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+type Authed = InterceptedService<Channel, Bearer>;
+
+async fn channel(url: &str, token: Option<&str>) -> Authed {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("connect");
+    InterceptedService::new(ch, Bearer(token.map(str::to_owned)))
+}
+
+/// A fresh timestamp per write, so no two accepted rows are duplicates.
+fn next_ts() -> i64 {
+    static TS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1);
+    TS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+async fn grpc_write(url: &str, token: Option<&str>, ns: &str) -> Result<(), tonic::Status> {
+    let mut c = v1::write_service_client::WriteServiceClient::new(channel(url, token).await);
+    let t = next_ts();
+    c.write(v1::WriteRequest {
+        namespace: ns.into(),
+        payload: Some(v1::write_request::Payload::LineProtocol(
+            format!("cpu,host=a usage=1 {t}\ncpu,host=b usage=2 {t}\n").into(),
+        )),
+        precision: 0,
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Rows of a Flight query, or its refusal.
+async fn grpc_query(url: &str, token: Option<&str>, ns: &str) -> Result<usize, tonic::Status> {
+    use futures::TryStreamExt;
+    let mut c = FlightServiceClient::new(channel(url, token).await);
+    let req = v1::QueryRequest {
+        namespace: ns.into(),
+        table: "cpu".into(),
+        ..Default::default()
+    };
+    let stream = c
+        .do_get(Ticket {
+            ticket: req.encode_to_vec().into(),
+        })
+        .await?
+        .into_inner();
+    let batches: Vec<_> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+        stream.map_err(|s| arrow_flight::error::FlightError::Tonic(Box::new(s))),
+    )
+    .try_collect()
+    .await
+    .map_err(|e| tonic::Status::internal(e.to_string()))?;
+    Ok(batches.iter().map(|b| b.num_rows()).sum())
+}
+
+async fn grpc_status(url: &str, token: Option<&str>) -> Result<(), tonic::Status> {
+    let mut c = v1::control_service_client::ControlServiceClient::new(channel(url, token).await);
+    c.status(v1::StatusRequest {}).await.map(|_| ())
+}
+
+async fn grpc_namespaces(url: &str, token: Option<&str>) -> Result<Vec<String>, tonic::Status> {
+    let mut c = v1::catalog_service_client::CatalogServiceClient::new(channel(url, token).await);
+    let r = c
+        .list_namespaces(v1::ListNamespacesRequest {})
+        .await?
+        .into_inner();
+    Ok(r.namespaces.into_iter().map(|n| n.name).collect())
+}
+
+fn code_of<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> (Code, String) {
+    match r {
+        Ok(v) => panic!("expected a refusal, got {v:?}"),
+        Err(s) => (s.code(), s.message().to_owned()),
+    }
+}
+
+/// One HTTP/1.1 request (plain or TLS) with optional headers; returns
+/// (status, body).
+async fn http(
+    addr: std::net::SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut resp = Vec::new();
+    match tls {
+        None => {
+            let mut s = tcp;
+            s.write_all(head.as_bytes()).await?;
+            s.write_all(body).await?;
+            s.read_to_end(&mut resp).await?;
+        }
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let mut s = tls.connect(name, tcp).await?;
+            s.write_all(head.as_bytes()).await?;
+            s.write_all(body).await?;
+            s.flush().await?;
+            // A peer that closes without close_notify is fine here.
+            let _ = s.read_to_end(&mut resp).await;
+        }
+    }
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+async fn http_write(
+    addr: std::net::SocketAddr,
+    tls: Option<&tokio_rustls::TlsConnector>,
+    auth: Option<&str>,
+    bucket: &str,
+) -> (u16, String) {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    http(
+        addr,
+        tls,
+        "POST",
+        &format!("/api/v2/write?bucket={bucket}"),
+        &headers,
+        format!("cpu,host=h usage=3 {}\n", next_ts()).as_bytes(),
+    )
+    .await
+    .expect("HTTP write")
+}
+
+/// Polls `cond` until it holds (generous: CI is slow and shared).
+async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond().await {
+        assert!(Instant::now() < deadline, "{what}: not within 30s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- certificates
+
+struct Certs {
+    dir: PathBuf,
+}
+
+impl Certs {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn s(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run openssl (needed by the TLS tests)");
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A CA, plus server and client certificates it signs.
+    fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("cert dir");
+        let c = Self {
+            dir: dir.to_path_buf(),
+        };
+        c.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=sluice test CA",
+        ]);
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        std::fs::write(
+            dir.join("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("ext");
+        c.issue("server", "server.ext", "365");
+        c.issue("server-expired", "server.ext", "-1");
+        c.issue("client", "client.ext", "365");
+        c.issue("client-expired", "client.ext", "-1");
+        c
+    }
+
+    /// `<name>.pem` and `<name>.key`; `days` -1 makes it already expired.
+    fn issue(&self, name: &str, ext: &str, days: &str) {
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=localhost",
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            days,
+            "-extfile",
+            ext,
+        ]);
+    }
+
+    /// Installs `<name>.pem/.key` as the server's `live.pem/.key` (atomic
+    /// renames, like a Secret update).
+    fn install_server(&self, name: &str) {
+        for ext in ["key", "pem"] {
+            let tmp = self.path(&format!("live.{ext}.tmp"));
+            std::fs::copy(self.path(&format!("{name}.{ext}")), &tmp).expect("copy");
+            std::fs::rename(&tmp, self.path(&format!("live.{ext}"))).expect("rename");
+        }
+    }
+
+    /// A test-side TLS client trusting the CA (and presenting `client`).
+    fn connector(&self, client: Option<&str>) -> tokio_rustls::TlsConnector {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).expect("ca") {
+            roots.add(c.expect("ca cert")).expect("add ca");
+        }
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots);
+        let mut config = match client {
+            None => b.with_no_client_auth(),
+            Some(name) => {
+                let chain = CertificateDer::pem_file_iter(self.path(&format!("{name}.pem")))
+                    .expect("client cert")
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("client cert");
+                let key = PrivateKeyDer::from_pem_file(self.path(&format!("{name}.key")))
+                    .expect("client key");
+                b.with_client_auth_cert(chain, key).expect("client auth")
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+}
+
+/// Waits for `/ready` over HTTPS.
+async fn wait_ready_tls(ing: &mut Ingester, tls: &tokio_rustls::TlsConnector) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(s) = ing.try_exit_status().expect("status") {
+            panic!("ingester exited with {s}; log:\n{}", ing.log());
+        }
+        if let Ok((200, _)) = http(ing.http, Some(tls), "GET", "/ready", &[], b"").await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready over TLS; log:\n{}",
+            ing.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_guard_every_api_without_revealing_namespaces() {
+    within(Duration::from_secs(240), "tokens", tokens()).await;
+}
+
+async fn tokens() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tokens = tmp.path().join("tokens");
+    write_tokens_file(
+        &tokens,
+        &[(W, "write"), (Q, "query"), (C, "control"), (ALL, "all")],
+    )
+    .await;
+    let mut ing = Ingester::new(tmp.path().join("data"))
+        .arg("--tokens-file")
+        .arg(tokens.display().to_string())
+        .arg("--metrics-require-token")
+        .arg("--reload-interval")
+        .arg("100ms");
+    // `start` waits for /ready without a token: probes stay open.
+    ing.start().await.expect("start");
+    let url = ing.grpc_url();
+
+    // gRPC write: no token, wrong token, wrong scope, right scope.
+    let (code, _) = code_of(grpc_write(&url, None, "sec").await);
+    assert_eq!(code, Code::Unauthenticated);
+    let (code, _) = code_of(grpc_write(&url, Some("nope"), "sec").await);
+    assert_eq!(code, Code::Unauthenticated);
+    for t in [Q, C] {
+        let (code, _) = code_of(grpc_write(&url, Some(t), "sec").await);
+        assert_eq!(code, Code::PermissionDenied, "token {t}");
+    }
+    grpc_write(&url, Some(W), "sec").await.expect("write");
+    grpc_write(&url, Some(ALL), "sec").await.expect("write");
+
+    // Nothing was written by the refused calls: only two accepted writes of
+    // two rows each.
+    assert_eq!(grpc_query(&url, Some(Q), "sec").await.expect("query"), 4);
+
+    // Refusals are identical for an existing and a missing namespace.
+    for (token, want) in [
+        (None, Code::Unauthenticated),
+        (Some("nope"), Code::Unauthenticated),
+        (Some(W), Code::PermissionDenied),
+        (Some(C), Code::PermissionDenied),
+    ] {
+        let exists = code_of(grpc_query(&url, token, "sec").await);
+        let missing = code_of(grpc_query(&url, token, "no_such_ns").await);
+        assert_eq!(exists.0, want, "{token:?}");
+        assert_eq!(exists, missing, "query refusal differs for {token:?}");
+    }
+    for token in [None, Some("nope"), Some(Q)] {
+        let exists = code_of(grpc_write(&url, token, "sec").await);
+        let missing = code_of(grpc_write(&url, token, "no_such_ns").await);
+        assert_eq!(exists, missing, "write refusal differs for {token:?}");
+    }
+
+    // Catalog needs `query`, control needs `control`.
+    assert_eq!(
+        code_of(grpc_namespaces(&url, None).await).0,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code_of(grpc_namespaces(&url, Some(W)).await).0,
+        Code::PermissionDenied
+    );
+    let names = grpc_namespaces(&url, Some(Q)).await.expect("namespaces");
+    assert!(names.contains(&"sec".to_owned()), "{names:?}");
+    assert_eq!(
+        code_of(grpc_status(&url, None).await).0,
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        code_of(grpc_status(&url, Some(Q)).await).0,
+        Code::PermissionDenied
+    );
+    grpc_status(&url, Some(C))
+        .await
+        .expect("status with control");
+
+    // HTTP: probes open, /metrics and writes need tokens.
+    let a = ing.http;
+    for path in ["/health", "/ready"] {
+        let (s, _) = http(a, None, "GET", path, &[], b"").await.expect("probe");
+        assert_eq!(s, 200, "{path}");
+    }
+    let (s, body) = http(a, None, "GET", "/metrics", &[], b"")
+        .await
+        .expect("metrics");
+    assert_eq!(s, 401, "{body}");
+    let (s, _) = http(
+        a,
+        None,
+        "GET",
+        "/metrics",
+        &[("Authorization", &format!("Bearer {Q}"))],
+        b"",
+    )
+    .await
+    .expect("metrics");
+    assert_eq!(s, 200);
+    let (s, body) = http_write(a, None, None, "sec").await;
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("\"unauthorized\""), "{body}");
+    let (s, _) = http_write(a, None, Some("Token nope"), "sec").await;
+    assert_eq!(s, 401);
+    let (s, body) = http_write(a, None, Some(&format!("Token {Q}")), "sec").await;
+    assert_eq!(s, 403, "{body}");
+    assert!(body.contains("\"forbidden\""), "{body}");
+    let missing = http_write(a, None, Some(&format!("Token {Q}")), "no_such_ns").await;
+    assert_eq!((s, body), missing, "HTTP refusal differs by namespace");
+    let (s, body) = http_write(a, None, Some(&format!("Token {W}")), "sec").await;
+    assert_eq!(s, 204, "{body}");
+    let (s, body) = http_write(a, None, Some(&format!("Bearer {W}")), "sec").await;
+    assert_eq!(s, 204, "{body}");
+    assert_eq!(grpc_query(&url, Some(Q), "sec").await.expect("query"), 6);
+
+    // The CLI: --token and SLUICE_TOKEN.
+    let out = cli(&["status", "--addr", &url], &[]).await;
+    assert_cli_fails(&out, "status without token", "UNAUTHENTICATED");
+    let out = cli(&["status", "--addr", &url, "--token", Q], &[]).await;
+    assert_cli_fails(&out, "status with a query token", "PERMISSION_DENIED");
+    let out = cli(&["status", "--addr", &url, "--token", C], &[]).await;
+    assert_cli_ok(&out, "status with --token");
+    let out = cli(&["status", "--addr", &url], &[("SLUICE_TOKEN", C)]).await;
+    assert_cli_ok(&out, "status with SLUICE_TOKEN");
+
+    // Rotating the file: the old write token stops working, the new starts.
+    write_tokens_file(&tokens, &[("tok-write-2", "write"), (Q, "query")]).await;
+    eventually("new token accepted", || async {
+        grpc_write(&url, Some("tok-write-2"), "sec").await.is_ok()
+    })
+    .await;
+    assert_eq!(
+        code_of(grpc_write(&url, Some(W), "sec").await).0,
+        Code::Unauthenticated
+    );
+    // A broken file keeps the tokens in force.
+    std::fs::write(&tokens, "this is not a tokens file\n").expect("write");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    grpc_write(&url, Some("tok-write-2"), "sec")
+        .await
+        .expect("previous tokens still valid");
+    assert!(
+        ing.log().contains("keeping the previous tokens"),
+        "{}",
+        ing.log()
+    );
+    ing.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_fails_on_a_bad_tokens_file() {
+    within(Duration::from_secs(60), "bad tokens", async {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let tokens = tmp.path().join("tokens");
+        std::fs::write(&tokens, "# ok\nsha256:abc write\n").expect("write");
+        let mut ing = Ingester::new(tmp.path().join("data"))
+            .arg("--tokens-file")
+            .arg(tokens.display().to_string());
+        ing.spawn().expect("spawn");
+        let status = ing.wait_exit(Duration::from_secs(30)).await.expect("exits");
+        assert!(!status.success());
+        assert!(ing.log().contains("line 2"), "{}", ing.log());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_both_listeners_and_reloads_certificates() {
+    within(Duration::from_secs(240), "tls", tls()).await;
+}
+
+async fn tls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::new(&tmp.path().join("certs"));
+    certs.install_server("server");
+    let tokens = tmp.path().join("tokens");
+    write_tokens_file(&tokens, &[(ALL, "all")]).await;
+    let mut ing = Ingester::new(tmp.path().join("data"))
+        .arg("--tls-cert")
+        .arg(certs.s("live.pem"))
+        .arg("--tls-key")
+        .arg(certs.s("live.key"))
+        .arg("--tokens-file")
+        .arg(tokens.display().to_string())
+        .arg("--reload-interval")
+        .arg("100ms");
+    ing.spawn().expect("spawn");
+    let tls = certs.connector(None);
+    wait_ready_tls(&mut ing, &tls).await;
+    let https = format!("https://localhost:{}", ing.grpc.port());
+    let ca = certs.s("ca.pem");
+
+    // The CLI over TLS, with the token.
+    let out = cli(
+        &["status", "--addr", &https, "--ca-cert", &ca, "--token", ALL],
+        &[],
+    )
+    .await;
+    assert_cli_ok(&out, "status over TLS");
+    let out = cli(&["status", "--addr", &https, "--ca-cert", &ca], &[]).await;
+    assert_cli_fails(&out, "TLS without token", "UNAUTHENTICATED");
+    // Without the CA the server is not trusted.
+    let out = cli(&["status", "--addr", &https, "--token", ALL], &[]).await;
+    assert!(!out.status.success(), "untrusted server accepted");
+
+    // A plain-text client gets nothing from the TLS listeners.
+    let plain = tonic::transport::Endpoint::from_shared(ing.grpc_url())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    let r = match plain.connect().await {
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        Ok(ch) => {
+            let mut c = v1::control_service_client::ControlServiceClient::new(
+                InterceptedService::new(ch, Bearer(Some(ALL.into()))),
+            );
+            c.status(v1::StatusRequest {}).await.map(|_| ())
+        }
+    };
+    assert!(r.is_err(), "plain-text gRPC against TLS succeeded");
+    match http(ing.http, None, "GET", "/health", &[], b"").await {
+        Ok((s, body)) => panic!("plain HTTP against TLS answered {s}: {body}"),
+        Err(_) => {}
+    }
+
+    // HTTPS writes need the token too.
+    let (s, _) = http_write(ing.http, Some(&tls), None, "tls").await;
+    assert_eq!(s, 401);
+    let (s, body) = http_write(ing.http, Some(&tls), Some(&format!("Token {ALL}")), "tls").await;
+    assert_eq!(s, 204, "{body}");
+
+    // Reload: an expired certificate is served (and refused by clients),
+    // then a valid one again, all without a restart.
+    certs.install_server("server-expired");
+    eventually("expired certificate served", || async {
+        let out = cli(
+            &["status", "--addr", &https, "--ca-cert", &ca, "--token", ALL],
+            &[],
+        )
+        .await;
+        !out.status.success() && stderr(&out).to_lowercase().contains("expired")
+    })
+    .await;
+    assert!(
+        http(ing.http, Some(&tls), "GET", "/health", &[], b"")
+            .await
+            .is_err(),
+        "a client accepted an expired certificate"
+    );
+    certs.install_server("server");
+    eventually("valid certificate served again", || async {
+        cli(
+            &["status", "--addr", &https, "--ca-cert", &ca, "--token", ALL],
+            &[],
+        )
+        .await
+        .status
+        .success()
+    })
+    .await;
+    assert!(
+        ing.log().contains("TLS certificate reloaded"),
+        "{}",
+        ing.log()
+    );
+    ing.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_refuses_missing_and_expired_client_certificates() {
+    within(Duration::from_secs(240), "mtls", mtls()).await;
+}
+
+async fn mtls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let mut ing = Ingester::new(tmp.path().join("data"))
+        .arg("--tls-cert")
+        .arg(certs.s("server.pem"))
+        .arg("--tls-key")
+        .arg(certs.s("server.key"))
+        .arg("--tls-client-ca")
+        .arg(certs.s("ca.pem"));
+    ing.spawn().expect("spawn");
+    let with_cert = certs.connector(Some("client"));
+    wait_ready_tls(&mut ing, &with_cert).await;
+    let https = format!("https://127.0.0.1:{}", ing.grpc.port());
+    let ca = certs.s("ca.pem");
+    let (cc, ck) = (certs.s("client.pem"), certs.s("client.key"));
+    let (ec, ek) = (certs.s("client-expired.pem"), certs.s("client-expired.key"));
+
+    let out = cli(
+        &[
+            "status",
+            "--addr",
+            &https,
+            "--ca-cert",
+            &ca,
+            "--client-cert",
+            &cc,
+            "--client-key",
+            &ck,
+        ],
+        &[],
+    )
+    .await;
+    assert_cli_ok(&out, "mTLS with a valid client certificate");
+    let out = cli(&["status", "--addr", &https, "--ca-cert", &ca], &[]).await;
+    assert!(!out.status.success(), "mTLS without a client certificate");
+    let out = cli(
+        &[
+            "status",
+            "--addr",
+            &https,
+            "--ca-cert",
+            &ca,
+            "--client-cert",
+            &ec,
+            "--client-key",
+            &ek,
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "mTLS with an expired client certificate"
+    );
+
+    // HTTPS: the same three cases.
+    let (s, _) = http(ing.http, Some(&with_cert), "GET", "/health", &[], b"")
+        .await
+        .expect("health with a client certificate");
+    assert_eq!(s, 200);
+    assert!(
+        http(
+            ing.http,
+            Some(&certs.connector(None)),
+            "GET",
+            "/health",
+            &[],
+            b""
+        )
+        .await
+        .is_err(),
+        "HTTPS without a client certificate answered"
+    );
+    assert!(
+        http(
+            ing.http,
+            Some(&certs.connector(Some("client-expired"))),
+            "GET",
+            "/health",
+            &[],
+            b""
+        )
+        .await
+        .is_err(),
+        "HTTPS with an expired client certificate answered"
+    );
+    let log = ing.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    ing.assert_no_panic();
+}
