@@ -204,9 +204,9 @@ struct ApiPath {
 /// `namespaces/<ns>/`, then `<resource>[/<name>[/<subresource>]]`.
 fn parse_path(path: &str) -> Option<ApiPath> {
     let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (group, rest) = match seg.first()? {
-        &"api" => ("", seg.get(2..)?),
-        &"apis" => (*seg.get(1)?, seg.get(3..)?),
+    let (group, rest) = match *seg.first()? {
+        "api" => ("", seg.get(2..)?),
+        "apis" => (*seg.get(1)?, seg.get(3..)?),
         _ => return None,
     };
     let (namespace, rest) = if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
