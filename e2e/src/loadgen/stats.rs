@@ -101,14 +101,63 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
             None => continue,
         };
         let name = name_labels.split('{').next().unwrap_or(name_labels);
-        if !name.starts_with("sluice_") || name.ends_with("_bucket") {
+        if !name.starts_with("sluice_") {
             continue;
         }
+        let key = if name.ends_with("_bucket") {
+            // Buckets of the fdatasync histogram only, keyed `name:le`.
+            if name != SYNC_BUCKETS {
+                continue;
+            }
+            let Some(le) = name_labels
+                .split("le=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+            else {
+                continue;
+            };
+            format!("{name}:{le}")
+        } else {
+            name.to_string()
+        };
         if let Ok(v) = value.parse::<f64>() {
-            *out.entry(name.to_string()).or_insert(0.0) += v;
+            *out.entry(key).or_insert(0.0) += v;
         }
     }
     out
+}
+
+const SYNC_BUCKETS: &str = "sluice_wal_sync_duration_seconds_bucket";
+
+/// The upper bound (ms) of the histogram bucket holding quantile `q` of the
+/// fdatasync durations observed between two scrapes; `None` without syncs.
+fn sync_quantile_bound_ms(
+    before: &BTreeMap<String, f64>,
+    after: &BTreeMap<String, f64>,
+    q: f64,
+) -> Option<f64> {
+    let prefix = format!("{SYNC_BUCKETS}:");
+    let mut buckets: Vec<(f64, f64)> = after
+        .iter()
+        .filter_map(|(k, v)| {
+            let le = k.strip_prefix(&prefix)?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, v - before.get(k).copied().unwrap_or(0.0)))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    buckets
+        .iter()
+        .find(|(_, count)| *count >= q * total)
+        .map(|(le, _)| le * 1000.0)
 }
 
 /// What the server did during the measured window, from its metrics.
@@ -118,6 +167,10 @@ pub struct ServerMetrics {
     pub wal_syncs_per_sec: f64,
     /// Mean fdatasync time of a group commit.
     pub wal_sync_mean_ms: f64,
+    /// Upper bounds of the histogram buckets holding the p50 and p99
+    /// fdatasync time (the server's buckets: 0.25, 0.5, 1, 2, 5, 10 ms…).
+    pub wal_sync_p50_le_ms: Option<f64>,
+    pub wal_sync_p99_le_ms: Option<f64>,
     /// Share of the window the WAL writer spent in fdatasync.
     pub wal_sync_busy: f64,
     pub wal_ops_per_sync: f64,
@@ -147,6 +200,7 @@ impl ServerMetrics {
         let syncs = d("sluice_wal_syncs_total");
         let deltas = after
             .iter()
+            .filter(|(k, _)| !k.contains(':'))
             .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
             .filter(|(_, v)| *v != 0.0)
             .collect();
@@ -158,6 +212,8 @@ impl ServerMetrics {
                     d("sluice_wal_sync_duration_seconds_sum"),
                     d("sluice_wal_sync_duration_seconds_count"),
                 ),
+            wal_sync_p50_le_ms: sync_quantile_bound_ms(before, after, 0.5),
+            wal_sync_p99_le_ms: sync_quantile_bound_ms(before, after, 0.99),
             wal_sync_busy: ratio(d("sluice_wal_sync_duration_seconds_sum"), secs),
             wal_ops_per_sync: ratio(
                 d("sluice_wal_ops_per_sync_sum"),
@@ -366,6 +422,14 @@ impl Report {
                 m.wal_ops_per_sync,
                 m.wal_mb_written_per_sec
             );
+            let bound = |b: Option<f64>| b.map_or("-".to_string(), |b| format!("<= {b} ms"));
+            let _ = writeln!(
+                s,
+                "{:<28} {:>16}  (p99 {})",
+                "server fdatasync p50",
+                bound(m.wal_sync_p50_le_ms),
+                bound(m.wal_sync_p99_le_ms)
+            );
             let _ = writeln!(
                 s,
                 "{:<28} {:>16.3}  (WAL + buffer apply {:.3} ms)",
@@ -427,7 +491,32 @@ mod tests {
         assert_eq!(m.get("sluice_write_rows_total"), Some(&12.0));
         assert_eq!(m.get("sluice_wal_sync_duration_seconds_sum"), Some(&0.5));
         assert!(!m.contains_key("sluice_wal_sync_duration_seconds_bucket"));
+        assert_eq!(
+            m.get("sluice_wal_sync_duration_seconds_bucket:0.1"),
+            Some(&3.0)
+        );
         assert!(!m.contains_key("other_metric"));
+    }
+
+    #[test]
+    fn sync_quantiles_come_from_bucket_deltas() {
+        let before = parse_metrics(
+            "sluice_wal_sync_duration_seconds_bucket{le=\"0.001\"} 50\n\
+             sluice_wal_sync_duration_seconds_bucket{le=\"0.005\"} 100\n\
+             sluice_wal_sync_duration_seconds_bucket{le=\"+Inf\"} 100\n",
+        );
+        // Window: 10 syncs <= 1 ms, 80 in (1, 5] ms, 10 above 5 ms.
+        let after = parse_metrics(
+            "sluice_wal_sync_duration_seconds_bucket{le=\"0.001\"} 60\n\
+             sluice_wal_sync_duration_seconds_bucket{le=\"0.005\"} 190\n\
+             sluice_wal_sync_duration_seconds_bucket{le=\"+Inf\"} 200\n",
+        );
+        let m = ServerMetrics::between(&before, &after, 1.0);
+        assert_eq!(m.wal_sync_p50_le_ms, Some(5.0));
+        assert_eq!(m.wal_sync_p99_le_ms, Some(f64::INFINITY));
+        assert!(m.deltas.keys().all(|k| !k.contains(':')));
+        let none = ServerMetrics::between(&before, &before, 1.0);
+        assert_eq!(none.wal_sync_p50_le_ms, None);
     }
 
     #[test]
