@@ -278,7 +278,7 @@ pub async fn rotation_race_and_kill9_during_persist(backend: Arc<Backend>) {
     verify(&ing, &log, "after Persist(wait)").await;
     // The Parquet files alone hold every row (duplicates across files are
     // re-persisted replays; each file is sorted and duplicate-free).
-    let fs = files::read_table(&backend, &ing, NS, TABLE).await;
+    let fs = files::read_table(&backend, &ing, NS, TABLE, true).await;
     let mut in_files: HashMap<(u32, u64), ()> = HashMap::new();
     for f in &fs {
         files::check_file(f, &["host", "w"]);

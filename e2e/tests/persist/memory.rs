@@ -102,7 +102,7 @@ pub async fn partition_larger_than_persist_memory_limit(backend: Arc<Backend>) {
     watcher.await.expect("watcher");
     let rss = ing.rss_bytes().unwrap_or(0);
 
-    let fs = files::read_table(&backend, &ing, NS, TABLE).await;
+    let fs = files::read_table(&backend, &ing, NS, TABLE, false).await;
     assert_eq!(fs.len(), 1, "one partition, one persist, one file");
     let f = &fs[0];
     files::check_file(f, &["host", "rack"]);

@@ -180,7 +180,7 @@ async fn assert_drained(ing: &Ingester, r: &v1::PrepareShutdownResponse, when: &
 /// Every acknowledged row is in the Parquet files; no refused row is.
 /// Settles unknown outcomes (all or nothing). Returns the distinct rows.
 async fn assert_in_parquet(backend: &Backend, ing: &Ingester, log: &Log, when: &str) -> usize {
-    let fs = files::read_table(backend, ing, NS, TABLE).await;
+    let fs = files::read_table(backend, ing, NS, TABLE, true).await;
     let mut present: HashMap<(u32, u64), u32> = HashMap::new();
     for f in &fs {
         files::check_file(f, &["h", "w"]);

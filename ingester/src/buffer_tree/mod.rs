@@ -67,6 +67,19 @@ pub(crate) struct BufferTree {
     state: Arc<IngestState>,
     bytes_gauge: IntGauge,
     hot: std::sync::OnceLock<HotPartitions>,
+    /// Told, before the rows are buffered, of each write that lands in
+    /// more than one partition (the WAL reference tracker must wait for
+    /// every partition's persist before releasing its segment).
+    multi_partition: std::sync::OnceLock<MultiPartitionObserver>,
+}
+
+/// See [`BufferTree::set_multi_partition_observer`].
+struct MultiPartitionObserver(Box<dyn Fn(u64, u32) + Send + Sync>);
+
+impl std::fmt::Debug for MultiPartitionObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MultiPartitionObserver")
+    }
 }
 
 /// Where partitions over the hot limit are sent to be persisted at once.
@@ -92,7 +105,14 @@ impl BufferTree {
             state,
             bytes_gauge,
             hot: std::sync::OnceLock::new(),
+            multi_partition: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Sets the observer of multi-partition writes (once, at start-up,
+    /// before replay).
+    pub(crate) fn set_multi_partition_observer(&self, f: Box<dyn Fn(u64, u32) + Send + Sync>) {
+        let _ = self.multi_partition.set(MultiPartitionObserver(f));
     }
 
     /// Enables hot-partition persistence (once, at start-up).
@@ -164,6 +184,12 @@ impl BufferTree {
     }
 
     fn apply_op(&self, op: DmlOperation) {
+        let partitions: usize = op.tables.iter().map(|t| t.partitions.len()).sum();
+        if partitions > 1
+            && let Some(f) = self.multi_partition.get()
+        {
+            (f.0)(op.sequence_number, partitions as u32);
+        }
         let ns = self.namespace_entry(op.namespace_id, &op.namespace);
         let mut delta = 0isize;
         for tw in op.tables {

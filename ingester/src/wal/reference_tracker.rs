@@ -11,6 +11,14 @@
 //! segment deleted early: the segment's set comes from the WAL itself (what
 //! was written into the file), never from the buffer.
 //!
+//! A write that spans several partitions (tables, or days) is one WAL
+//! entry with one sequence number, persisted by several jobs. Its number
+//! counts as persisted only when the last of them reports it
+//! ([`ReferenceTracker::applied_to_partitions`] says how many there are);
+//! otherwise the first job to finish would release the segment while the
+//! other partitions' rows were still only in memory, and a crash then
+//! lost them.
+//!
 //! An actor (handle + task): the state is owned by one task, so no lock is
 //! held while a file is deleted; the task stops when the last handle drops.
 
@@ -22,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{SegmentId, Wal};
 
 enum Msg {
+    Applied(u64, u32),
     Closed(SegmentId, Arc<[u64]>),
     Persisted(Arc<[u64]>),
     Stats(oneshot::Sender<TrackerStats>),
@@ -57,6 +66,13 @@ impl ReferenceTracker {
         let _ = self.tx.send(Msg::Closed(id, seqs));
     }
 
+    /// Write `seq` was buffered in `partitions` (> 1) partitions: it is
+    /// persisted once that many jobs have reported it. Must be called
+    /// before the rows become visible to persist jobs.
+    pub(crate) fn applied_to_partitions(&self, seq: u64, partitions: u32) {
+        let _ = self.tx.send(Msg::Applied(seq, partitions));
+    }
+
     /// `seqs` are durable in Parquet and recorded in the catalog.
     pub(crate) fn persisted(&self, seqs: Arc<[u64]>) {
         let _ = self.tx.send(Msg::Persisted(seqs));
@@ -76,6 +92,8 @@ struct State {
     segments: BTreeMap<SegmentId, HashSet<u64>>,
     owner: HashMap<u64, SegmentId>,
     unmatched: HashSet<u64>,
+    /// Multi-partition writes: persist reports still expected, minus one.
+    outstanding: HashMap<u64, u32>,
 }
 
 impl State {
@@ -95,9 +113,23 @@ impl State {
         Vec::new()
     }
 
+    fn applied(&mut self, seq: u64, partitions: u32) {
+        if partitions > 1 {
+            self.outstanding.insert(seq, partitions - 1);
+        }
+    }
+
     fn persisted(&mut self, seqs: &[u64]) -> Vec<SegmentId> {
         let mut free = Vec::new();
         for s in seqs {
+            if let Some(left) = self.outstanding.get_mut(s) {
+                // Other partitions of this write are not persisted yet.
+                *left -= 1;
+                if *left == 0 {
+                    self.outstanding.remove(s);
+                }
+                continue;
+            }
             match self.owner.remove(s) {
                 Some(id) => {
                     if let Some(set) = self.segments.get_mut(&id) {
@@ -121,6 +153,10 @@ async fn run(wal: Wal, mut rx: mpsc::UnboundedReceiver<Msg>) {
     let mut state = State::default();
     while let Some(msg) = rx.recv().await {
         let free = match msg {
+            Msg::Applied(seq, n) => {
+                state.applied(seq, n);
+                continue;
+            }
             Msg::Closed(id, seqs) => state.closed(id, &seqs),
             Msg::Persisted(seqs) => state.persisted(&seqs),
             Msg::Stats(tx) => {
@@ -174,6 +210,17 @@ mod tests {
         assert_eq!(s.persisted(&[4]), vec![seg(2)]);
         assert_eq!(s.closed(seg(3), &[6]), vec![seg(3)]);
         assert!(s.unmatched.is_empty());
+    }
+
+    #[test]
+    fn multi_partition_write_waits_for_every_partition() {
+        let mut s = State::default();
+        s.applied(7, 3);
+        assert!(s.closed(seg(1), &[7]).is_empty());
+        assert!(s.persisted(&[7]).is_empty(), "1 of 3 partitions");
+        assert!(s.persisted(&[7]).is_empty(), "2 of 3 partitions");
+        assert_eq!(s.persisted(&[7]), vec![seg(1)]);
+        assert!(s.outstanding.is_empty());
     }
 
     #[test]
