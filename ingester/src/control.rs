@@ -45,6 +45,14 @@ pub(crate) struct StatusReport {
     pub(crate) persist_active_jobs: usize,
 }
 
+impl StatusReport {
+    /// No write in the WAL: no closed segment, and an open segment without
+    /// entries. The WAL half of "drained".
+    pub(crate) fn wal_empty(&self) -> bool {
+        self.wal.closed_segments.is_empty() && self.wal.open_segment_bytes <= EMPTY_SEGMENT_BYTES
+    }
+}
+
 impl Control {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(

@@ -91,6 +91,18 @@ impl Context {
 }
 
 impl ApiServerVerifier {
+    /// A client whose every request this verifier answers.
+    pub fn client() -> (kube::Client, ApiServerVerifier) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (
+            kube::Client::new(service, "default"),
+            ApiServerVerifier {
+                handle,
+                seen: Vec::new(),
+            },
+        )
+    }
+
     /// Takes the next request; asserts `method` and `path`; replies with
     /// `status` and what `reply` makes of the request body.
     pub async fn expect(

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::crd::PodStatus;
@@ -23,6 +23,8 @@ pub struct Metrics {
     pub driver_actions: IntCounterVec,
     pub driver_action_errors: IntCounterVec,
     pub drain_duration: HistogramVec,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: IntGauge,
     pod_gauges: Vec<(&'static str, IntGaugeVec)>,
     published: Mutex<HashMap<(String, String), BTreeSet<String>>>,
 }
@@ -91,6 +93,8 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")
+            .expect("valid metric");
         let pod_gauges: Vec<_> = POD_GAUGES
             .iter()
             .map(|(name, help)| {
@@ -109,6 +113,7 @@ impl Metrics {
             Box::new(driver_actions.clone()),
             Box::new(driver_action_errors.clone()),
             Box::new(drain_duration.clone()),
+            Box::new(leader.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -125,6 +130,7 @@ impl Metrics {
             driver_actions,
             driver_action_errors,
             drain_duration,
+            leader,
             pod_gauges,
             published: Mutex::default(),
         }

@@ -412,6 +412,7 @@ mod tests {
             oldest_unpersisted_write_age_ms: 90_000,
             partitions: 12,
             version: "0.1.0".into(),
+            wal_empty: false,
         };
         assert_eq!(
             status_text(&r),

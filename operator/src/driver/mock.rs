@@ -199,11 +199,13 @@ impl PodControl for MockPods {
             state,
             buffered_rows: if empty { 0 } else { 100 },
             buffered_bytes: if empty { 0 } else { 10_000 },
-            wal_segments: if empty { 0 } else { 1 },
-            wal_bytes: if empty { 0 } else { 4096 },
+            // A drained ingester keeps its empty open segment.
+            wal_segments: 1,
+            wal_bytes: if empty { 16 } else { 4096 },
             persist_queue_depth: 0,
             persist_active_jobs: 0,
             oldest_unpersisted_write_age: Duration::from_secs(if empty { 0 } else { 2 }),
+            wal_empty: empty,
         })
     }
 

@@ -33,7 +33,7 @@ pub mod pod_control;
 pub mod rotation;
 
 pub use cluster::{Cluster, ClusterError, IngesterRef, PodInfo, PodSet, StatefulSetState};
-pub use plan::{Action, Observation, Plan, Progress};
+pub use plan::{Action, DrainReason, Observation, PersistReason, Plan, Progress};
 pub use pod_control::{ControlError, GrpcPodControl, PodControl, PodFigures, PodState};
 
 use crate::crd::{IngesterStatus, PodStatus};
@@ -198,6 +198,20 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
                     self.control.resume_ingest(url).await.map(|_| ())
                 }
                 Action::RotateWal { url, .. } => self.control.rotate_wal(url).await,
+                Action::Persist {
+                    url,
+                    why: PersistReason::Wal,
+                    ..
+                } => {
+                    // Persisting alone empties the buffer, but the open
+                    // segment keeps its entries and the WAL stays as large:
+                    // close it first, so the pod deletes it once the writes
+                    // it holds are persisted.
+                    match self.control.rotate_wal(url).await {
+                        Ok(()) => self.control.persist(url).await,
+                        Err(e) => Err(e),
+                    }
+                }
                 Action::Persist { url, .. } => self.control.persist(url).await,
             };
             match &r {

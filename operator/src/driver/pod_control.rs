@@ -66,12 +66,17 @@ pub struct PodFigures {
     pub persist_queue_depth: u64,
     pub persist_active_jobs: u64,
     pub oldest_unpersisted_write_age: Duration,
+    /// No write left in the WAL (its empty open segment still counts in
+    /// `wal_segments`/`wal_bytes`).
+    pub wal_empty: bool,
 }
 
 impl PodFigures {
-    /// Drained with nothing left: safe to remove.
+    /// Drained with nothing left: safe to remove. The state alone is the
+    /// ingester's promise; the WAL and buffer figures are checked as well so
+    /// that a pod is never removed on one word it reported.
     pub fn is_drained(&self) -> bool {
-        self.state == PodState::Drained && self.wal_segments == 0 && self.buffered_rows == 0
+        self.state == PodState::Drained && self.wal_empty && self.buffered_rows == 0
     }
 }
 
@@ -86,6 +91,7 @@ impl From<v1::StatusResponse> for PodFigures {
             persist_queue_depth: r.persist_queue_depth,
             persist_active_jobs: r.persist_active_jobs,
             oldest_unpersisted_write_age: Duration::from_millis(r.oldest_unpersisted_write_age_ms),
+            wal_empty: r.wal_empty,
         }
     }
 }
@@ -268,11 +274,18 @@ mod tests {
     fn drained_means_nothing_left() {
         let mut f = PodFigures::from(v1::StatusResponse {
             state: v1::IngesterState::Drained as i32,
+            // The empty open segment.
+            wal_segments: 1,
+            wal_bytes: 16,
+            wal_empty: true,
             ..Default::default()
         });
         assert!(f.is_drained());
-        f.wal_segments = 1;
-        assert!(!f.is_drained());
+        f.wal_empty = false;
+        assert!(!f.is_drained(), "a WAL entry left");
+        f.wal_empty = true;
+        f.buffered_rows = 1;
+        assert!(!f.is_drained(), "a buffered row left");
     }
 
     #[tokio::test]

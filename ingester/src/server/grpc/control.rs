@@ -90,6 +90,7 @@ impl v1::control_service_server::ControlService for ControlService {
                 .unwrap_or(0),
             partitions: s.buffer.partitions,
             version: env!("CARGO_PKG_VERSION").to_string(),
+            wal_empty: s.wal_empty(),
         }))
     }
 
