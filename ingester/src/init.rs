@@ -150,7 +150,7 @@ pub async fn serve_on(
             server::tls::Alpn::Http,
             Arc::clone(&connections),
         ),
-        http_addr.unwrap_or_else(|| config.http_bind),
+        http_addr.unwrap_or(config.http_bind),
     );
     let http_router = server::http::router(Arc::clone(&http_state)).layer(
         axum::middleware::from_fn_with_state(auth.clone(), server::auth_http::require_token),
@@ -205,11 +205,6 @@ pub async fn serve_on(
     let (wal, segments) = Wal::open(wal_config, &registry)?;
     let mut rotations = wal.subscribe_rotations();
     let tracker = ReferenceTracker::spawn(wal.clone());
-    {
-        let t = tracker.clone();
-        buffer
-            .set_multi_partition_observer(Box::new(move |seq, n| t.applied_to_partitions(seq, n)));
-    }
     let persist = PersistHandle::new(
         PersistConfig {
             workers: config.persist_workers,

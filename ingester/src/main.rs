@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run an ingester. With no arguments: a complete single node under ./data.
-    Serve(sluice_ingester::Config),
+    Serve(Box<sluice_ingester::Config>),
     /// Write line protocol (files, stdin, gzip) over gRPC, with a progress bar.
     Write(cli::WriteArgs),
     /// Query a table over Arrow Flight (table, CSV, JSON Lines or Parquet).
@@ -90,7 +90,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log, &cli.log_format);
     let res = match cli.command {
-        Command::Serve(config) => sluice_ingester::serve(config, shutdown_signal())
+        Command::Serve(config) => sluice_ingester::serve(*config, shutdown_signal())
             .await
             .map_err(anyhow::Error::from),
         Command::Write(a) => cli::run_write(a).await,
