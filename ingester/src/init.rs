@@ -205,6 +205,11 @@ pub async fn serve_on(
     let (wal, segments) = Wal::open(wal_config, &registry)?;
     let mut rotations = wal.subscribe_rotations();
     let tracker = ReferenceTracker::spawn(wal.clone());
+    {
+        let t = tracker.clone();
+        buffer
+            .set_multi_partition_observer(Box::new(move |seq, n| t.applied_to_partitions(seq, n)));
+    }
     let persist = PersistHandle::new(
         PersistConfig {
             workers: config.persist_workers,
