@@ -1,10 +1,10 @@
 //! What queries see while data moves from memory to Parquet.
 //!
-//! * [`include_persisted_same_rows_before_during_after`]: `include_persisted`
+//! * [`include_persisted_same_rows_before_during_after`] — `include_persisted`
 //!   queries return exactly the deduplicated rows (a model kept by the test,
 //!   field-by-field last-write-wins) before a persist, continuously while it
 //!   runs, after it, and after a restart that replays and persists again.
-//! * [`exactly_once_while_persisting`]: under continuous writes, hot
+//! * [`exactly_once_while_persisting`] — under continuous writes, hot
 //!   partitions and WAL rotations, every buffer-only query together with the
 //!   cataloged files its `app_metadata` says are persisted (batch number ≤
 //!   `persisted_batches`) holds each acknowledged row exactly once — the
