@@ -157,12 +157,14 @@ impl<S: DmlSink> WriteHandler<S> {
             name: req.namespace.clone(),
             reason,
         })?;
-        let ns = self
+        // Look the namespace up without creating it: a refused body must not
+        // leave a namespace behind. It is created once the body is valid.
+        let existing = self
             .cache
-            .namespace(&req.namespace)
+            .existing_namespace(&req.namespace)
             .await
             .map_err(WriteError::Catalog)?;
-        let lookup = |table: &str| ns.cached_table(table);
+        let lookup = |table: &str| existing.as_ref().and_then(|ns| ns.cached_table(table));
         let built: Vec<BuiltTable> = match &req.payload {
             Payload::LineProtocol {
                 body,
@@ -174,6 +176,14 @@ impl<S: DmlSink> WriteHandler<S> {
             }
         };
 
+        let ns = match existing {
+            Some(ns) => ns,
+            None => self
+                .cache
+                .namespace(&req.namespace)
+                .await
+                .map_err(WriteError::Catalog)?,
+        };
         let mut tables = Vec::with_capacity(built.len());
         let mut rows = 0;
         for t in built {
