@@ -33,23 +33,12 @@ use tools::{python, root, tools_required};
 fn crd_reference_is_generated_from_the_crd() {
     let crd = std::fs::read_to_string(root().join("crds/ingester.yaml")).expect("read CRD");
     let want = crd_reference::render(&crd);
-    let path = root().join("docs/crd-reference.md");
-    if std::env::var_os("SLUICE_UPDATE_DOCS").is_some() {
-        std::fs::write(&path, &want).expect("write docs/crd-reference.md");
-    }
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
-    if have != want {
-        let line = have
-            .lines()
-            .zip(want.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| have.lines().count().min(want.lines().count()))
-            + 1;
-        panic!(
-            "docs/crd-reference.md is stale (first difference at line {line}); \
-             regenerate it with scripts/gen-docs.sh"
-        );
-    }
+    tools::assert_generated(
+        &root().join("docs/crd-reference.md"),
+        &want,
+        "SLUICE_UPDATE_DOCS",
+        "regenerate it with scripts/gen-docs.sh",
+    );
     // It documents what matters, with the validation messages.
     for must in [
         "## `spec`",

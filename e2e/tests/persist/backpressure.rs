@@ -19,6 +19,7 @@ use sluice_proto::v1;
 
 use crate::backend::OwnS3;
 use crate::files;
+use crate::rows::Outcome;
 
 const NS: &str = "backpressure";
 const TABLES: u64 = 4;
@@ -37,12 +38,6 @@ fn lines(j: u64) -> String {
         );
     }
     s
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Acked,
-    Refused,
 }
 
 struct Writer {
@@ -267,6 +262,7 @@ pub async fn backpressure_stopped_object_store() {
                 acked += 1;
             }
             Outcome::Refused => assert_eq!(n, 0, "refused request {j} was applied"),
+            Outcome::Unknown => unreachable!("this scenario records only answered requests"),
         }
     }
     let objects = {

@@ -24,8 +24,7 @@ use sluice_proto::v1;
 
 use crate::backend::Backend;
 use crate::files;
-
-const DAY: i64 = 86_400 * 1_000_000_000;
+use crate::rows::{DAY, key_of, time_of};
 
 // ---------------------------------------------------------------------------
 // include_persisted before / during / after
@@ -286,21 +285,16 @@ const XWRITERS: u32 = 3;
 const XREQUESTS: u64 = 120;
 const XROWS: u64 = 1_000;
 
-fn xtime(w: u32, n: u64) -> i64 {
-    BASE_TIME + DAY * i64::from(w % 2) + n as i64 * 1_000 + i64::from(w)
-}
-
-fn xkey(time: i64) -> (u32, u64) {
-    let d = time - BASE_TIME;
-    let w = (d % 1_000) as u32;
-    (w, ((d - DAY * i64::from(w % 2)) / 1_000) as u64)
-}
-
 fn xlines(w: u32, range: std::ops::Range<u64>) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     for n in range {
-        let _ = writeln!(s, "{XTABLE},host=h{},w=w{w} v={n}i {}", n % 50, xtime(w, n));
+        let _ = writeln!(
+            s,
+            "{XTABLE},host=h{},w=w{w} v={n}i {}",
+            n % 50,
+            time_of(w, n)
+        );
     }
     s
 }
@@ -313,7 +307,7 @@ fn xrows(batches: &[RecordBatch]) -> Vec<(u32, u64)> {
             .column_by_name("v")
             .map(|c| c.as_primitive::<Int64Type>().clone());
         for (i, t) in files::times(b).into_iter().enumerate() {
-            let (w, n) = xkey(t);
+            let (w, n) = key_of(t);
             if let Some(v) = &v {
                 assert_eq!(v.value(i), n as i64, "value of row ({w}, {n})");
             }

@@ -28,24 +28,13 @@ use sluice_proto::v1;
 
 use crate::backend::Backend;
 use crate::files;
+use crate::rows::{DAY, Log, Outcome};
 
 const NS: &str = "crash_persist";
 const TABLE: &str = "k";
 const WRITERS: u32 = 3;
 const ROWS: u64 = 400;
 const ROUNDS: u32 = 5;
-const DAY: i64 = 86_400 * 1_000_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Acked,
-    Refused,
-    /// No answer: the process died.
-    Unknown,
-}
-
-/// Request `k` of writer `w` holds rows `k * ROWS .. (k + 1) * ROWS`.
-type Log = Arc<Mutex<Vec<Vec<Outcome>>>>;
 
 fn time_of(w: u32, n: u64) -> i64 {
     BASE_TIME + DAY * (n / 5_000 % 2) as i64 + n as i64 * 1_000 + i64::from(w)

@@ -18,6 +18,7 @@ mod crash;
 mod files;
 mod memory;
 mod million;
+mod rows;
 mod shutdown;
 
 use std::time::Duration;

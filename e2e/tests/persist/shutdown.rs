@@ -19,37 +19,17 @@ use std::time::Duration;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Int64Type;
-use sluice_e2e::data::BASE_TIME;
 use sluice_e2e::{Ingester, http_request, poll_until};
 use sluice_proto::v1;
 
 use crate::backend::Backend;
 use crate::files;
+use crate::rows::{Log, Outcome, key_of, time_of};
 
 const NS: &str = "drain";
 const TABLE: &str = "d";
 const WRITERS: u32 = 3;
 const ROWS: u64 = 500;
-const DAY: i64 = 86_400 * 1_000_000_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Acked,
-    Refused,
-    Unknown,
-}
-
-type Log = Arc<Mutex<Vec<Vec<Outcome>>>>;
-
-fn time_of(w: u32, n: u64) -> i64 {
-    BASE_TIME + DAY * i64::from(w % 2) + n as i64 * 1_000 + i64::from(w)
-}
-
-fn key_of(t: i64) -> (u32, u64) {
-    let d = t - BASE_TIME;
-    let w = (d % 1_000) as u32;
-    (w, ((d - DAY * i64::from(w % 2)) / 1_000) as u64)
-}
 
 fn lines(w: u32, k: u64) -> String {
     use std::fmt::Write;

@@ -114,8 +114,6 @@ mod scan;
 mod proptests;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod throughput;
 
 pub use error::{Found, InvalidValue, NamePart, ParseError, ParseErrorKind, TimestampProblem};
 pub use name::{Name, StrValue};

@@ -122,3 +122,25 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// A committed generated file must equal `want`. With `update_env` set in
+/// the environment the file is rewritten first; otherwise a difference
+/// fails with its first differing line and `how_to_update`.
+pub fn assert_generated(path: &Path, want: &str, update_env: &str, how_to_update: &str) {
+    if std::env::var_os(update_env).is_some() {
+        std::fs::write(path, want).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+    let have = std::fs::read_to_string(path).unwrap_or_default();
+    if have != want {
+        let line = have
+            .lines()
+            .zip(want.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| have.lines().count().min(want.lines().count()))
+            + 1;
+        panic!(
+            "{} differs from what is generated (first at line {line}); {how_to_update}",
+            path.display()
+        );
+    }
+}

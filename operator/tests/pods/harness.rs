@@ -578,6 +578,26 @@ pub fn driver(cluster: &Arc<ProcessCluster>, metrics: &Arc<Metrics>) -> TestDriv
     )
 }
 
+/// Steps the driver until the Ingester reports phase `Ready` (30 s at most);
+/// returns every step's outcome.
+pub async fn run_until_ready(
+    d: &TestDriver,
+    v: &ValidatedIngester,
+    clock: &Clock,
+    prev: &mut Option<IngesterStatus>,
+) -> Vec<StepOutcome> {
+    run_until(
+        d,
+        v,
+        clock,
+        prev,
+        Duration::from_secs(30),
+        "ready",
+        |st, _| st.phase.as_deref() == Some("Ready"),
+    )
+    .await
+}
+
 /// Steps the driver (every 100 ms) until `done` holds for the status and
 /// the step's outcome; returns every step's outcome. Fails after `limit`.
 pub async fn run_until(

@@ -74,16 +74,7 @@ async fn scale_down_three_to_one_under_write_load() {
         let d = driver(&cluster, &metrics);
         let clock = Clock::default();
         let mut prev = None;
-        let outs = run_until(
-            &d,
-            &v3,
-            &clock,
-            &mut prev,
-            Duration::from_secs(30),
-            "ready",
-            |st, _| st.phase.as_deref() == Some("Ready"),
-        )
-        .await;
+        let outs = run_until_ready(&d, &v3, &clock, &mut prev).await;
         assert!(drains_of(&outs).is_empty(), "nothing to drain at 3 of 3");
 
         let load = Load::start(&cluster, 3, Duration::from_millis(5));
@@ -223,16 +214,7 @@ async fn rolling_restart_under_write_load() {
         let d = driver(&cluster, &metrics);
         let clock = Clock::default();
         let mut prev = None;
-        run_until(
-            &d,
-            &v,
-            &clock,
-            &mut prev,
-            Duration::from_secs(30),
-            "ready",
-            |st, _| st.phase.as_deref() == Some("Ready"),
-        )
-        .await;
+        run_until_ready(&d, &v, &clock, &mut prev).await;
         let load = Load::start(&cluster, 3, Duration::from_millis(5));
         every_pod_has_data(&cluster, 3).await;
 
@@ -342,16 +324,7 @@ async fn undrainable_pod_sets_degraded_and_is_kept() {
         let d = driver(&cluster, &metrics);
         let clock = Clock::default();
         let mut prev = None;
-        run_until(
-            &d,
-            &v,
-            &clock,
-            &mut prev,
-            Duration::from_secs(30),
-            "ready",
-            |st, _| st.phase.as_deref() == Some("Ready"),
-        )
-        .await;
+        run_until_ready(&d, &v, &clock, &mut prev).await;
         let mut acked = Vec::new();
         for i in 0..2 {
             let url = cluster.url(i).await.expect("pod");
@@ -481,16 +454,7 @@ async fn aborted_drain_resumes_ingest() {
             let d = driver(&cluster, &metrics);
             let clock = Clock::default();
             let mut prev = None;
-            run_until(
-                &d,
-                &v2,
-                &clock,
-                &mut prev,
-                Duration::from_secs(30),
-                "ready",
-                |st, _| st.phase.as_deref() == Some("Ready"),
-            )
-            .await;
+            run_until_ready(&d, &v2, &clock, &mut prev).await;
             let url1 = cluster.url(1).await.expect("ingest-1");
             let mut c1 =
                 sluice_proto::v1::write_service_client::WriteServiceClient::connect(url1.clone())

@@ -61,8 +61,6 @@ mod proptests;
 mod test_util;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod throughput;
 
 use arrow::datatypes::DataType;
 use arrow::error::ArrowError;
