@@ -25,6 +25,17 @@ use sluice_proto::v1;
 pub mod data;
 pub mod loadgen;
 
+/// What a client knows about one write it sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered OK: durable, must be served exactly once.
+    Acked,
+    /// The server answered with a refusal: nothing may be applied.
+    Refused,
+    /// No answer (the process died): all rows or none, at most once.
+    Unknown,
+}
+
 /// The `sluice-ingester` binary.
 pub fn ingester_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -29,7 +29,7 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice_e2e::data::{self, BASE_TIME};
-use sluice_e2e::{Ingester, QueryResult, within};
+use sluice_e2e::{Ingester, Outcome, QueryResult, within};
 use sluice_proto::v1;
 
 const NS: &str = "crash";
@@ -38,17 +38,6 @@ const WRITERS: u32 = 4;
 /// Writer 3 writes over HTTP, the others over gRPC.
 const HTTP_WRITER: u32 = 3;
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
-
-/// What the client knows about one write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Answered OK: durable, must be served exactly once.
-    Acked,
-    /// The server answered with a refusal: nothing may be applied.
-    Refused,
-    /// No answer (the process died): all rows or none, at most once.
-    Unknown,
-}
 
 #[derive(Debug, Clone)]
 struct Attempt {

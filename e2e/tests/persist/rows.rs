@@ -8,14 +8,7 @@ use sluice_e2e::data::BASE_TIME;
 /// One day in nanoseconds: rows spread over two days land in two partitions.
 pub const DAY: i64 = 86_400 * 1_000_000_000;
 
-/// The answer a write request got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Acked,
-    Refused,
-    /// No answer: the process died or the connection broke.
-    Unknown,
-}
+pub use sluice_e2e::Outcome;
 
 /// Per writer, the outcome of each of its requests in order.
 pub type Log = Arc<Mutex<Vec<Vec<Outcome>>>>;
