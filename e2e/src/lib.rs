@@ -528,6 +528,22 @@ impl Ingester {
         })
         .await
     }
+
+    /// All rows of a table, buffered and persisted, deduplicated
+    /// (`include_persisted`).
+    pub async fn query_table_with_persisted(
+        &self,
+        namespace: &str,
+        table: &str,
+    ) -> Result<QueryResult, tonic::Status> {
+        self.query(v1::QueryRequest {
+            namespace: namespace.into(),
+            table: table.into(),
+            include_persisted: true,
+            ..Default::default()
+        })
+        .await
+    }
 }
 
 impl Drop for Ingester {

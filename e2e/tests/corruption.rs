@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice_e2e::{Ingester, within};
-use sluice_proto::v1;
 
 const NS: &str = "corrupt";
 const TABLE: &str = "m";
@@ -71,12 +70,7 @@ async fn ns_served(ing: &Ingester) -> Vec<i64> {
     use arrow::array::AsArray;
     use arrow::datatypes::Int64Type;
     let r = ing
-        .query(v1::QueryRequest {
-            namespace: NS.into(),
-            table: TABLE.into(),
-            include_persisted: true,
-            ..Default::default()
-        })
+        .query_table_with_persisted(NS, TABLE)
         .await
         .expect("query");
     let mut v: Vec<i64> = r

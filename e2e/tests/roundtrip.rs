@@ -255,12 +255,7 @@ async fn run() {
     let persist_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let persisted = ing
-        .query(v1::QueryRequest {
-            namespace: NS.into(),
-            table: TABLE.into(),
-            include_persisted: true,
-            ..Default::default()
-        })
+        .query_table_with_persisted(NS, TABLE)
         .await
         .expect("query with persisted data");
     eprintln!(

@@ -448,12 +448,7 @@ pub async fn exactly_once_while_persisting(backend: Arc<Backend>) {
         // (3) The deduplicated view: each row once, nothing acked missing.
         let floor: Vec<u64> = acked.iter().map(|a| a.load(Ordering::Acquire)).collect();
         let r = ing
-            .query(v1::QueryRequest {
-                namespace: XNS.into(),
-                table: XTABLE.into(),
-                include_persisted: true,
-                ..Default::default()
-            })
+            .query_table_with_persisted(XNS, XTABLE)
             .await
             .expect("include_persisted query");
         let mut rows = xrows(&r.batches);

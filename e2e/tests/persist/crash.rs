@@ -122,12 +122,7 @@ async fn rotator(ing: Arc<Ingester>, stop: Arc<AtomicBool>) -> u32 {
 /// Checks the served rows against the write log.
 async fn verify(ing: &Ingester, log: &Log, when: &str) -> usize {
     let r = ing
-        .query(v1::QueryRequest {
-            namespace: NS.into(),
-            table: TABLE.into(),
-            include_persisted: true,
-            ..Default::default()
-        })
+        .query_table_with_persisted(NS, TABLE)
         .await
         .unwrap_or_else(|s| panic!("{when}: query: {s}\n{}", ing.log()));
     let mut seen: HashMap<(u32, u64), u32> = HashMap::new();

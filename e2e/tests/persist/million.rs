@@ -313,12 +313,7 @@ pub async fn million_rows_persist_sorted_deduplicated(backend: Arc<Backend>) {
     // ---- the deduplicated view over Flight ----
     let started = Instant::now();
     let q = ing
-        .query(v1::QueryRequest {
-            namespace: NS.into(),
-            table: TABLE.into(),
-            include_persisted: true,
-            ..Default::default()
-        })
+        .query_table_with_persisted(NS, TABLE)
         .await
         .expect("include_persisted query");
     assert_eq!(q.rows(), total, "rows of the deduplicated view");

@@ -290,12 +290,7 @@ pub async fn prepare_shutdown_under_writes(backend: Arc<Backend>) {
     assert!(rows2 > rows1);
     // The deduplicated view agrees (replay may have persisted rows twice).
     let q = ing
-        .query(v1::QueryRequest {
-            namespace: NS.into(),
-            table: TABLE.into(),
-            include_persisted: true,
-            ..Default::default()
-        })
+        .query_table_with_persisted(NS, TABLE)
         .await
         .expect("query");
     assert_eq!(q.rows(), rows2, "each row once after deduplication");
