@@ -21,7 +21,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{Float64Type, Int64Type};
 use sluice_e2e::data::{self, BASE_TIME};
 use sluice_e2e::{poll_until, within};
-use sluice_proto::v1;
 
 use crate::backend::Backend;
 use crate::files;
