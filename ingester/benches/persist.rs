@@ -84,10 +84,13 @@ fn persist(c: &mut Criterion) {
     });
 
     let wal_dir = dir.path().join("wal");
-    let segment = common::write_segment(&wal_dir, bodies);
+    let segment = common::write_segment(
+        &wal_dir,
+        bodies.into_iter().map(|b| ing.wal_record("bench", b)),
+    );
     g.bench_function(format!("replay_then_persist/{rows_in}_rows"), |b| {
         b.iter_batched(
-            BenchIngester::new,
+            || ing.restarted(),
             |ing| {
                 let (_, replayed) = ing.replay_segment(&segment).expect("replay");
                 assert_eq!(replayed, rows_in);

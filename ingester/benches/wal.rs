@@ -2,14 +2,20 @@
 //! of `$SLUICE_BENCH_DIR` (default: the system temp dir — set it to the WAL
 //! volume to measure that disk).
 //!
+//! - `wal_record/<encode|decode>/<columnar|ipc>/<N>_lines`: the WAL record
+//!   of a validated TSBS write of 1 or 5,000 lines, in the format the WAL
+//!   uses (`columnar`) and, for comparison, as Arrow IPC streams; the sizes
+//!   are printed next to the line protocol's.
 //! - `wal_append/<op>/<N>_writers`: N tasks each appending ops back to back,
 //!   group-committed by the writer thread; `<op>` is `1_line` or `batch`
-//!   (5,000 lines, as the encoded write request the `WalSink` appends).
+//!   (5,000 lines, as the WAL record the `WalSink` appends).
 //!   Throughput is ops/s; ops per fdatasync is printed after each case.
 //! - `wal_replay/read`: read a segment of 1 M rows (200 ops of 5,000 lines):
-//!   chunked reads, CRC32C, LZ4 decompression.
+//!   chunked reads, CRC32C, copy out.
+//! - `wal_replay/decode`: the same, and each record decoded into batches.
 //! - `wal_replay/to_buffer`: the same segment replayed as start-up does:
-//!   read, decode, validate, apply to a fresh buffer.
+//!   read, decode, resolve names in the catalog (cold cache), apply to a
+//!   fresh buffer.
 //!
 //! The segment is read from the page cache (it was just written): replay
 //! after a reboot adds the disk's read time (see the limits probe).
@@ -25,7 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use sluice_ingester::internal_implementation_details::{
-    BenchIngester, SegmentReader, Wal, WalConfig, WalOp, encode_lp_op,
+    BenchIngester, SegmentReader, Wal, WalConfig, WalOp, decode_ipc, decode_wal_record,
 };
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -46,7 +52,40 @@ fn metric(registry: &prometheus::Registry, name: &str) -> f64 {
         .sum()
 }
 
+fn record(c: &mut Criterion) {
+    let ing = BenchIngester::new();
+    let mut g = c.benchmark_group("wal_record");
+    for lines in [1, common::size(5000, 10)] {
+        let body = Bytes::from(common::tsbs_lines(0, lines, 1000));
+        let w = ing.validated("bench", body.clone());
+        let (columnar, ipc) = (w.encode(), w.encode_ipc());
+        assert_eq!(decode_wal_record(&columnar), lines as usize);
+        assert_eq!(decode_ipc(&ipc), lines as usize);
+        eprintln!(
+            "wal_record/{lines}_lines: line protocol {} bytes, columnar record {} bytes, Arrow IPC {} bytes",
+            body.len(),
+            columnar.len(),
+            ipc.len()
+        );
+        g.throughput(Throughput::Elements(lines));
+        g.bench_function(format!("encode/columnar/{lines}_lines"), |b| {
+            b.iter(|| w.encode())
+        });
+        g.bench_function(format!("encode/ipc/{lines}_lines"), |b| {
+            b.iter(|| w.encode_ipc())
+        });
+        g.bench_function(format!("decode/columnar/{lines}_lines"), |b| {
+            b.iter(|| decode_wal_record(&columnar))
+        });
+        g.bench_function(format!("decode/ipc/{lines}_lines"), |b| {
+            b.iter(|| decode_ipc(&ipc))
+        });
+    }
+    g.finish();
+}
+
 fn append(c: &mut Criterion) {
+    let ing = BenchIngester::new();
     let rt = runtime();
     let dir = common::bench_dir("sluice-wal-bench-");
     let registry = prometheus::Registry::new();
@@ -86,7 +125,7 @@ fn append(c: &mut Criterion) {
     for (name, lines, body, writer_counts) in cases {
         let op = WalOp {
             sequence_number: 0,
-            payload: encode_lp_op("bench", body),
+            payload: ing.wal_record("bench", body),
         };
         for &writers in writer_counts {
             let syncs0 = metric(&registry, "sluice_wal_syncs_total");
@@ -138,9 +177,15 @@ fn replay(c: &mut Criterion) {
     let lines = common::size(5000, 10);
     let ops = common::size(200, 2);
     let rows = ops * lines;
+    let ing = BenchIngester::new();
     let path = common::write_segment(
         &dir.path().join("wal"),
-        (0..ops).map(|i| Bytes::from(common::tsbs_lines(i * lines, lines, 1000))),
+        (0..ops).map(|i| {
+            ing.wal_record(
+                "bench",
+                Bytes::from(common::tsbs_lines(i * lines, lines, 1000)),
+            )
+        }),
     );
     let bytes = std::fs::metadata(&path).expect("segment").len();
     eprintln!("wal_replay: segment of {rows} rows in {ops} ops, {bytes} bytes on disk");
@@ -158,9 +203,19 @@ fn replay(c: &mut Criterion) {
             n
         })
     });
+    g.bench_function(format!("decode/{rows}_rows"), |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for entry in SegmentReader::open(&path).expect("open segment") {
+                let (_, payload) = entry.expect("valid entry");
+                n += decode_wal_record(&payload);
+            }
+            assert_eq!(n as u64, rows);
+        })
+    });
     g.bench_function(format!("to_buffer/{rows}_rows"), |b| {
         b.iter_batched_ref(
-            BenchIngester::new,
+            || ing.restarted(),
             |ing| {
                 let (n_ops, n_rows) = ing.replay_segment(&path).expect("replay");
                 assert_eq!((n_ops, n_rows), (ops, rows));
@@ -171,5 +226,5 @@ fn replay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append, replay);
+criterion_group!(benches, record, append, replay);
 criterion_main!(benches);

@@ -13,7 +13,7 @@ use crate::ingest_state::{IngestState, IngestStateError};
 use crate::persist::compact::{Executor, compact, sort_key, write_parquet};
 use crate::query::{BufferQueryExec, QueryExec, QueryPlan};
 use crate::timestamp_oracle::TimestampOracle;
-use crate::write::{Payload, Precision, WriteHandler, WriteRequest};
+use crate::write::{Payload, Precision, WriteHandler, WriteRequest, encode_wal_record};
 
 pub use crate::line_protocol::Parser;
 pub use crate::wal::{SegmentReader, Wal, WalConfig, WalOp};
@@ -35,9 +35,70 @@ pub fn parse_and_validate(body: &[u8]) -> usize {
     crate::write::bench_build_tables(body)
 }
 
-/// The WAL payload of a line-protocol write (what `WalSink` appends for it):
-/// the request encoded as replay will decode it.
-pub fn encode_lp_op(namespace: &str, body: Bytes) -> Bytes {
+/// A validated write (see [`BenchIngester::validated`]).
+pub struct ValidatedWrite(crate::write::DmlOperation);
+
+impl ValidatedWrite {
+    /// Rows of the write.
+    pub fn rows(&self) -> usize {
+        self.0.rows
+    }
+
+    /// Its WAL record (what the write path appends).
+    pub fn encode(&self) -> Bytes {
+        encode_wal_record(&self.0).expect("encodable")
+    }
+
+    /// For comparison: its batches as Arrow IPC streams (schema, dictionary
+    /// and record batch messages), one per partition, each prefixed by its
+    /// length; without the names the WAL record also carries.
+    pub fn encode_ipc(&self) -> Bytes {
+        let mut out = Vec::new();
+        for t in &self.0.tables {
+            for p in &t.partitions {
+                let mut buf = Vec::new();
+                let mut w =
+                    arrow::ipc::writer::StreamWriter::try_new(&mut buf, p.batch.schema_ref())
+                        .expect("IPC writer");
+                w.write(&p.batch).expect("IPC write");
+                w.finish().expect("IPC finish");
+                drop(w);
+                out.extend_from_slice(&(buf.len() as u32).to_le_bytes());
+                out.extend_from_slice(&buf);
+            }
+        }
+        out.into()
+    }
+}
+
+/// Decodes a WAL record (no catalog); returns its rows.
+pub fn decode_wal_record(data: &[u8]) -> usize {
+    crate::write::decode_wal_record(data)
+        .map(|r| {
+            r.tables
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| p.batch.num_rows())
+                .sum()
+        })
+        .expect("valid record")
+}
+
+/// Decodes what [`ValidatedWrite::encode_ipc`] produced; returns its rows.
+pub fn decode_ipc(mut data: &[u8]) -> usize {
+    let mut rows = 0;
+    while data.len() >= 4 {
+        let n = u32::from_le_bytes(data[..4].try_into().expect("4 bytes")) as usize;
+        let stream = &data[4..4 + n];
+        for b in arrow::ipc::reader::StreamReader::try_new(stream, None).expect("IPC stream") {
+            rows += b.expect("IPC batch").num_rows();
+        }
+        data = &data[4 + n..];
+    }
+    rows
+}
+
+fn lp_request(namespace: &str, body: Bytes) -> WriteRequest {
     WriteRequest {
         namespace: namespace.into(),
         payload: Payload::LineProtocol {
@@ -46,7 +107,6 @@ pub fn encode_lp_op(namespace: &str, body: Bytes) -> Bytes {
             default_time: 0,
         },
     }
-    .encode()
 }
 
 /// The write path minus the WAL: validate, resolve (in-memory catalog),
@@ -55,6 +115,7 @@ pub struct BenchIngester {
     handler: WriteHandler<Arc<BufferTree>>,
     exec: BufferQueryExec,
     buffer: Arc<BufferTree>,
+    catalog: Arc<dyn Catalog>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -66,12 +127,21 @@ impl Default for BenchIngester {
 
 impl BenchIngester {
     pub fn new() -> Self {
+        Self::with_catalog(Arc::new(MemCatalog::new()))
+    }
+
+    /// An ingester with an empty buffer and a cold cache over this one's
+    /// catalog: what a restarted pod replays its WAL into.
+    pub fn restarted(&self) -> Self {
+        Self::with_catalog(Arc::clone(&self.catalog))
+    }
+
+    fn with_catalog(catalog: Arc<dyn Catalog>) -> Self {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
-        let cache = Arc::new(SchemaCache::new(catalog));
+        let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
         let state = Arc::new(IngestState::new(u64::MAX));
         state.unset(IngestStateError::Starting);
         let registry = prometheus::Registry::new();
@@ -90,37 +160,52 @@ impl BenchIngester {
             handler,
             exec,
             buffer,
+            catalog,
             rt,
         }
     }
 
     /// Writes line protocol; returns rows.
     pub fn write_lp(&self, namespace: &str, body: Bytes) -> u64 {
-        let req = WriteRequest {
-            namespace: namespace.into(),
-            payload: Payload::LineProtocol {
-                body,
-                precision: Precision::Nanoseconds,
-                default_time: 0,
-            },
-        };
+        let req = lp_request(namespace, body);
         self.rt
             .block_on(self.handler.write(req))
             .map(|s| s.rows)
             .unwrap_or(0)
     }
 
-    /// Replays one WAL segment file as start-up does (read, check, decompress,
-    /// decode, validate, apply to the buffer); returns (ops, rows).
+    /// The WAL record a live write of `body` appends (validated against
+    /// and recorded in this ingester's catalog; nothing is buffered).
+    pub fn wal_record(&self, namespace: &str, body: Bytes) -> Bytes {
+        let req = lp_request(namespace, body);
+        self.rt
+            .block_on(self.handler.validate(&req))
+            .map_err(|e| e.to_string())
+            .and_then(|op| encode_wal_record(&op).map_err(|e| e.to_string()))
+            .expect("valid write")
+    }
+
+    /// `body` validated as a live write would be (recorded in the catalog,
+    /// nothing buffered), to measure its WAL record.
+    pub fn validated(&self, namespace: &str, body: Bytes) -> ValidatedWrite {
+        let req = lp_request(namespace, body);
+        ValidatedWrite(
+            self.rt
+                .block_on(self.handler.validate(&req))
+                .expect("valid write"),
+        )
+    }
+
+    /// Replays one WAL segment file as start-up does (read, check, decode,
+    /// resolve in the catalog, apply to the buffer); returns (ops, rows).
     pub fn replay_segment(&self, path: &std::path::Path) -> Result<(u64, u64), String> {
         self.rt.block_on(async {
             let (mut ops, mut rows) = (0u64, 0u64);
             for entry in SegmentReader::open(path).map_err(|e| e.to_string())? {
                 let (seq, payload) = entry.map_err(|e| e.to_string())?;
-                let req = WriteRequest::decode(payload).map_err(|e| e.to_string())?;
                 rows += self
                     .handler
-                    .replay(seq, req)
+                    .replay(seq, payload)
                     .await
                     .map_err(|e| e.to_string())? as u64;
                 ops += 1;

@@ -13,7 +13,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use sluice_ingester::internal_implementation_details::{Wal, WalConfig, WalOp, encode_lp_op};
+use sluice_ingester::internal_implementation_details::{Wal, WalConfig, WalOp};
 
 /// True when criterion runs each benchmark once as a test — `cargo bench --
 /// --test`, or `cargo test --benches` (which does not pass `--bench`): use
@@ -118,9 +118,9 @@ pub fn tsbs_line(s: &mut String, r: u64, hosts: u64, variant: u64) {
     let _ = writeln!(s, " {t}");
 }
 
-/// Writes one WAL segment in `dir` holding one op per body (as `WalSink`
-/// appends line-protocol writes to namespace `bench`); returns its path.
-pub fn write_segment(dir: &Path, bodies: impl IntoIterator<Item = Bytes>) -> PathBuf {
+/// Writes one WAL segment in `dir` holding one op per payload (WAL records,
+/// e.g. from `BenchIngester::wal_record`); returns its path.
+pub fn write_segment(dir: &Path, payloads: impl IntoIterator<Item = Bytes>) -> PathBuf {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -131,10 +131,10 @@ pub fn write_segment(dir: &Path, bodies: impl IntoIterator<Item = Bytes>) -> Pat
     config.max_segment_bytes = u64::MAX;
     let (wal, _) = Wal::open(config, &registry).expect("open WAL");
     rt.block_on(async {
-        for (i, body) in bodies.into_iter().enumerate() {
+        for (i, payload) in payloads.into_iter().enumerate() {
             wal.append(&WalOp {
                 sequence_number: i as u64 + 1,
-                payload: encode_lp_op("bench", body),
+                payload,
             })
             .await
             .expect("WAL append");

@@ -1,10 +1,13 @@
-//! Start-up replay: every WAL segment, oldest first, through the write path
-//! minus the WAL (schema checks included).
+//! Start-up replay: every WAL segment, oldest first, into the buffer through
+//! the sink chain minus the WAL.
 //!
-//! A segment that cannot be read (corruption; the torn tail of the newest
-//! segment was already truncated by `Wal::open`) or a write that no longer
-//! validates stops start-up with an error naming the segment: replay never
-//! skips data silently.
+//! Each record holds a write's validated columns; `WriteHandler::replay`
+//! resolves their namespace, table and partition in the catalog and applies
+//! them with the original sequence number (see `write/replay.rs`). A segment
+//! that cannot be read (corruption; the torn tail of the newest segment was
+//! already truncated by `Wal::open`), a record that does not decode, or one
+//! whose columns the catalog does not know stops start-up with an error
+//! naming the segment: replay never skips data silently.
 
 use std::time::Instant;
 
@@ -13,7 +16,7 @@ use crate::dml_sink::DmlSink;
 use std::sync::Arc;
 
 use crate::wal::{SegmentFile, SegmentId};
-use crate::write::{WriteHandler, WriteRequest};
+use crate::write::WriteHandler;
 
 /// The sequence numbers each replayed segment holds.
 pub(super) type ReplayedSegments = Vec<(SegmentId, Arc<[u64]>)>;
@@ -35,10 +38,7 @@ pub(super) async fn replay<S: DmlSink>(
         for entry in reader {
             let (seq, payload) = entry?;
             seqs.push(seq);
-            let req = WriteRequest::decode(payload).map_err(|e| {
-                InitError::Replay(format!("segment {}: op {seq}: {e}", seg.path.display()))
-            })?;
-            let n = handler.replay(seq, req).await.map_err(|e| {
+            let n = handler.replay(seq, payload).await.map_err(|e| {
                 InitError::Replay(format!("segment {}: op {seq}: {e}", seg.path.display()))
             })?;
             seg_ops += 1;

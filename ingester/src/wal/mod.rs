@@ -23,16 +23,18 @@
 //!
 //! ```text
 //!  append() ×N (caller tasks)            writer thread (std::thread, owns the file)
-//!  ─ LZ4-compress payload here ─┐        ┌──────────────────────────────────────────┐
+//!  ─ build op record here ──────┐        ┌──────────────────────────────────────────┐
 //!  ─ send record + oneshot ─────┼──────▶ │ block for 1st request, drain the queue    │
 //!  rotate() / shutdown() ───────┘  mpsc  │ one writev + one fdatasync per group      │
 //!                                        │ reply to every waiter; rotate by size/age │
 //!  ◀── oneshot: Ok(segment id) ───────── └──────────────────────────────────────────┘
 //! ```
 //!
-//! Compression runs in the appending task, so it proceeds in parallel across
-//! writers; the single writer thread only checksums and writes. Requests that
-//! arrive while an fdatasync runs form the next group (see `writer.rs`).
+//! The op record (header + payload copy) is built in the appending task, in
+//! parallel across writers; the single writer thread only checksums and
+//! writes. Payloads are stored uncompressed (see `segment.rs` for why).
+//! Requests that arrive while an fdatasync runs form the next group (see
+//! `writer.rs`).
 //! Rotation is a message on the same queue, so it is ordered with appends.
 //!
 //! Closed segments are announced to every [`Wal::subscribe_rotations`]
@@ -427,7 +429,7 @@ impl Wal {
     }
 
     /// Append `op`; resolves once it is durable, with the id of the segment
-    /// holding it. The payload is compressed here, in the caller's task.
+    /// holding it. Its record is built here, in the caller's task.
     pub async fn append(&self, op: &WalOp) -> Result<SegmentId, WalError> {
         let record = segment::encode_op(op.sequence_number, &op.payload)?;
         let (reply, rx) = oneshot::channel();

@@ -3,8 +3,9 @@
 //! The file is read sequentially in large chunks (at least [`CHUNK`] bytes per
 //! `read`) into one reused window buffer, so memory stays at about one chunk
 //! (or one entry, if larger) whatever the segment size, and there is no
-//! per-entry syscall. Entries are checked and decompressed one at a time; each
-//! entry is decompressed into ONE buffer and its ops are handed out as `Bytes`
+//! per-entry syscall. Entries are checked and copied out (LZ4 ops, written by
+//! earlier releases, decompressed) one at a time; each
+//! entry is copied into ONE buffer and its ops are handed out as `Bytes`
 //! slices of it, so replay costs one allocation per entry, not per op. (A
 //! caller that keeps one payload alive keeps its entry's buffer alive; replay
 //! consumers apply and drop them.)
@@ -35,7 +36,7 @@ use super::{
 const CHUNK: usize = 4 << 20;
 
 /// Iterator over the operations of one segment file, in file order, yielding
-/// `(sequence_number, payload)` with the payload decompressed.
+/// `(sequence_number, payload)`, the payload as it was appended.
 #[derive(Debug)]
 pub struct SegmentReader {
     path: PathBuf,
@@ -206,7 +207,14 @@ impl SegmentReader {
         let mut off = 0;
         for (i, op) in OpIter::new(frame.body).enumerate() {
             let slot = &mut out[off..off + op.uncompressed_len];
-            match lz4_flex::block::decompress_into(op.compressed, slot) {
+            if op.raw {
+                // `check_body` made sure both lengths are equal.
+                slot.copy_from_slice(op.stored);
+                self.ops.push((op.sequence_number, op.uncompressed_len));
+                off += op.uncompressed_len;
+                continue;
+            }
+            match lz4_flex::block::decompress_into(op.stored, slot) {
                 Ok(n) if n == op.uncompressed_len => {}
                 Ok(n) => {
                     return Err(WalError::corrupt(
@@ -323,6 +331,24 @@ mod tests {
             .map(|x| x.map(|(s, b)| (s, b.to_vec())).unwrap())
             .collect();
         assert_eq!(got, entries.concat());
+    }
+
+    #[test]
+    fn reads_lz4_ops_of_earlier_releases_next_to_raw_ones() {
+        use crate::wal::segment::tests::build_lz4_entry;
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), SegmentId::new(3));
+        let old = vec![(1, vec![5u8; 3000]), (2, b"xyz".to_vec())];
+        let new = vec![(3, b"raw".to_vec())];
+        let mut data = encode_header(SegmentId::new(3)).to_vec();
+        data.extend_from_slice(&build_lz4_entry(&old));
+        data.extend_from_slice(&build_entry(&new));
+        std::fs::write(&path, data).unwrap();
+        let got: Vec<(u64, Vec<u8>)> = SegmentReader::open(&path)
+            .unwrap()
+            .map(|x| x.map(|(s, b)| (s, b.to_vec())).unwrap())
+            .collect();
+        assert_eq!(got, [old, new].concat());
     }
 
     #[test]

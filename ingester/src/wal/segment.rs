@@ -5,9 +5,20 @@
 //! header   = magic "SLCWAL" (6) | version u16 LE (2) | segment id u64 LE (8)       16 bytes
 //! entry    = len u32 LE | crc32c u32 LE | body[len]               one per group commit
 //! body     = op_count u32 LE | op[op_count]
-//! op       = sequence_number u64 LE | uncompressed_len u32 LE | compressed_len u32 LE
-//!            | lz4 block[compressed_len]
+//! op       = sequence_number u64 LE | uncompressed_len u32 LE | stored u32 LE
+//!            | data[stored & 0x7fff_ffff]
 //! ```
+//!
+//! `stored` is the length of `data`; its top bit says how `data` holds the
+//! payload: set, the bytes as they are (then the length equals
+//! `uncompressed_len`); clear, an LZ4 block. The writer stores payloads as
+//! they are: they are columnar records (`write/wal_record.rs`) whose float
+//! columns barely compress, and LZ4 was the largest CPU cost of the write
+//! path when the WAL stored line protocol. LZ4 ops (all ops of segments
+//! written by earlier releases) are still read. The format version stays 1:
+//! a release that predates the flag refuses such an op as corrupt at replay
+//! (its length runs past the entry) instead of mistaking the segment for a
+//! torn one.
 //!
 //! Why this shape:
 //!
@@ -19,8 +30,8 @@
 //!   before the CRC, so scanning a damaged tail for "is there any valid entry
 //!   after this point" (see `recovery.rs`) rejects almost every offset after
 //!   reading a few bytes instead of checksumming megabytes.
-//! - Each op is compressed on its own, by the appending task (see `mod.rs`), so
-//!   the writer thread only concatenates already-encoded op records.
+//! - Each op record is built on its own, by the appending task (see
+//!   `mod.rs`), so the writer thread only concatenates finished records.
 
 use std::path::{Path, PathBuf};
 
@@ -36,8 +47,10 @@ pub(crate) const HEADER_LEN: usize = 16;
 pub(crate) const FRAME_HEADER_LEN: usize = 8;
 /// The op count at the start of every body.
 pub(crate) const BODY_PREFIX_LEN: usize = 4;
-/// Sequence number, uncompressed length, compressed length.
+/// Sequence number, uncompressed length, stored length.
 pub(crate) const OP_HEADER_LEN: usize = 16;
+/// Top bit of an op's stored length: the payload is stored as it is.
+pub(crate) const STORED_RAW: u32 = 1 << 31;
 /// An entry always holds at least one op.
 pub(crate) const MIN_BODY_LEN: usize = BODY_PREFIX_LEN + OP_HEADER_LEN;
 /// Largest entry body a writer produces or a reader accepts. Bounds the
@@ -125,10 +138,20 @@ pub(crate) fn check_header(buf: &[u8], expected: Option<SegmentId>) -> Result<Se
     }
 }
 
-/// Encode one operation as an op record (header + LZ4 block), ready to be
-/// placed in an entry body. Runs in the appending task, so compression of
-/// concurrent writers proceeds in parallel.
+/// Encode one operation as an op record (header + the payload as it is),
+/// ready to be placed in an entry body. Runs in the appending task.
 pub(crate) fn encode_op(sequence_number: u64, payload: &[u8]) -> Result<Vec<u8>, WalError> {
+    check_op_size(sequence_number, payload)?;
+    let mut rec = Vec::with_capacity(OP_HEADER_LEN + payload.len());
+    rec.extend_from_slice(&sequence_number.to_le_bytes());
+    // payload.len() <= MAX_OP_BYTES < 2^31: the flag bit is free.
+    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&(payload.len() as u32 | STORED_RAW).to_le_bytes());
+    rec.extend_from_slice(payload);
+    Ok(rec)
+}
+
+fn check_op_size(sequence_number: u64, payload: &[u8]) -> Result<(), WalError> {
     if payload.len() > MAX_OP_BYTES {
         return Err(WalError::OpTooLarge {
             sequence_number,
@@ -136,12 +159,19 @@ pub(crate) fn encode_op(sequence_number: u64, payload: &[u8]) -> Result<Vec<u8>,
             max: MAX_OP_BYTES,
         });
     }
+    Ok(())
+}
+
+/// An op record with an LZ4-compressed payload, as releases before the
+/// columnar WAL record wrote them (tests check they are still read).
+#[cfg(test)]
+pub(crate) fn encode_op_lz4(sequence_number: u64, payload: &[u8]) -> Result<Vec<u8>, WalError> {
+    check_op_size(sequence_number, payload)?;
     let bound = lz4_flex::block::get_maximum_output_size(payload.len());
     let mut rec = vec![0u8; OP_HEADER_LEN + bound];
     let compressed = lz4_flex::block::compress_into(payload, &mut rec[OP_HEADER_LEN..])
         .expect("output buffer sized by get_maximum_output_size");
     rec[..8].copy_from_slice(&sequence_number.to_le_bytes());
-    // Both fit: payload.len() <= MAX_OP_BYTES < u32::MAX, and so does its bound.
     rec[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
     rec[12..16].copy_from_slice(&(compressed as u32).to_le_bytes());
     rec.truncate(OP_HEADER_LEN + compressed);
@@ -260,7 +290,8 @@ pub(crate) struct BodyInfo {
 }
 
 /// Walk the op headers of `body`: there must be at least one op, each op's
-/// compressed bytes must lie inside the body, each uncompressed length must be
+/// stored bytes must lie inside the body (and equal its length if stored
+/// uncompressed), each uncompressed length must be
 /// at most [`MAX_OP_BYTES`], and the ops must end exactly at the end of the
 /// body. Returns an error describing the first violation.
 pub(crate) fn check_body(body: &[u8]) -> Result<BodyInfo, String> {
@@ -280,16 +311,22 @@ pub(crate) fn check_body(body: &[u8]) -> Result<BodyInfo, String> {
             ));
         };
         let ulen = read_u32(h, 8) as usize;
-        let clen = read_u32(h, 12) as usize;
+        let stored = read_u32(h, 12);
+        let clen = (stored & !STORED_RAW) as usize;
         if ulen > MAX_OP_BYTES {
             return Err(format!(
                 "op {i} of {ops}: uncompressed length {ulen} exceeds {MAX_OP_BYTES}"
             ));
         }
+        if stored & STORED_RAW != 0 && clen != ulen {
+            return Err(format!(
+                "op {i} of {ops}: stored length {clen} of an uncompressed op differs from its length {ulen}"
+            ));
+        }
         pos += OP_HEADER_LEN;
         if clen > body.len() - pos {
             return Err(format!(
-                "op {i} of {ops}: compressed length {clen} runs past the end of the entry"
+                "op {i} of {ops}: stored length {clen} runs past the end of the entry"
             ));
         }
         pos += clen;
@@ -308,7 +345,9 @@ pub(crate) fn check_body(body: &[u8]) -> Result<BodyInfo, String> {
 pub(crate) struct OpRef<'a> {
     pub(crate) sequence_number: u64,
     pub(crate) uncompressed_len: usize,
-    pub(crate) compressed: &'a [u8],
+    /// The payload itself when `raw`, else an LZ4 block.
+    pub(crate) stored: &'a [u8],
+    pub(crate) raw: bool,
 }
 
 /// Iterate over the ops of a body that passed [`check_body`]. Stops early
@@ -338,15 +377,17 @@ impl<'a> Iterator for OpIter<'a> {
             return None;
         }
         let h = self.body.get(self.pos..self.pos + OP_HEADER_LEN)?;
-        let clen = read_u32(h, 12) as usize;
+        let stored_len = read_u32(h, 12);
+        let clen = (stored_len & !STORED_RAW) as usize;
         let start = self.pos + OP_HEADER_LEN;
-        let compressed = self.body.get(start..start + clen)?;
+        let stored = self.body.get(start..start + clen)?;
         self.pos = start + clen;
         self.left -= 1;
         Some(OpRef {
             sequence_number: read_u64(h, 0),
             uncompressed_len: read_u32(h, 8) as usize,
-            compressed,
+            stored,
+            raw: stored_len & STORED_RAW != 0,
         })
     }
 }
@@ -370,7 +411,19 @@ pub(crate) mod tests {
 
     /// An entry as the writer lays it out.
     pub(crate) fn build_entry(ops: &[(u64, Vec<u8>)]) -> Vec<u8> {
-        let recs: Vec<Vec<u8>> = ops.iter().map(|(s, p)| encode_op(*s, p).unwrap()).collect();
+        build_entry_with(ops, encode_op)
+    }
+
+    /// An entry of LZ4 ops, as earlier releases wrote them.
+    pub(crate) fn build_lz4_entry(ops: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        build_entry_with(ops, encode_op_lz4)
+    }
+
+    fn build_entry_with(
+        ops: &[(u64, Vec<u8>)],
+        encode: fn(u64, &[u8]) -> Result<Vec<u8>, WalError>,
+    ) -> Vec<u8> {
+        let recs: Vec<Vec<u8>> = ops.iter().map(|(s, p)| encode(*s, p).unwrap()).collect();
         let mut out = entry_prefix(recs.iter().map(Vec::as_slice)).to_vec();
         for r in &recs {
             out.extend_from_slice(r);
@@ -384,8 +437,11 @@ pub(crate) mod tests {
         let info = check_body(f.body).unwrap();
         let ops: Vec<_> = OpIter::new(f.body)
             .map(|op| {
+                if op.raw {
+                    return (op.sequence_number, op.stored.to_vec());
+                }
                 let mut out = vec![0u8; op.uncompressed_len];
-                let n = lz4_flex::block::decompress_into(op.compressed, &mut out).unwrap();
+                let n = lz4_flex::block::decompress_into(op.stored, &mut out).unwrap();
                 assert_eq!(n, op.uncompressed_len);
                 (op.sequence_number, out)
             })
@@ -402,9 +458,10 @@ pub(crate) mod tests {
                 // Compressible payloads exercise LZ4 matches.
                 (0u8..4, 0usize..5000).prop_map(|(b, n)| vec![b; n]),
             ]), 1..20)) {
-            let entry = build_entry(&ops);
-            prop_assert!(is_valid_frame_at(&entry, 0));
-            prop_assert_eq!(decode(&entry), ops);
+            for entry in [build_entry(&ops), build_lz4_entry(&ops)] {
+                prop_assert!(is_valid_frame_at(&entry, 0));
+                prop_assert_eq!(decode(&entry), ops.clone());
+            }
         }
 
         #[test]
@@ -477,6 +534,11 @@ pub(crate) mod tests {
         let mut more = body.to_vec();
         more[0] = 3;
         assert!(check_body(&more).unwrap_err().contains("past the end"));
+        // A raw op whose stored length differs from its length.
+        let mut raw = body.to_vec();
+        let ulen = BODY_PREFIX_LEN + 8;
+        raw[ulen..ulen + 4].copy_from_slice(&2u32.to_le_bytes());
+        assert!(check_body(&raw).unwrap_err().contains("differs"));
         // Zeros are never a frame.
         assert!(!is_valid_frame_at(&[0u8; 64], 0));
         assert_eq!(

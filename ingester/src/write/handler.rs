@@ -8,6 +8,7 @@ use super::builder::BuiltTable;
 use super::request::{Payload, WriteRequest};
 use super::{
     DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition,
+    wal_record,
 };
 use crate::catalog::{CatalogError, SchemaCache};
 use crate::dml_sink::DmlSink;
@@ -61,10 +62,10 @@ impl Metrics {
 /// Validates, sequences and applies writes through the sink `S`.
 #[derive(Debug)]
 pub(crate) struct WriteHandler<S> {
-    cache: Arc<SchemaCache>,
-    oracle: Arc<TimestampOracle>,
+    pub(super) cache: Arc<SchemaCache>,
+    pub(super) oracle: Arc<TimestampOracle>,
     state: Arc<IngestState>,
-    sink: S,
+    pub(super) sink: S,
     max_request_bytes: usize,
     metrics: Option<Metrics>,
 }
@@ -125,8 +126,11 @@ impl<S: DmlSink> WriteHandler<S> {
             m.validate.observe(start.elapsed().as_secs_f64());
             m.bytes.inc_by(size as u64);
         }
+        // The WAL records the validated columns (see `wal_record.rs`),
+        // encoded here in the writer's task, in parallel across writers.
+        op.wal_payload =
+            wal_record::encode(&op).map_err(|e| WriteError::Internal(e.to_string()))?;
         op.sequence_number = self.oracle.next();
-        op.wal_payload = req.encode();
         let summary = WriteSummary {
             sequence_number: op.sequence_number,
             rows: op.rows as u64,
@@ -136,9 +140,10 @@ impl<S: DmlSink> WriteHandler<S> {
         Ok(summary)
     }
 
-    /// Replays a write read from the WAL with its original sequence number.
-    /// No state or size checks: it was accepted once already.
-    pub(crate) async fn replay(
+    /// Replays a request-format (version 1) WAL record with its original
+    /// sequence number, re-validating it as a live write. No state or size
+    /// checks: it was accepted once already.
+    pub(super) async fn replay_request(
         &self,
         sequence_number: u64,
         req: WriteRequest,
@@ -152,7 +157,7 @@ impl<S: DmlSink> WriteHandler<S> {
     }
 
     /// Parses, validates and resolves `req` against the catalog.
-    async fn validate(&self, req: &WriteRequest) -> Result<DmlOperation, WriteError> {
+    pub(crate) async fn validate(&self, req: &WriteRequest) -> Result<DmlOperation, WriteError> {
         names::check_namespace(&req.namespace).map_err(|reason| WriteError::InvalidNamespace {
             name: req.namespace.clone(),
             reason,

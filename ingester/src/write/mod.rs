@@ -3,13 +3,18 @@
 //! ```text
 //!  WriteRequest ─▶ check state & size ─▶ parse + validate (lp.rs / arrow_batch.rs)
 //!      ─▶ resolve ids & new columns in the catalog (cache.rs) ─▶ split by day
-//!      ─▶ sequence number ─▶ sink chain (WalSink ▶ BufferTree)
+//!      ─▶ WAL record of the columns (wal_record.rs) ─▶ sequence number
+//!      ─▶ sink chain (WalSink ▶ BufferTree)
 //! ```
 //!
 //! Everything that can refuse a request runs before the sequence number is
 //! taken and before the WAL sees it, so a refused request changes nothing
 //! (a new column accepted by the catalog for a request refused later stays
 //! in the schema, as in InfluxDB: schema is not data).
+//!
+//! Replay (`replay.rs`) feeds the WAL's records back into the same sink
+//! chain minus the WAL: the columns as validated, with their ids resolved
+//! again from the catalog by name.
 
 mod arrow_batch;
 mod builder;
@@ -17,7 +22,9 @@ mod handler;
 mod lp;
 mod names;
 mod partition;
+mod replay;
 mod request;
+mod wal_record;
 
 use std::sync::Arc;
 
@@ -39,7 +46,7 @@ pub(crate) struct DmlOperation {
     pub(crate) namespace_id: NamespaceId,
     pub(crate) namespace: Arc<str>,
     pub(crate) tables: Vec<TableWrite>,
-    /// The request as the WAL records it.
+    /// The WAL record of `tables` (`wal_record.rs`); empty on replay.
     pub(crate) wal_payload: Bytes,
     pub(crate) rows: usize,
 }
@@ -140,6 +147,9 @@ fn state_message(e: IngestStateError) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "benches")]
+pub(crate) use wal_record::{decode as decode_wal_record, encode as encode_wal_record};
 
 /// Parse + validate only, for the benches.
 #[cfg(feature = "benches")]

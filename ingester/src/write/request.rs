@@ -1,11 +1,15 @@
-//! A write as received, and its encoding in the WAL.
+//! A write as received, and the WAL record format of older releases.
 //!
-//! The WAL stores the request itself (line protocol bytes or Arrow IPC, plus
-//! the server time used for lines without a timestamp), not the decoded
-//! columns: it is the smallest faithful record, costs one copy to produce,
-//! and replay re-runs exactly the validation a live write ran.
+//! Releases before the columnar WAL record (`wal_record.rs`, version 2)
+//! stored the request itself in the WAL (line protocol bytes or Arrow IPC,
+//! plus the server time used for lines without a timestamp), and replay
+//! re-validated it. Replay still decodes that version 1 format, so a WAL
+//! left by an older release is applied, not lost; nothing writes it any more
+//! (only tests, to check that).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
+#[cfg(test)]
+use bytes::{BufMut, BytesMut};
 
 /// Timestamp precision of line protocol timestamps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +43,7 @@ impl Precision {
         })
     }
 
+    #[cfg(test)]
     fn code(self) -> u8 {
         match self {
             Self::Nanoseconds => 0,
@@ -103,7 +108,8 @@ const KIND_ARROW: u8 = 2;
 pub struct DecodeError(&'static str);
 
 impl WriteRequest {
-    /// Encodes the request for the WAL.
+    /// Encodes the request as a version 1 WAL record.
+    #[cfg(test)]
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(self.payload_len() + self.namespace.len() + 64);
         b.put_u8(FORMAT_VERSION);
@@ -174,6 +180,7 @@ impl WriteRequest {
     }
 }
 
+#[cfg(test)]
 fn put_str(b: &mut BytesMut, s: &str) {
     b.put_u32_le(s.len() as u32);
     b.put_slice(s.as_bytes());

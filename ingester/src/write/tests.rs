@@ -305,9 +305,15 @@ async fn refused_when_state_says_so() {
 }
 
 #[tokio::test]
-async fn replay_keeps_sequence_numbers_and_moves_the_oracle() {
+async fn replay_of_a_request_record_keeps_sequence_numbers_and_moves_the_oracle() {
+    // A version 1 record (the request, as earlier releases logged it).
     let c = ctx();
-    c.handler.replay(77, lp("ns", "cpu v=1 1")).await.unwrap();
+    let rows = c
+        .handler
+        .replay(77, lp("ns", "cpu v=1 1").encode())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
     let s = c.handler.write(lp("ns", "cpu v=2 2")).await.unwrap();
     assert_eq!(s.sequence_number, 78);
     let ops = c.sink.calls.lock();
