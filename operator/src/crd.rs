@@ -134,6 +134,16 @@ pub struct IngesterSpec {
     /// Where tables, partitions and Parquet files are recorded.
     pub catalog: CatalogSpec,
 
+    /// TLS on the pods' gRPC and HTTP listeners. Absent: plain text (fine
+    /// for a single node on a trusted network, nothing to configure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// Bearer-token authentication on every API of the pods. Absent: every
+    /// request is allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
     /// Compute resources of the ingester container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
@@ -386,6 +396,92 @@ pub struct PostgresCatalog {
     pub url_secret: SecretKeySelector,
 }
 
+/// TLS of the pods, from Secrets in the `Ingester`'s namespace.
+///
+/// The pods mount the Secret as a directory (updates reach them and are
+/// reloaded without a restart); the operator reads the CA with `get` on
+/// that one Secret, to verify the pods' certificates when it calls their
+/// control RPC. Changing a Secret *name* rolls the pods; changing a
+/// Secret's *contents* does not (the ingester reloads it).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret: `tls.crt` (chain, leaf first) and
+    /// `tls.key` are every pod's certificate and key. The certificate must
+    /// name each pod's DNS name (e.g.
+    /// `*.<name>-pods.<namespace>.svc.cluster.local`) or `serverName`, and
+    /// the client Service's name for clients that use it.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: String,
+    /// Secret holding the CA that signed the pods' certificate, which the
+    /// operator trusts when it calls the pods. Defaults to `secretName`
+    /// (cert-manager puts its issuer's CA there as `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub ca_secret_name: Option<String>,
+    /// Key of the CA (PEM) in that Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub ca_key: String,
+    /// The name the operator requires in every pod's certificate. Absent:
+    /// each pod's own DNS name, `<pod>.<name>-pods.<namespace>.svc.<cluster domain>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub server_name: Option<String>,
+}
+
+/// Bearer tokens, from Secrets in the `Ingester`'s namespace.
+///
+/// Two Secrets on purpose: the tokens file holds only SHA-256 hashes and is
+/// mounted into every pod; the operator's own `control` token is a plain
+/// token, read by the operator and never mounted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.tokensSecretName != self.controlTokenSecretName")
+        .message("controlTokenSecretName must differ from tokensSecretName: the plain control token would be mounted into every pod")
+        .field_path(".controlTokenSecretName")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Secret holding the tokens file (lines of `sluice-ingester token
+    /// new|hash`: `sha256:<hex> <scopes> [name]`), mounted into every pod
+    /// and re-read when it changes.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub tokens_secret_name: String,
+    /// Key of the tokens file in that Secret.
+    #[serde(default = "default_tokens_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub tokens_key: String,
+    /// Secret holding the plain token the operator sends to the pods'
+    /// control RPC; its hash must be in the tokens file with the `control`
+    /// (or `all`) scope.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub control_token_secret_name: String,
+    /// Key of the control token in that Secret.
+    #[serde(default = "default_control_token_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub control_token_key: String,
+    /// `/metrics` also requires a token (any scope). `/health` and `/ready`
+    /// never do (kubelet probes carry none).
+    #[serde(default)]
+    pub metrics_require_token: bool,
+}
+
 /// The PodDisruptionBudget.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -447,6 +543,10 @@ pub struct IngesterEndpoints {
     pub grpc_port: i32,
     /// HTTP port: `/api/v2/write`, `/health`, `/ready`, `/metrics`.
     pub http_port: i32,
+    /// The pods serve TLS on both ports: use `https://` and verify against
+    /// the CA of `spec.tls`.
+    #[serde(default)]
+    pub tls: bool,
     /// Every pod's stable DNS name, in ordinal order.
     #[serde(default)]
     pub pods: Vec<PodEndpoint>,
@@ -461,6 +561,9 @@ pub struct PodEndpoint {
     pub dns: String,
     /// `dns:grpcPort`.
     pub grpc: String,
+    /// `http://dns:grpcPort`, or `https://…` with TLS.
+    #[serde(default)]
+    pub url: String,
 }
 
 /// One pod as the driver last saw it.
@@ -515,6 +618,15 @@ fn default_retain() -> VolumeRetention {
 }
 fn default_region() -> String {
     "us-east-1".into()
+}
+fn default_ca_key() -> String {
+    "ca.crt".into()
+}
+fn default_tokens_key() -> String {
+    "tokens".into()
+}
+fn default_control_token_key() -> String {
+    "token".into()
 }
 fn default_true() -> bool {
     true

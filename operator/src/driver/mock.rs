@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::cluster::{Cluster, ClusterError, IngesterRef, PodInfo, PodSet, StatefulSetState};
-use super::pod_control::{ControlError, PodControl, PodFigures, PodState};
+use super::pod_control::{ControlError, PodControl, PodFigures, PodState, Target};
 use crate::crd::IngesterStatus;
 use crate::reconcile::validate::ValidatedIngester;
 
@@ -192,8 +192,8 @@ impl MockPods {
 
 #[async_trait]
 impl PodControl for MockPods {
-    async fn status(&self, url: &str) -> Result<PodFigures, ControlError> {
-        let state = self.record("Status", url)?;
+    async fn status(&self, to: &Target<'_>) -> Result<PodFigures, ControlError> {
+        let state = self.record("Status", to.url)?;
         let empty = state == PodState::Drained;
         Ok(PodFigures {
             state,
@@ -209,23 +209,23 @@ impl PodControl for MockPods {
         })
     }
 
-    async fn rotate_wal(&self, url: &str) -> Result<(), ControlError> {
-        self.record("RotateWal", url).map(|_| ())
+    async fn rotate_wal(&self, to: &Target<'_>) -> Result<(), ControlError> {
+        self.record("RotateWal", to.url).map(|_| ())
     }
 
-    async fn persist(&self, url: &str) -> Result<(), ControlError> {
-        self.record("Persist", url).map(|_| ())
+    async fn persist(&self, to: &Target<'_>) -> Result<(), ControlError> {
+        self.record("Persist", to.url).map(|_| ())
     }
 
-    async fn prepare_shutdown(&self, url: &str) -> Result<PodState, ControlError> {
-        self.record("PrepareShutdown", url)?;
-        self.set(url, PodState::Draining);
+    async fn prepare_shutdown(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
+        self.record("PrepareShutdown", to.url)?;
+        self.set(to.url, PodState::Draining);
         Ok(PodState::Draining)
     }
 
-    async fn resume_ingest(&self, url: &str) -> Result<PodState, ControlError> {
-        self.record("ResumeIngest", url)?;
-        self.set(url, PodState::Ready);
+    async fn resume_ingest(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
+        self.record("ResumeIngest", to.url)?;
+        self.set(to.url, PodState::Ready);
         Ok(PodState::Ready)
     }
 }

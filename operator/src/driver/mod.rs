@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
 
+pub mod access;
 pub mod cluster;
 pub mod kube_cluster;
 #[cfg(test)]
@@ -32,9 +33,12 @@ pub mod plan;
 pub mod pod_control;
 pub mod rotation;
 
+pub use access::{AccessError, ControlAccess, SecretData};
 pub use cluster::{Cluster, ClusterError, IngesterRef, PodInfo, PodSet, StatefulSetState};
 pub use plan::{Action, DrainReason, Observation, PersistReason, Plan, Progress};
-pub use pod_control::{ControlError, GrpcPodControl, PodControl, PodFigures, PodState};
+pub use pod_control::{
+    ControlError, GrpcPodControl, PodControl, PodFigures, PodState, Refusal, Target,
+};
 
 use crate::crd::{IngesterStatus, PodStatus};
 use crate::metrics::Metrics;
@@ -83,17 +87,40 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
         self.poll_interval
     }
 
-    /// Reads the pods and polls each one's `Status`.
-    pub async fn observe(&self, ing: &IngesterRef) -> Result<Observation, DriverError> {
+    /// Reads the pods and polls each one's `Status` with `access`; with
+    /// `None` (the credentials are missing) no pod is called and none can
+    /// be confirmed drained.
+    pub async fn observe(
+        &self,
+        ing: &IngesterRef,
+        access: Option<&ControlAccess>,
+    ) -> Result<Observation, DriverError> {
         let set = self.cluster.read_pods(ing).await?;
-        let figures = join_all(set.pods.iter().map(|p| async move {
-            match (&p.control_url, p.terminating) {
-                (Some(url), false) => Some(self.control.status(url).await),
-                _ => None,
+        let figures = match access {
+            None => vec![None; set.pods.len()],
+            Some(access) => {
+                join_all(set.pods.iter().map(|p| async move {
+                    match (&p.control_url, p.terminating) {
+                        (Some(url), false) => Some(
+                            self.control
+                                .status(&Target {
+                                    pod: &p.name,
+                                    url,
+                                    access,
+                                })
+                                .await,
+                        ),
+                        _ => None,
+                    }
+                }))
+                .await
             }
-        }))
-        .await;
-        Ok(Observation { set, figures })
+        };
+        Ok(Observation {
+            set,
+            figures,
+            access: access.cloned(),
+        })
     }
 
     /// Plans and executes one step for a live `Ingester`.
@@ -124,7 +151,7 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
             namespace: v.namespace.clone(),
             name: v.name.clone(),
         };
-        self.execute(&ing, plan).await
+        self.execute(&ing, obs, plan).await
     }
 
     /// One step while the `Ingester` is being deleted; `true` once every
@@ -139,7 +166,7 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
     ) -> Result<(StepOutcome, bool), DriverError> {
         let (plan, done) =
             plan::plan_cleanup(obs, prev_pods, now, drain_timeout, self.poll_interval);
-        let outcome = self.execute(ing, plan).await?;
+        let outcome = self.execute(ing, obs, plan).await?;
         if done {
             let mut rotation = self
                 .rotation
@@ -156,6 +183,7 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
     pub async fn tick(
         &self,
         v: &ValidatedIngester,
+        access: &ControlAccess,
         prev: Option<&IngesterStatus>,
         now: SystemTime,
     ) -> Result<(IngesterStatus, StepOutcome), DriverError> {
@@ -163,7 +191,7 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
             namespace: v.namespace.clone(),
             name: v.name.clone(),
         };
-        let obs = self.observe(&ing).await?;
+        let obs = self.observe(&ing, Some(access)).await?;
         let prev_pods = prev.map_or(&[][..], |s| &s.pods[..]);
         let outcome = self.step(v, &obs, prev_pods, now).await?;
         let pods = outcome.plan.sts_replicas.max(v.replicas);
@@ -179,8 +207,17 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
         Ok((st, outcome))
     }
 
-    async fn execute(&self, ing: &IngesterRef, plan: Plan) -> Result<StepOutcome, DriverError> {
+    async fn execute(
+        &self,
+        ing: &IngesterRef,
+        obs: &Observation,
+        plan: Plan,
+    ) -> Result<StepOutcome, DriverError> {
         let mut results = Vec::with_capacity(plan.actions.len());
+        // Without credentials the plan holds no pod call (no figures, no
+        // call); should one appear, it goes out plain and the pod refuses.
+        let plain = ControlAccess::plain();
+        let access = obs.access.as_ref().unwrap_or(&plain);
         for action in &plan.actions {
             let r = match action {
                 Action::Scale { to, .. } => {
@@ -191,28 +228,37 @@ impl<C: Cluster, P: PodControl> Driver<C, P> {
                     self.cluster.delete_pod(ing, pod).await?;
                     Ok(())
                 }
-                Action::PrepareShutdown { url, .. } => {
-                    self.control.prepare_shutdown(url).await.map(|_| ())
+                Action::PrepareShutdown { pod, url, .. } => self
+                    .control
+                    .prepare_shutdown(&Target { pod, url, access })
+                    .await
+                    .map(|_| ()),
+                Action::ResumeIngest { pod, url } => self
+                    .control
+                    .resume_ingest(&Target { pod, url, access })
+                    .await
+                    .map(|_| ()),
+                Action::RotateWal { pod, url } => {
+                    self.control.rotate_wal(&Target { pod, url, access }).await
                 }
-                Action::ResumeIngest { url, .. } => {
-                    self.control.resume_ingest(url).await.map(|_| ())
-                }
-                Action::RotateWal { url, .. } => self.control.rotate_wal(url).await,
                 Action::Persist {
+                    pod,
                     url,
                     why: PersistReason::Wal,
-                    ..
                 } => {
                     // Persisting alone empties the buffer, but the open
                     // segment keeps its entries and the WAL stays as large:
                     // close it first, so the pod deletes it once the writes
                     // it holds are persisted.
-                    match self.control.rotate_wal(url).await {
-                        Ok(()) => self.control.persist(url).await,
+                    let to = Target { pod, url, access };
+                    match self.control.rotate_wal(&to).await {
+                        Ok(()) => self.control.persist(&to).await,
                         Err(e) => Err(e),
                     }
                 }
-                Action::Persist { url, .. } => self.control.persist(url).await,
+                Action::Persist { pod, url, .. } => {
+                    self.control.persist(&Target { pod, url, access }).await
+                }
             };
             match &r {
                 Ok(()) => self
@@ -278,7 +324,10 @@ mod tests {
     async fn scale_down_drains_then_scales_and_writes_status() {
         let (d, v) = driver(1, 3);
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let (s1, o1) = d.tick(&v, None, t).await.expect("tick");
+        let (s1, o1) = d
+            .tick(&v, &ControlAccess::plain(), None, t)
+            .await
+            .expect("tick");
         assert_eq!(o1.results.len(), 2, "{:?}", o1.results);
         assert!(o1.results.iter().all(|(_, r)| r.is_ok()));
         assert_eq!(s1.phase.as_deref(), Some("Draining"));
@@ -297,7 +346,12 @@ mod tests {
         d.control.set(&d.cluster().url(1), PodState::Drained);
         d.control.set(&d.cluster().url(2), PodState::Drained);
         let (s2, o2) = d
-            .tick(&v, Some(&s1), t + Duration::from_secs(7))
+            .tick(
+                &v,
+                &ControlAccess::plain(),
+                Some(&s1),
+                t + Duration::from_secs(7),
+            )
             .await
             .expect("tick");
         assert_eq!(o2.plan.actions, [Action::Scale { from: 3, to: 1 }]);
@@ -318,9 +372,15 @@ mod tests {
         let (d, v) = driver(1, 2);
         d.control.fail_next("PrepareShutdown");
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let (s1, o1) = d.tick(&v, None, t).await.expect("tick");
+        let (s1, o1) = d
+            .tick(&v, &ControlAccess::plain(), None, t)
+            .await
+            .expect("tick");
         assert!(o1.results[0].1.is_err());
-        let (_, o2) = d.tick(&v, Some(&s1), t).await.expect("tick");
+        let (_, o2) = d
+            .tick(&v, &ControlAccess::plain(), Some(&s1), t)
+            .await
+            .expect("tick");
         assert!(matches!(o2.plan.actions[0], Action::PrepareShutdown { .. }));
         assert!(o2.results[0].1.is_ok());
     }
@@ -331,7 +391,10 @@ mod tests {
         d.control.set(&d.cluster().url(1), PodState::Drained);
         d.cluster().fail_scale();
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let err = d.tick(&v, None, t).await.expect_err("scale fails");
+        let err = d
+            .tick(&v, &ControlAccess::plain(), None, t)
+            .await
+            .expect_err("scale fails");
         assert!(matches!(
             err,
             DriverError::Cluster(ClusterError::Scale { .. })
@@ -343,13 +406,19 @@ mod tests {
         let (d, v) = driver(2, 2);
         d.cluster().set_update_revision("rev-2");
         let t = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let (s, o) = d.tick(&v, None, t).await.expect("tick");
+        let (s, o) = d
+            .tick(&v, &ControlAccess::plain(), None, t)
+            .await
+            .expect("tick");
         assert_eq!(o.plan.actions.len(), 1);
         assert!(
             matches!(&o.plan.actions[0], Action::PrepareShutdown { pod, .. } if pod == "ingest-1")
         );
         d.control.set(&d.cluster().url(1), PodState::Drained);
-        let (s, o) = d.tick(&v, Some(&s), t).await.expect("tick");
+        let (s, o) = d
+            .tick(&v, &ControlAccess::plain(), Some(&s), t)
+            .await
+            .expect("tick");
         assert_eq!(
             o.plan.actions,
             [Action::DeletePod {
@@ -358,7 +427,10 @@ mod tests {
         );
         // The mock recreates the pod on the new revision, ready.
         d.control.set(&d.cluster().url(1), PodState::Ready);
-        let (_, o) = d.tick(&v, Some(&s), t).await.expect("tick");
+        let (_, o) = d
+            .tick(&v, &ControlAccess::plain(), Some(&s), t)
+            .await
+            .expect("tick");
         assert!(
             matches!(&o.plan.actions[0], Action::PrepareShutdown { pod, .. } if pod == "ingest-0")
         );

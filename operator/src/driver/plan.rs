@@ -29,8 +29,9 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use super::access::ControlAccess;
 use super::cluster::{PodInfo, PodSet};
-use super::pod_control::{ControlError, PodFigures, PodState};
+use super::pod_control::{ControlError, PodFigures, PodState, Refusal};
 use super::rotation::{RotationMemory, slot};
 use crate::crd::PodStatus;
 use crate::reconcile::validate::ValidatedIngester;
@@ -154,6 +155,9 @@ impl Action {
 pub struct Observation {
     pub set: PodSet,
     pub figures: Vec<Option<Result<PodFigures, ControlError>>>,
+    /// How the pods were (and the step's actions will be) called; `None`:
+    /// the credentials are missing and no pod was called.
+    pub access: Option<ControlAccess>,
 }
 
 impl Observation {
@@ -554,6 +558,41 @@ impl<'a> State<'a> {
         false
     }
 
+    /// The first pod that refused the operator's credentials: nothing the
+    /// driver does can work until a Secret or the spec is fixed.
+    fn refused(&self) -> Option<Degradation> {
+        self.obs
+            .set
+            .pods
+            .iter()
+            .zip(&self.obs.figures)
+            .find_map(|(p, f)| {
+                let Some(Err(e)) = f else { return None };
+                let (reason, hint) = match e.refusal()? {
+                    Refusal::Unauthenticated => (
+                        "ControlUnauthenticated",
+                        "the operator's control token (spec.auth.controlTokenSecretName) \
+                         is missing from the pods' tokens file, or spec.auth is not set",
+                    ),
+                    Refusal::PermissionDenied => (
+                        "ControlPermissionDenied",
+                        "the operator's control token lacks the `control` scope in the \
+                         pods' tokens file",
+                    ),
+                    Refusal::Tls => (
+                        "ControlTlsFailed",
+                        "the pod's certificate is not signed by the CA of spec.tls, does \
+                         not name the pod's DNS name (or spec.tls.serverName), has \
+                         expired, or the pod does not serve TLS",
+                    ),
+                };
+                Some(Degradation {
+                    reason,
+                    message: format!("{} refused the operator ({hint}): {e}", p.name),
+                })
+            })
+    }
+
     /// Records drain durations of the pods `which` selects that are drained.
     fn finish_drains(&mut self, which: impl Fn(&PodInfo) -> bool) {
         for (i, p) in self.obs.set.pods.iter().enumerate() {
@@ -570,7 +609,10 @@ impl<'a> State<'a> {
         }
     }
 
-    fn finish(self, progress: Progress, next_step: Duration, sts_replicas: i32) -> Plan {
+    fn finish(mut self, progress: Progress, next_step: Duration, sts_replicas: i32) -> Plan {
+        if self.degraded.is_none() {
+            self.degraded = self.refused();
+        }
         // A drain that finished in this step (the pod is scaled away or
         // deleted by this very plan) no longer counts: the status describes
         // the state after the step.

@@ -67,6 +67,7 @@ fn obs(sts_replicas: i32, pods: Vec<Pod>) -> Observation {
             pods: Vec::new(),
         },
         figures: Vec::new(),
+        access: None,
     };
     for p in pods {
         o.set.pods.push(PodInfo {

@@ -4,16 +4,31 @@
 //!
 //! Every call is bounded by a timeout: a hung pod must not stall the
 //! reconcile of its `Ingester`, let alone others. Channels are cached per
-//! address and connect lazily, so the cache lock is never held across I/O.
+//! address (and, with TLS, per server name and CA) and connect lazily, so
+//! the cache lock is never held across I/O.
+//!
+//! With TLS ([`ControlAccess`]) the channel dials the pod's IP and verifies
+//! its certificate against the `Ingester`'s CA and the pod's DNS name; the
+//! control token goes in `authorization` on every call. A pod that refuses
+//! the operator's credentials is told apart from one that is down
+//! ([`ControlError::refusal`]): the first needs a human, the second time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use sluice_proto::v1;
 use sluice_proto::v1::control_service_client::ControlServiceClient;
+use tonic::codegen::http::Uri;
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+use super::access::ControlAccess;
 
 /// The ingester's state, as the control RPC reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +120,7 @@ pub enum ControlError {
         url: String,
         timeout: Duration,
     },
+    /// `code` is the gRPC code's name (`Unavailable`, `PermissionDenied`, …).
     #[error("{call} to {url}: {code}: {message}")]
     Rpc {
         call: &'static str,
@@ -116,42 +132,87 @@ pub enum ControlError {
     BadUrl { url: String, message: String },
 }
 
-/// One pod's control RPC. `url` is `http://host:port`.
+/// Why the pods refused the operator itself, as opposed to being down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `UNAUTHENTICATED`: no token, or one the pod does not know.
+    Unauthenticated,
+    /// `PERMISSION_DENIED`: a token without the `control` scope.
+    PermissionDenied,
+    /// The TLS handshake failed (unknown CA, wrong name, expired, or a
+    /// plain-text pod).
+    Tls,
+}
+
+impl ControlError {
+    /// `Some` when the pod answered but refused the operator's credentials:
+    /// retrying will not help until a Secret or the spec changes.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            ControlError::Rpc { code, .. } if code == "Unauthenticated" => {
+                Some(Refusal::Unauthenticated)
+            }
+            ControlError::Rpc { code, .. } if code == "PermissionDenied" => {
+                Some(Refusal::PermissionDenied)
+            }
+            ControlError::Rpc { message, .. } if message.contains(TLS_FAILED) => Some(Refusal::Tls),
+            _ => None,
+        }
+    }
+}
+
+/// Where and how to reach one pod's `ControlService`.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The pod's name (with TLS it picks the certificate's name).
+    pub pod: &'a str,
+    /// `http://<pod ip>:8082` as the cluster reports it; dialled over TLS
+    /// when `access` says so.
+    pub url: &'a str,
+    pub access: &'a ControlAccess,
+}
+
+/// One pod's control RPC.
 #[async_trait]
 pub trait PodControl: Send + Sync {
-    async fn status(&self, url: &str) -> Result<PodFigures, ControlError>;
-    async fn rotate_wal(&self, url: &str) -> Result<(), ControlError>;
+    async fn status(&self, to: &Target<'_>) -> Result<PodFigures, ControlError>;
+    async fn rotate_wal(&self, to: &Target<'_>) -> Result<(), ControlError>;
     /// Starts persisting everything; does not wait.
-    async fn persist(&self, url: &str) -> Result<(), ControlError>;
+    async fn persist(&self, to: &Target<'_>) -> Result<(), ControlError>;
     /// Starts a drain; does not wait (the driver polls `status`).
-    async fn prepare_shutdown(&self, url: &str) -> Result<PodState, ControlError>;
-    async fn resume_ingest(&self, url: &str) -> Result<PodState, ControlError>;
+    async fn prepare_shutdown(&self, to: &Target<'_>) -> Result<PodState, ControlError>;
+    async fn resume_ingest(&self, to: &Target<'_>) -> Result<PodState, ControlError>;
 }
 
 #[async_trait]
 impl<T: PodControl + ?Sized> PodControl for Arc<T> {
-    async fn status(&self, url: &str) -> Result<PodFigures, ControlError> {
-        (**self).status(url).await
+    async fn status(&self, to: &Target<'_>) -> Result<PodFigures, ControlError> {
+        (**self).status(to).await
     }
-    async fn rotate_wal(&self, url: &str) -> Result<(), ControlError> {
-        (**self).rotate_wal(url).await
+    async fn rotate_wal(&self, to: &Target<'_>) -> Result<(), ControlError> {
+        (**self).rotate_wal(to).await
     }
-    async fn persist(&self, url: &str) -> Result<(), ControlError> {
-        (**self).persist(url).await
+    async fn persist(&self, to: &Target<'_>) -> Result<(), ControlError> {
+        (**self).persist(to).await
     }
-    async fn prepare_shutdown(&self, url: &str) -> Result<PodState, ControlError> {
-        (**self).prepare_shutdown(url).await
+    async fn prepare_shutdown(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
+        (**self).prepare_shutdown(to).await
     }
-    async fn resume_ingest(&self, url: &str) -> Result<PodState, ControlError> {
-        (**self).resume_ingest(url).await
+    async fn resume_ingest(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
+        (**self).resume_ingest(to).await
     }
 }
+
+/// Channels are cached per address, TLS name and CA.
+type ChannelKey = (String, Option<(String, u64)>);
+
+type Client = ControlServiceClient<InterceptedService<Channel, Bearer>>;
 
 /// [`PodControl`] over gRPC.
 #[derive(Debug, Clone)]
 pub struct GrpcPodControl {
     timeout: Duration,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
 }
 
 impl GrpcPodControl {
@@ -163,82 +224,195 @@ impl GrpcPodControl {
         }
     }
 
-    fn client(&self, url: &str) -> Result<ControlServiceClient<Channel>, ControlError> {
+    fn client(&self, to: &Target<'_>) -> Result<Client, ControlError> {
+        let bad = |message: String| ControlError::BadUrl {
+            url: to.url.into(),
+            message,
+        };
+        let tls = to.access.tls().map(|t| (t, t.server_name(to.pod)));
+        let key: ChannelKey = (
+            to.url.to_string(),
+            tls.as_ref().map(|(t, n)| (n.clone(), t.ca_fingerprint)),
+        );
+        let bearer = Bearer(to.access.authorization().cloned());
         let mut channels = self
             .channels
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(c) = channels.get(url) {
-            return Ok(ControlServiceClient::new(c.clone()));
+        if let Some(c) = channels.get(&key) {
+            return Ok(ControlServiceClient::with_interceptor(c.clone(), bearer));
         }
-        let channel = Endpoint::from_shared(url.to_string())
-            .map_err(|e| ControlError::BadUrl {
-                url: url.into(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(self.timeout)
-            .timeout(self.timeout)
-            .connect_lazy();
+        let channel = match &tls {
+            None => Endpoint::from_shared(to.url.to_string())
+                .map_err(|e| bad(e.to_string()))?
+                .connect_timeout(self.timeout)
+                .timeout(self.timeout)
+                .connect_lazy(),
+            Some((t, name)) => {
+                let uri: Uri = to.url.parse().map_err(|e| bad(format!("{e}")))?;
+                let authority = uri
+                    .authority()
+                    .ok_or_else(|| bad("no host and port".into()))?;
+                let server_name = ServerName::try_from(name.clone())
+                    .map_err(|e| bad(format!("TLS server name {name:?}: {e}")))?;
+                Endpoint::from_shared(format!("https://{authority}"))
+                    .map_err(|e| bad(e.to_string()))?
+                    .connect_timeout(self.timeout)
+                    .timeout(self.timeout)
+                    .connect_with_connector_lazy(TlsConnect {
+                        tls: tokio_rustls::TlsConnector::from(t.config.clone()),
+                        server_name,
+                    })
+            }
+        };
         // Pod IPs change as pods come and go; old entries are few and cheap,
         // but bound the map anyway.
         if channels.len() >= 1024 {
             channels.clear();
         }
-        channels.insert(url.to_string(), channel.clone());
-        Ok(ControlServiceClient::new(channel))
+        channels.insert(key, channel.clone());
+        Ok(ControlServiceClient::with_interceptor(channel, bearer))
     }
 
-    async fn call<T, F, Fut>(&self, call: &'static str, url: &str, f: F) -> Result<T, ControlError>
+    async fn call<T, F, Fut>(
+        &self,
+        call: &'static str,
+        to: &Target<'_>,
+        f: F,
+    ) -> Result<T, ControlError>
     where
-        F: FnOnce(ControlServiceClient<Channel>) -> Fut,
+        F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let client = self.client(url)?;
+        let client = self.client(to)?;
         match tokio::time::timeout(self.timeout, f(client)).await {
             Err(_) => Err(ControlError::Timeout {
                 call,
-                url: url.into(),
+                url: to.url.into(),
                 timeout: self.timeout,
             }),
             Ok(Err(s)) => Err(ControlError::Rpc {
                 call,
-                url: url.into(),
+                url: to.url.into(),
                 code: format!("{:?}", s.code()),
-                message: s.message().to_string(),
+                message: status_message(&s),
             }),
             Ok(Ok(r)) => Ok(r.into_inner()),
         }
     }
 }
 
+/// The status message with its chain of causes: a failed connection says
+/// only "transport error" by itself, the cause says why (refused, or the
+/// TLS handshake's reason).
+fn status_message(s: &tonic::Status) -> String {
+    let mut out = s.message().to_string();
+    let mut cause = std::error::Error::source(s);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+struct Bearer(Option<AsciiMetadataValue>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Marks a failed handshake in the error text ([`ControlError::refusal`]).
+const TLS_FAILED: &str = "TLS handshake failed";
+
+/// Connects TCP to the URI's address, then TLS verifying `server_name`
+/// (not the address: pods are dialled by IP, their certificates name DNS
+/// names).
+#[derive(Clone)]
+struct TlsConnect {
+    tls: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+impl tonic::codegen::Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| std::io::Error::other(format!("no host in {uri}")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let name = this.server_name.clone();
+            let tls = this.tls.connect(name.clone(), tcp).await.map_err(|e| {
+                std::io::Error::other(format!(
+                    "{TLS_FAILED} with {host}:{port} expecting the name {}: {e}",
+                    name.to_str()
+                ))
+            })?;
+            Ok(TokioIo::new(tls))
+        })
+    }
+}
+
 #[async_trait]
 impl PodControl for GrpcPodControl {
-    async fn status(&self, url: &str) -> Result<PodFigures, ControlError> {
-        self.call("Status", url, |mut c| async move {
+    async fn status(&self, to: &Target<'_>) -> Result<PodFigures, ControlError> {
+        self.call("Status", to, |mut c| async move {
             c.status(v1::StatusRequest {}).await
         })
         .await
         .map(PodFigures::from)
     }
 
-    async fn rotate_wal(&self, url: &str) -> Result<(), ControlError> {
-        self.call("RotateWal", url, |mut c| async move {
+    async fn rotate_wal(&self, to: &Target<'_>) -> Result<(), ControlError> {
+        self.call("RotateWal", to, |mut c| async move {
             c.rotate_wal(v1::RotateWalRequest {}).await
         })
         .await
         .map(|_| ())
     }
 
-    async fn persist(&self, url: &str) -> Result<(), ControlError> {
-        self.call("Persist", url, |mut c| async move {
+    async fn persist(&self, to: &Target<'_>) -> Result<(), ControlError> {
+        self.call("Persist", to, |mut c| async move {
             c.persist(v1::PersistRequest::default()).await
         })
         .await
         .map(|_| ())
     }
 
-    async fn prepare_shutdown(&self, url: &str) -> Result<PodState, ControlError> {
-        self.call("PrepareShutdown", url, |mut c| async move {
+    async fn prepare_shutdown(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
+        self.call("PrepareShutdown", to, |mut c| async move {
             c.prepare_shutdown(v1::PrepareShutdownRequest { wait: false })
                 .await
         })
@@ -246,8 +420,8 @@ impl PodControl for GrpcPodControl {
         .map(|r| PodState::from_proto(r.state))
     }
 
-    async fn resume_ingest(&self, url: &str) -> Result<PodState, ControlError> {
-        self.call("ResumeIngest", url, |mut c| async move {
+    async fn resume_ingest(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
+        self.call("ResumeIngest", to, |mut c| async move {
             c.resume_ingest(v1::ResumeIngestRequest {}).await
         })
         .await
@@ -296,15 +470,20 @@ mod tests {
         let addr = l.local_addr().expect("addr");
         drop(l);
         let pc = GrpcPodControl::new(Duration::from_secs(2));
-        let err = pc
-            .status(&format!("http://{addr}"))
-            .await
-            .expect_err("nothing listens");
+        let access = ControlAccess::plain();
+        let url = format!("http://{addr}");
+        let to = |url| Target {
+            pod: "a-0",
+            url,
+            access: &access,
+        };
+        let err = pc.status(&to(&url)).await.expect_err("nothing listens");
         assert!(
             matches!(err, ControlError::Rpc { call: "Status", .. }),
             "{err}"
         );
-        let err = pc.status("not a url").await.expect_err("bad url");
+        assert_eq!(err.refusal(), None, "down, not refusing");
+        let err = pc.status(&to("not a url")).await.expect_err("bad url");
         assert!(matches!(err, ControlError::BadUrl { .. }), "{err}");
     }
 }

@@ -8,7 +8,10 @@
 //! The `Apply` pipeline, each step in its own module:
 //! 1. [`validate`] the spec into a [`ValidatedIngester`] (an invalid spec
 //!    sets `Degraded` and waits for a change);
-//! 2. observe the pods and StatefulSet (through the driver's `Cluster`);
+//! 2. read the Secrets of `spec.tls`/`spec.auth` ([`secrets`]) into the
+//!    driver's credentials (a missing one sets `Degraded` and the driver
+//!    calls no pod), then observe the pods and StatefulSet (through the
+//!    driver's `Cluster`);
 //! 3. [`build`] every object (pure) — the StatefulSet keeps its current
 //!    replica count while a scale-down is draining;
 //! 4. [`apply`] them with server-side apply; on a new generation, delete
@@ -37,11 +40,13 @@ use kube::{Resource, ResourceExt};
 use crate::context::Context;
 use crate::crd::Ingester;
 use crate::driver::plan::Action as DriverAction;
-use crate::driver::{Cluster, IngesterRef, StepOutcome};
+use crate::driver::plan::Degradation;
+use crate::driver::{AccessError, Cluster, ControlAccess, IngesterRef, StepOutcome};
 use crate::{Error, Result};
 
 pub mod apply;
 pub mod build;
+pub mod secrets;
 pub mod status;
 pub mod validate;
 
@@ -143,7 +148,8 @@ async fn apply_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
         }
     };
 
-    let mut obs = ctx.driver.observe(&iref).await?;
+    let access = secrets::control_access(&ctx.client, &v).await;
+    let mut obs = ctx.driver.observe(&iref, access.as_ref().ok()).await?;
     let sts_replicas = match &obs.set.statefulset {
         Some(s) if s.replicas > v.replicas => s.replicas,
         _ => v.replicas,
@@ -168,7 +174,8 @@ async fn apply_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
     }
 
     let prev_pods = prev.map_or(&[][..], |s| &s.pods[..]);
-    let outcome = ctx.driver.step(&v, &obs, prev_pods, now).await?;
+    let mut outcome = ctx.driver.step(&v, &obs, prev_pods, now).await?;
+    degrade_on(&access, &mut outcome);
     publish_outcome(ctx, &obj_ref, prev, &outcome).await;
     let pods = outcome.plan.sts_replicas.max(v.replicas);
     let st = status::compute(
@@ -190,14 +197,21 @@ async fn cleanup_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
     let iref = ingester_ref(ing)?;
     let obj_ref = ing.object_ref(&());
     let prev = ing.status.as_ref();
-    let drain_timeout =
-        validate(ing, &ctx.validate_options).map_or(DEFAULT_DRAIN_TIMEOUT, |v| v.drain_timeout);
-    let obs = ctx.driver.observe(&iref).await?;
+    let (drain_timeout, access) = match validate(ing, &ctx.validate_options) {
+        Ok(v) => (
+            v.drain_timeout,
+            secrets::control_access(&ctx.client, &v).await,
+        ),
+        // Without a valid spec the Secrets are unknown: try plain text.
+        Err(_) => (DEFAULT_DRAIN_TIMEOUT, Ok(ControlAccess::plain())),
+    };
+    let obs = ctx.driver.observe(&iref, access.as_ref().ok()).await?;
     let prev_pods = prev.map_or(&[][..], |s| &s.pods[..]);
-    let (outcome, done) = ctx
+    let (mut outcome, done) = ctx
         .driver
         .cleanup(&iref, &obs, prev_pods, drain_timeout, now)
         .await?;
+    degrade_on(&access, &mut outcome);
     publish_outcome(ctx, &obj_ref, prev, &outcome).await;
     if done {
         ctx.publish(
@@ -219,6 +233,17 @@ async fn cleanup_ingester(ing: &Ingester, ctx: &Context) -> Result<Action> {
         _ => 0,
     };
     Err(Error::StillDraining { pending })
+}
+
+/// Missing or unusable credentials outrank whatever else the step saw:
+/// they are why nothing else can progress.
+fn degrade_on(access: &Result<ControlAccess, AccessError>, outcome: &mut StepOutcome) {
+    if let Err(e) = access {
+        outcome.plan.degraded = Some(Degradation {
+            reason: e.reason(),
+            message: format!("{e}; the operator cannot call the pods until it is fixed"),
+        });
+    }
 }
 
 async fn write_status(

@@ -140,16 +140,20 @@ pub fn invalid(
 /// `0..pods` (every pod that exists, draining ones included: they still
 /// hold data that queriers must read).
 pub fn endpoints(v: &ValidatedIngester, pods: i32) -> IngesterEndpoints {
+    let tls = v.security.tls.is_some();
+    let scheme = if tls { "https" } else { "http" };
     IngesterEndpoints {
         service: v.client_service_dns(),
         grpc_port: GRPC_PORT,
         http_port: HTTP_PORT,
+        tls,
         pods: (0..pods.max(0))
             .map(|i| {
                 let dns = v.pod_dns(i);
                 PodEndpoint {
                     name: v.pod_name(i),
                     grpc: format!("{dns}:{GRPC_PORT}"),
+                    url: format!("{scheme}://{dns}:{GRPC_PORT}"),
                     dns,
                 }
             })

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sluice_operator::crd::{Ingester, IngesterStatus};
-use sluice_operator::driver::{ControlError, PodControl, PodFigures, PodState};
+use sluice_operator::driver::{ControlError, PodControl, PodFigures, PodState, Target};
 use sluice_operator::leader::{LeaderElector, LeaseConfig};
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::{FINALIZER, reconcile, run};
@@ -53,8 +53,8 @@ impl Pods {
 
 #[async_trait]
 impl PodControl for Pods {
-    async fn status(&self, url: &str) -> Result<PodFigures, ControlError> {
-        let state = self.state(url);
+    async fn status(&self, to: &Target<'_>) -> Result<PodFigures, ControlError> {
+        let state = self.state(to.url);
         // Through the proto message, as the real client does: a drained pod
         // has an empty WAL and buffer, any other holds a little.
         let busy = u64::from(state != PodState::Drained);
@@ -74,25 +74,25 @@ impl PodControl for Pods {
             ..Default::default()
         }))
     }
-    async fn rotate_wal(&self, _url: &str) -> Result<(), ControlError> {
+    async fn rotate_wal(&self, _to: &Target<'_>) -> Result<(), ControlError> {
         Ok(())
     }
-    async fn persist(&self, _url: &str) -> Result<(), ControlError> {
+    async fn persist(&self, _to: &Target<'_>) -> Result<(), ControlError> {
         Ok(())
     }
-    async fn prepare_shutdown(&self, url: &str) -> Result<PodState, ControlError> {
+    async fn prepare_shutdown(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
         let mut s = self.states.lock().expect("states");
-        let st = s.entry(url.to_string()).or_insert(PodState::Draining);
+        let st = s.entry(to.url.to_string()).or_insert(PodState::Draining);
         if *st != PodState::Drained {
             *st = PodState::Draining;
         }
         Ok(*st)
     }
-    async fn resume_ingest(&self, url: &str) -> Result<PodState, ControlError> {
+    async fn resume_ingest(&self, to: &Target<'_>) -> Result<PodState, ControlError> {
         self.states
             .lock()
             .expect("states")
-            .insert(url.to_string(), PodState::Ready);
+            .insert(to.url.to_string(), PodState::Ready);
         Ok(PodState::Ready)
     }
 }

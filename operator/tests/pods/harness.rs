@@ -33,13 +33,13 @@ use serde_json::json;
 use sluice_e2e::Ingester as Proc;
 use sluice_operator::crd::{Ingester, IngesterStatus};
 use sluice_operator::driver::{
-    Cluster, ClusterError, Driver, GrpcPodControl, IngesterRef, PodInfo, PodSet, StatefulSetState,
-    StepOutcome,
+    Cluster, ClusterError, ControlAccess, Driver, GrpcPodControl, IngesterRef, PodInfo, PodSet,
+    SecretData, StatefulSetState, StepOutcome,
 };
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::build::build;
 use sluice_operator::reconcile::validate::{
-    DATA_DIR, ValidateOptions, ValidatedIngester, validate,
+    DATA_DIR, TLS_DIR, TOKENS_DIR, ValidateOptions, ValidatedIngester, validate,
 };
 use sluice_proto::v1;
 
@@ -207,6 +207,37 @@ fn validated(spec: serde_json::Value) -> ValidatedIngester {
 #[derive(Clone, Default)]
 pub struct Secrets(BTreeMap<(String, String), String>);
 
+impl Secrets {
+    /// Adds (or replaces) one key of one Secret.
+    pub fn with(mut self, name: &str, key: &str, value: impl Into<String>) -> Self {
+        self.0.insert((name.into(), key.into()), value.into());
+        self
+    }
+
+    /// What the API server would hand the operator for `get secret`.
+    pub fn data(&self) -> SecretData {
+        let mut out = SecretData::new();
+        for ((name, key), value) in &self.0 {
+            out.entry(name.clone())
+                .or_insert_with(|| Some(BTreeMap::new()))
+                .get_or_insert_with(BTreeMap::new)
+                .insert(key.clone(), value.as_bytes().to_vec());
+        }
+        out
+    }
+
+    /// Writes every key of Secret `name` as a file under `dir`: what a
+    /// Secret volume shows the pod.
+    fn mount(&self, name: &str, dir: &std::path::Path) {
+        std::fs::create_dir_all(dir).expect("secret dir");
+        for ((n, key), value) in &self.0 {
+            if n == name {
+                std::fs::write(dir.join(key), value).expect("write secret file");
+            }
+        }
+    }
+}
+
 // ---- The pods -------------------------------------------------------------
 
 /// The environment the operator gives pod `pod`: ConfigMap data, then the
@@ -290,13 +321,50 @@ pub struct ProcessCluster {
     /// gRPC URLs of the ready pods: what a router sees behind the client
     /// Service.
     ready_urls: Arc<Mutex<Vec<String>>>,
+    /// With `spec.tls`: how the "kubelet" asks `/ready` over HTTPS.
+    probe: Option<Probe>,
+}
+
+/// An HTTPS `/ready` probe trusting the CA of `spec.tls`.
+#[derive(Clone)]
+struct Probe {
+    tls: tokio_rustls::TlsConnector,
+    /// The pods' DNS names are `<pod>.<suffix>`.
+    suffix: String,
 }
 
 impl ProcessCluster {
     /// Starts `v.replicas` pods on revision `rev-1` and waits until all
     /// are ready.
     pub async fn start(v: &ValidatedIngester, secrets: Secrets, dir: PathBuf) -> Arc<Self> {
+        let probe = v.security.tls.as_ref().map(|t| {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject;
+            let ca = &secrets.0[&(t.ca.name.clone(), t.ca.key.clone())];
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(c.expect("CA PEM")).expect("CA");
+            }
+            let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Probe {
+                tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+                suffix: format!(
+                    "{}.{}.svc.{}",
+                    v.headless_service_name(),
+                    v.namespace,
+                    v.cluster_domain
+                ),
+            }
+        });
         let c = Arc::new(Self {
+            probe,
             name: v.name.clone(),
             secrets,
             v: Mutex::new(v.clone()),
@@ -313,15 +381,30 @@ impl ProcessCluster {
             s.replicas = v.replicas;
             for i in 0..v.replicas {
                 let mut p = c.spawn(i, "rev-1", false);
-                p.proc
-                    .wait_ready(Duration::from_secs(60))
-                    .await
-                    .expect("pod ready");
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !c.is_ready(&p).await {
+                    if let Ok(Some(st)) = p.proc.try_exit_status() {
+                        panic!("pod {i} exited with {st}:\n{}", p.proc.log());
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "pod {i} not ready in 60 s:\n{}",
+                        p.proc.log()
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 s.pods.insert(i, p);
             }
         }
         c.read_pods(&c.iref()).await.expect("read pods");
         c
+    }
+
+    /// The driver's credentials, from the Secrets as the operator reads
+    /// them.
+    pub fn access(&self) -> ControlAccess {
+        let v = self.v.lock().expect("lock").clone();
+        ControlAccess::build(&v, &self.secrets.data()).expect("the test's Secrets are complete")
     }
 
     pub fn iref(&self) -> IngesterRef {
@@ -345,6 +428,15 @@ impl ProcessCluster {
         let v = self.v.lock().expect("lock").clone();
         let data = self.pod_dir(ordinal);
         let mut proc = Proc::new(&data);
+        // The Secret volumes, as kubelet shows them to the pod.
+        let tls_dir = self.dir.join(format!("{name}-tls"));
+        let tokens_dir = self.dir.join(format!("{name}-tokens"));
+        if let Some(t) = &v.security.tls {
+            self.secrets.mount(&t.secret_name, &tls_dir);
+        }
+        if let Some(a) = &v.security.auth {
+            self.secrets.mount(&a.tokens.name, &tokens_dir);
+        }
         for (k, val) in pod_env(&v, &self.secrets, &name) {
             // The volume and the addresses are this machine's.
             if matches!(
@@ -354,12 +446,15 @@ impl ProcessCluster {
                 continue;
             }
             // The volume is mounted here rather than at the pod's path.
-            let val = val.replace(DATA_DIR, &data.display().to_string());
+            let val = val
+                .replace(DATA_DIR, &data.display().to_string())
+                .replace(TLS_DIR, &tls_dir.display().to_string())
+                .replace(TOKENS_DIR, &tokens_dir.display().to_string());
             proc = proc.with_env(k, val);
         }
         proc = proc.with_env("SLUICE_PERSIST_THREADS", "1");
         proc.spawn().expect("spawn sluice-ingester");
-        if restarted {
+        if restarted && self.probe.is_none() {
             // Time to ready, measured finely in the background.
             let url = format!("{}/ready", proc.http_url());
             let restarts = self.restarts.clone();
@@ -448,16 +543,48 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-async fn is_ready(p: &Proc) -> bool {
-    let url = format!("{}/ready", p.http_url());
-    matches!(
-        tokio::time::timeout(
-            Duration::from_secs(2),
-            sluice_e2e::http_request("GET", &url, Vec::new(), false)
-        )
-        .await,
-        Ok(Ok((200, _)))
-    )
+impl ProcessCluster {
+    /// Whether the pod's `/ready` answers 200 (over HTTPS with `spec.tls`,
+    /// as the kubelet's probe does).
+    async fn is_ready(&self, p: &Pod) -> bool {
+        let check = async {
+            match &self.probe {
+                None => {
+                    let url = format!("{}/ready", p.proc.http_url());
+                    matches!(
+                        sluice_e2e::http_request("GET", &url, Vec::new(), false).await,
+                        Ok((200, _))
+                    )
+                }
+                Some(probe) => https_ready(probe, &p.proc, &format!("{}-{}", self.name, p.ordinal))
+                    .await
+                    .unwrap_or(false),
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), check)
+            .await
+            .unwrap_or(false)
+    }
+}
+
+/// `GET /ready` over TLS, verifying the pod's certificate names its DNS
+/// name.
+async fn https_ready(probe: &Probe, p: &Proc, pod: &str) -> std::io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = p
+        .http_url()
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(format!("{pod}.{}", probe.suffix))
+        .map_err(std::io::Error::other)?;
+    let mut tls = probe.tls.connect(name, tcp).await?;
+    tls.write_all(b"GET /ready HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    tls.read_to_end(&mut buf).await?;
+    Ok(buf.starts_with(b"HTTP/1.1 200"))
 }
 
 #[async_trait]
@@ -468,7 +595,7 @@ impl Cluster for ProcessCluster {
         let mut ready_urls = Vec::new();
         for p in s.pods.values_mut() {
             let running = matches!(p.proc.try_exit_status(), Ok(None));
-            let ready = running && is_ready(&p.proc).await;
+            let ready = running && self.is_ready(p).await;
             if ready {
                 ready_urls.push(p.proc.grpc_url());
             }
@@ -613,7 +740,7 @@ pub async fn run_until(
     let mut outcomes = Vec::new();
     loop {
         let (st, out) = d
-            .tick(v, prev.as_ref(), clock.now())
+            .tick(v, &d.cluster().access(), prev.as_ref(), clock.now())
             .await
             .unwrap_or_else(|e| panic!("{what}: driver step failed: {e}"));
         let finished = done(&st, &out);

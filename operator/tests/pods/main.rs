@@ -15,6 +15,7 @@
 
 mod harness;
 mod proxy;
+mod tls;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use harness::*;
 use serde_json::json;
 use sluice_e2e::within;
-use sluice_operator::driver::{Action, PersistReason};
+use sluice_operator::driver::{Action, ControlAccess, PersistReason};
 use sluice_operator::metrics::Metrics;
 
 fn actions(outs: &[sluice_operator::driver::StepOutcome]) -> Vec<&Action> {
@@ -559,7 +560,10 @@ async fn rotation_is_staggered_across_real_pods() {
         let mut rotations: Vec<(String, u128)> = Vec::new();
         for _ in 0..100 {
             let now = clock.now();
-            let (st, out) = d.tick(&v, prev.as_ref(), now).await.expect("step");
+            let (st, out) = d
+                .tick(&v, &ControlAccess::plain(), prev.as_ref(), now)
+                .await
+                .expect("step");
             prev = Some(st);
             let ms = now
                 .duration_since(std::time::UNIX_EPOCH)
@@ -665,7 +669,7 @@ async fn persist_triggers_and_status_figures() {
         sluice_e2e::write_lp(&mut c, NS, batch_lp(0, 0, 10).as_bytes())
             .await
             .expect("write");
-        let (st, out) = d.tick(&v_buf, None, clock.now()).await.expect("step");
+        let (st, out) = d.tick(&v_buf, &ControlAccess::plain(), None, clock.now()).await.expect("step");
         assert!(out.plan.actions.is_empty(), "{:?}", out.plan.actions);
         let direct = cluster.pod_status(0).await;
         let p = &st.pods[0];
@@ -695,7 +699,7 @@ async fn persist_triggers_and_status_figures() {
                 .expect("write");
             seq += 2000;
         }
-        let (st, out) = d.tick(&v_buf, Some(&st), clock.now()).await.expect("step");
+        let (st, out) = d.tick(&v_buf, &ControlAccess::plain(), Some(&st), clock.now()).await.expect("step");
         assert!(
             matches!(
                 out.plan.actions[..],
@@ -728,7 +732,7 @@ async fn persist_triggers_and_status_figures() {
         // The WAL threshold (and no buffer threshold): rotate + persist,
         // and the WAL shrinks to an empty open segment.
         let v_wal = single_node(json!({"persist": {"triggerWalBytes": 200000}}));
-        let (st, out) = d.tick(&v_wal, Some(&st), clock.now()).await.expect("step");
+        let (st, out) = d.tick(&v_wal, &ControlAccess::plain(), Some(&st), clock.now()).await.expect("step");
         assert!(
             matches!(
                 out.plan.actions[..],
@@ -747,7 +751,7 @@ async fn persist_triggers_and_status_figures() {
             assert!(Instant::now() < deadline, "the WAL never shrank: {s:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let (st, out) = d.tick(&v_wal, Some(&st), clock.now()).await.expect("step");
+        let (st, out) = d.tick(&v_wal, &ControlAccess::plain(), Some(&st), clock.now()).await.expect("step");
         assert!(out.plan.actions.is_empty(), "below the threshold again");
         assert!(st.pods[0].wal_bytes < 200_000);
         assert_eq!(st.pods[0].buffered_rows, 0);

@@ -2,6 +2,9 @@
 //! (`<pod>.<name>-pods.<ns>.svc`), and a client Service in front of the
 //! ready pods.
 //!
+//! With `spec.tls` the HTTP port's `appProtocol` is `https` (gRPC stays
+//! `grpc`, over TLS or not), so meshes and gateways know what they proxy.
+//!
 //! The headless Service publishes pods that are not ready: a draining pod
 //! answers 503 on `/ready`, yet routers and queriers that address pods by
 //! name must still reach it to read what it has not persisted yet.
@@ -12,7 +15,12 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::{meta, selector_labels};
 use crate::reconcile::validate::{GRPC_PORT, HTTP_PORT, ValidatedIngester};
 
-fn ports() -> Vec<ServicePort> {
+fn ports(v: &ValidatedIngester) -> Vec<ServicePort> {
+    let http = if v.security.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     vec![
         ServicePort {
             name: Some("grpc".into()),
@@ -27,7 +35,7 @@ fn ports() -> Vec<ServicePort> {
             port: HTTP_PORT,
             target_port: Some(IntOrString::String("http".into())),
             protocol: Some("TCP".into()),
-            app_protocol: Some("http".into()),
+            app_protocol: Some(http.into()),
             ..Default::default()
         },
     ]
@@ -40,7 +48,7 @@ pub fn build_headless(v: &ValidatedIngester) -> Service {
             cluster_ip: Some("None".into()),
             publish_not_ready_addresses: Some(true),
             selector: Some(selector_labels(v)),
-            ports: Some(ports()),
+            ports: Some(ports(v)),
             ..Default::default()
         }),
         ..Default::default()
@@ -53,7 +61,7 @@ pub fn build_client(v: &ValidatedIngester) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             selector: Some(selector_labels(v)),
-            ports: Some(ports()),
+            ports: Some(ports(v)),
             ..Default::default()
         }),
         ..Default::default()

@@ -12,6 +12,13 @@
 //! - The termination grace period is the drain timeout plus a margin, so a
 //!   pod that Kubernetes stops on its own can still drain on SIGTERM.
 //!
+//! - With `spec.tls` / `spec.auth`, the TLS and tokens Secrets are mounted
+//!   read-only, each whole as a directory (never `subPath`, whose files
+//!   kubelet does not update), so a rotated certificate or token reaches
+//!   the running pod and the ingester reloads it. Their names are part of
+//!   the template: pointing at another Secret rolls the pods. The
+//!   operator's control token is never mounted.
+//!
 //! The pod meets the "restricted" Pod Security Standard: non-root, read-only
 //! root filesystem (`/tmp` is an `emptyDir`), no privilege escalation, all
 //! capabilities dropped, `RuntimeDefault` seccomp.
@@ -26,17 +33,25 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvFromSource, HTTPGetAction, LocalObjectReference, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{CONFIG_HASH_ANNOTATION, CONTAINER, DATA_VOLUME, labels, meta, selector_labels};
-use crate::reconcile::validate::{DATA_DIR, GRPC_PORT, HTTP_PORT, ValidatedIngester};
+use crate::reconcile::validate::{
+    DATA_DIR, GRPC_PORT, HTTP_PORT, TLS_DIR, TOKENS_DIR, ValidatedIngester,
+};
 
 /// UID and GID the ingester runs as (the distroless `nonroot` user).
 pub const RUN_AS: i64 = 65532;
+/// Names of the Secret volumes.
+pub const TLS_VOLUME: &str = "tls";
+pub const TOKENS_VOLUME: &str = "tokens";
+/// Secret files: readable by the owner (root) and the pod's `fsGroup`
+/// only.
+const SECRET_MODE: i32 = 0o440;
 /// Time beyond the drain timeout that a stopping pod gets.
 const GRACE_MARGIN_SECS: i64 = 30;
 
@@ -124,11 +139,7 @@ fn pod_template(v: &ValidatedIngester, config_hash: &str) -> PodTemplateSpec {
             // The ingester needs no API access.
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
-            volumes: Some(vec![Volume {
-                name: "tmp".into(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Default::default()
-            }]),
+            volumes: Some(volumes(v)),
             image_pull_secrets: (!v.image_pull_secrets.is_empty()).then(|| {
                 v.image_pull_secrets
                     .iter()
@@ -146,11 +157,61 @@ fn pod_template(v: &ValidatedIngester, config_hash: &str) -> PodTemplateSpec {
     }
 }
 
+/// `/tmp`, and the Secrets of `spec.tls` and `spec.auth`.
+fn volumes(v: &ValidatedIngester) -> Vec<Volume> {
+    let secret = |volume: &str, secret: &str| Volume {
+        name: volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.into()),
+            default_mode: Some(SECRET_MODE),
+            optional: Some(false),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut out = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    if let Some(t) = &v.security.tls {
+        out.push(secret(TLS_VOLUME, &t.secret_name));
+    }
+    if let Some(a) = &v.security.auth {
+        out.push(secret(TOKENS_VOLUME, &a.tokens.name));
+    }
+    out
+}
+
+fn volume_mounts(v: &ValidatedIngester) -> Vec<VolumeMount> {
+    let mount = |name: &str, path: &str, read_only: bool| VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: read_only.then_some(true),
+        ..Default::default()
+    };
+    let mut out = vec![
+        mount(DATA_VOLUME, DATA_DIR, false),
+        mount("tmp", "/tmp", false),
+    ];
+    if v.security.tls.is_some() {
+        out.push(mount(TLS_VOLUME, TLS_DIR, true));
+    }
+    if v.security.auth.is_some() {
+        out.push(mount(TOKENS_VOLUME, TOKENS_DIR, true));
+    }
+    out
+}
+
 fn container(v: &ValidatedIngester) -> Container {
+    // Health and readiness never need a token; with TLS, kubelet speaks
+    // HTTPS (it does not verify the certificate).
+    let scheme = v.security.tls.as_ref().map(|_| "HTTPS".to_string());
     let probe = |path: &str, period: i32, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
             port: IntOrString::String("http".into()),
+            scheme: scheme.clone(),
             ..Default::default()
         }),
         period_seconds: Some(period),
@@ -195,18 +256,7 @@ fn container(v: &ValidatedIngester) -> Container {
         // 503 while replaying or draining: the client Service stops
         // sending writes to a pod that refuses them.
         readiness_probe: Some(probe("/ready", 5, 2)),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.into(),
-                mount_path: DATA_DIR.into(),
-                ..Default::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..Default::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts(v)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),

@@ -1,0 +1,328 @@
+//! The driver against a real ingester serving TLS and requiring tokens,
+//! configured exactly as the operator configures a pod (`spec.tls`,
+//! `spec.auth`: the Secrets mounted as directories, the `SLUICE_TLS_*` and
+//! `SLUICE_TOKENS_FILE` settings from the ConfigMap), and its credentials
+//! built from the Secrets as the reconciler reads them.
+//!
+//! With the right CA and a `control` token the driver observes the pod and
+//! drains it for a rolling restart. With a wrong CA, a certificate that
+//! does not name the pod, a token without the `control` scope or no token
+//! at all, the pod refuses, the error says why, and the `Ingester` turns
+//! `Degraded` with a reason naming the cause; no action is taken.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use sluice_e2e::{ingester_bin, within};
+use sluice_operator::driver::{
+    Action, ControlAccess, ControlError, GrpcPodControl, PodControl, Refusal, Target,
+};
+use sluice_operator::metrics::Metrics;
+use tokio::io::AsyncWriteExt;
+
+use super::harness::*;
+
+const CONTROL_TOKEN: &str = "op-control-7f3a9c";
+const WRITE_TOKEN: &str = "router-write-51be20";
+/// The pod's DNS name for Ingester `ingest` in namespace `e2e`.
+const POD_DNS: &str = "ingest-0.ingest-pods.e2e.svc.cluster.local";
+
+/// Certificates made with the `openssl` CLI (as e2e/tests/security.rs).
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn openssl(&self, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .expect("run openssl (needed by the TLS tests)");
+        assert!(
+            out.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn read(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(name)).expect("read PEM")
+    }
+
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+    }
+
+    /// `<name>.pem`/`.key`, a server certificate for `dns` signed by `ca`.
+    fn server(&self, name: &str, ca: &str, dns: &str) {
+        std::fs::write(
+            self.dir.join(format!("{name}.ext")),
+            format!(
+                "subjectAltName=DNS:{dns}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .expect("ext");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={dns}"),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "30",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+
+    fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("pki dir");
+        let p = Self {
+            dir: dir.to_path_buf(),
+        };
+        p.ca("ca");
+        p.ca("other-ca");
+        p.server("pod", "ca", POD_DNS);
+        p
+    }
+}
+
+/// The tokens-file line of `token`, made by `sluice-ingester token hash`.
+async fn token_line(token: &str, scopes: &str) -> String {
+    let mut child = tokio::process::Command::new(ingester_bin())
+        .args(["token", "hash", "--scopes", scopes])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn token hash");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(token.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = within(
+        Duration::from_secs(30),
+        "token hash",
+        child.wait_with_output(),
+    )
+    .await
+    .expect("token hash");
+    assert!(out.status.success(), "token hash: {}", out.status);
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
+
+/// The driver's credentials for `spec` with the Secrets as given.
+fn access(spec: serde_json::Value, secrets: &Secrets) -> ControlAccess {
+    ControlAccess::build(&single_node(spec), &secrets.data()).expect("credentials")
+}
+
+fn spec() -> serde_json::Value {
+    json!({
+        "tls": {"secretName": "ingest-tls"},
+        "auth": {
+            "tokensSecretName": "ingest-tokens",
+            "controlTokenSecretName": "sluice-operator-token",
+        },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
+    within(Duration::from_secs(150), "TLS and tokens", async {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let pki = Pki::new(&tmp.path().join("pki"));
+        let tokens = format!(
+            "# hashes only\n{}\n{}\n",
+            token_line(CONTROL_TOKEN, "control").await,
+            token_line(WRITE_TOKEN, "write").await
+        );
+        let secrets = Secrets::default()
+            .with("ingest-tls", "tls.crt", pki.read("pod.pem"))
+            .with("ingest-tls", "tls.key", pki.read("pod.key"))
+            .with("ingest-tls", "ca.crt", pki.read("ca.pem"))
+            .with("ingest-tokens", "tokens", tokens)
+            .with(
+                "sluice-operator-token",
+                "token",
+                format!("{CONTROL_TOKEN}\n"),
+            );
+        let v = single_node(spec());
+        // The pod starts with the operator's settings and answers its
+        // HTTPS readiness probe.
+        let cluster = ProcessCluster::start(&v, secrets.clone(), tmp.path().join("pods")).await;
+        let metrics = Arc::new(Metrics::new());
+        let d = driver(&cluster, &metrics);
+        let clock = Clock::default();
+        let mut prev = None;
+
+        // 1. Right CA, control token: observed, and drained for a rolling
+        //    restart (PrepareShutdown, Status until drained, delete).
+        run_until_ready(&d, &v, &clock, &mut prev).await;
+        let st = prev.clone().expect("status");
+        assert_eq!(st.pods[0].state, "Ready", "{st:#?}");
+        assert_eq!(st.pods[0].error, None);
+        assert_eq!(condition(&st, "Degraded").status, "False");
+        let endpoints = st.endpoints.as_ref().expect("endpoints");
+        assert!(endpoints.tls);
+        assert_eq!(endpoints.pods[0].url, format!("https://{POD_DNS}:8082"));
+
+        cluster.set_update_revision("rev-2").await;
+        let outs = run_until(
+            &d,
+            &v,
+            &clock,
+            &mut prev,
+            Duration::from_secs(60),
+            "rolling restart over TLS",
+            |st, _| st.phase.as_deref() == Some("Ready") && st.pods.iter().all(|p| p.up_to_date),
+        )
+        .await;
+        let acts: Vec<&Action> = outs.iter().flat_map(|o| o.plan.actions.iter()).collect();
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::PrepareShutdown { pod, .. } if pod == "ingest-0")),
+            "{acts:?}"
+        );
+        for o in &outs {
+            for (a, r) in &o.results {
+                assert!(r.is_ok(), "{a:?} failed over TLS: {r:?}");
+            }
+        }
+        assert_eq!(cluster.deleted().await, ["ingest-0"]);
+
+        // 2. What the pod refuses, each told apart and named.
+        let url = cluster.url(0).await.expect("pod 0 runs");
+        let pc = GrpcPodControl::new(Duration::from_secs(10));
+        let status = |a: ControlAccess| {
+            let pc = pc.clone();
+            let url = url.clone();
+            async move {
+                pc.status(&Target {
+                    pod: "ingest-0",
+                    url: &url,
+                    access: &a,
+                })
+                .await
+            }
+        };
+        let refused = |r: Result<_, ControlError>, want: Refusal, needle: &str| {
+            let e = r.expect_err("refused");
+            assert_eq!(e.refusal(), Some(want), "{e}");
+            assert!(e.to_string().contains(needle), "`{needle}` not in: {e}");
+            e
+        };
+        let wrong_ca = secrets
+            .clone()
+            .with("ingest-tls", "ca.crt", pki.read("other-ca.pem"));
+        let e = refused(
+            status(access(spec(), &wrong_ca)).await,
+            Refusal::Tls,
+            "UnknownIssuer",
+        );
+        assert!(
+            e.to_string().contains(POD_DNS),
+            "names the expected name: {e}"
+        );
+
+        let mut other_name = spec();
+        other_name["tls"]["serverName"] = json!("ingest.example.com");
+        refused(
+            status(access(other_name, &secrets)).await,
+            Refusal::Tls,
+            "certificate not valid for name",
+        );
+
+        let write_only = secrets
+            .clone()
+            .with("sluice-operator-token", "token", WRITE_TOKEN);
+        refused(
+            status(access(spec(), &write_only)).await,
+            Refusal::PermissionDenied,
+            "PermissionDenied",
+        );
+
+        let no_token = json!({"tls": {"secretName": "ingest-tls"}});
+        refused(
+            status(access(no_token, &secrets)).await,
+            Refusal::Unauthenticated,
+            "Unauthenticated",
+        );
+
+        // 3. The driver with refused credentials: Degraded with the cause,
+        //    and nothing done to the pod.
+        for (bad, reason) in [
+            (access(spec(), &write_only), "ControlPermissionDenied"),
+            (access(spec(), &wrong_ca), "ControlTlsFailed"),
+        ] {
+            cluster.set_update_revision("rev-3").await;
+            let (st, out) = d
+                .tick(&v, &bad, prev.as_ref(), clock.now())
+                .await
+                .expect("step");
+            assert!(out.plan.actions.is_empty(), "{:?}", out.plan.actions);
+            let c = condition(&st, "Degraded");
+            assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason));
+            assert!(
+                c.message.contains("ingest-0 refused the operator"),
+                "{}",
+                c.message
+            );
+            assert_eq!(st.pods[0].state, "Unknown");
+            assert_eq!(cluster.deleted().await, ["ingest-0"], "no restart");
+            cluster.set_update_revision("rev-2").await;
+        }
+
+        // 4. Fixed credentials: the condition clears.
+        let (st, _) = d
+            .tick(&v, &cluster.access(), prev.as_ref(), clock.now())
+            .await
+            .expect("step");
+        assert_eq!(condition(&st, "Degraded").status, "False", "{st:#?}");
+        assert_eq!(st.pods[0].state, "Ready");
+        cluster.shutdown().await;
+    })
+    .await;
+}
