@@ -35,8 +35,9 @@
 # Exported to the tests: SLUICE_TEST_POSTGRES_URL (a role with CREATEDB; tests
 # make their own schemas/databases), SLUICE_TEST_S3_{ENDPOINT,BUCKET,ACCESS_KEY,
 # SECRET_KEY,REGION} (plain http, path-style), SLUICE_TEST_PYTHON (a python
-# with kubernetes-validate, jsonschema, pyarrow, cel-python), and PATH with
-# the venv and helm/kubectl first.
+# with kubernetes-validate, jsonschema, pyarrow, cel-python), SLUICE_TEST_PG_BIN
+# and SLUICE_S3S_FS_BIN (PostgreSQL's bin directory and the s3s-fs binary, for
+# the soak's private servers), and PATH with the venv and helm/kubectl first.
 
 set -euo pipefail
 shopt -s inherit_errexit

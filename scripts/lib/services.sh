@@ -166,6 +166,14 @@ stop_s3s() { # STATE_DIR
 # SLUICE_TEST_S3_ENDPOINT already in the environment is used as is.
 start_services() { # STATE_DIR
     chmod 0755 "$1" # the postgres user must reach its directory inside
+    # The binaries themselves, for tests that run (and crash) private
+    # instances of their own (e2e/tests/soak.rs).
+    if [ -n "${PG_BIN:-}" ] && [ -z "${SLUICE_TEST_PG_BIN:-}" ]; then
+        export SLUICE_TEST_PG_BIN=$PG_BIN
+    fi
+    if [ -x "$SLUICE_TOOLS_DIR/bin/s3s-fs" ] && [ -z "${SLUICE_S3S_FS_BIN:-}" ]; then
+        export SLUICE_S3S_FS_BIN=$SLUICE_TOOLS_DIR/bin/s3s-fs
+    fi
     if [ -n "${SLUICE_TEST_POSTGRES_URL:-}" ]; then
         log "using the given SLUICE_TEST_POSTGRES_URL; not starting PostgreSQL"
     else
@@ -190,7 +198,7 @@ env_lines() {
     local v
     for v in SLUICE_TEST_POSTGRES_URL SLUICE_TEST_S3_ENDPOINT SLUICE_TEST_S3_BUCKET \
         SLUICE_TEST_S3_ACCESS_KEY SLUICE_TEST_S3_SECRET_KEY SLUICE_TEST_S3_REGION \
-        SLUICE_TEST_PYTHON; do
+        SLUICE_TEST_PYTHON SLUICE_TEST_PG_BIN SLUICE_S3S_FS_BIN; do
         if [ -n "${!v:-}" ]; then
             printf 'export %s=%q\n' "$v" "${!v}"
         fi
