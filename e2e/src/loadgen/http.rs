@@ -1,27 +1,42 @@
 //! A minimal keep-alive HTTP/1.1 client for `POST /api/v2/write`: one
 //! connection per writer, one request in flight on it, reconnect after an
-//! error or a `Connection: close`. Plain `http://` only. It exists so the
-//! load generator can drive any InfluxDB v2-compatible server without pulling
-//! in a full HTTP client stack.
+//! error or a `Connection: close`. `http://`, or `https://` verified against
+//! `--ca-cert` (see [`super::auth`]). It exists so the load generator can
+//! drive any InfluxDB v2-compatible server without pulling in a full HTTP
+//! client stack.
 
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+
+use super::auth::{ClientAuth, Io};
 
 /// Largest response head or body we accept (error bodies are small JSON).
 const MAX_RESPONSE: usize = 1 << 20;
 
 /// One writer's connection to an InfluxDB v2 write endpoint.
-#[derive(Debug)]
 pub struct HttpWriter {
     host: String,
+    /// `https://`.
+    tls: bool,
     /// `/api/v2/write?bucket=…&org=…&precision=ns`
     path: String,
-    token: Option<String>,
-    conn: Option<BufReader<TcpStream>>,
+    auth: ClientAuth,
+    conn: Option<BufReader<Box<dyn Io>>>,
+}
+
+impl std::fmt::Debug for HttpWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpWriter")
+            .field("host", &self.host)
+            .field("tls", &self.tls)
+            .field("path", &self.path)
+            .field("auth", &self.auth)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
 }
 
 /// A response: status code and (short) body.
@@ -32,11 +47,13 @@ pub struct HttpResponse {
 }
 
 impl HttpWriter {
-    /// `addr` is `http://host:port[/prefix]`.
-    pub fn new(addr: &str, bucket: &str, org: &str, token: Option<String>) -> anyhow::Result<Self> {
-        let rest = addr
-            .strip_prefix("http://")
-            .context("--addr for --target http must start with http:// (no TLS)")?;
+    /// `addr` is `http://host:port[/prefix]` or `https://…`.
+    pub fn new(addr: &str, bucket: &str, org: &str, auth: ClientAuth) -> anyhow::Result<Self> {
+        let (tls, rest) = match (addr.strip_prefix("http://"), addr.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            (None, None) => bail!("--addr for --target http must start with http:// or https://"),
+        };
         let (host, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -48,8 +65,9 @@ impl HttpWriter {
         );
         Ok(Self {
             host: host.to_string(),
+            tls,
             path,
-            token,
+            auth,
             conn: None,
         })
     }
@@ -66,11 +84,12 @@ impl HttpWriter {
 
     async fn try_write(&mut self, body: &Bytes) -> anyhow::Result<HttpResponse> {
         if self.conn.is_none() {
-            let s = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(&self.host))
-                .await
-                .context("connect timed out")?
-                .with_context(|| format!("connect to {}", self.host))?;
-            s.set_nodelay(true)?;
+            let s = tokio::time::timeout(
+                Duration::from_secs(10),
+                self.auth.connect_http(&self.host, self.tls),
+            )
+            .await
+            .context("connect timed out")??;
             self.conn = Some(BufReader::with_capacity(16 << 10, s));
         }
         let conn = self.conn.as_mut().expect("connected above");
@@ -80,7 +99,7 @@ impl HttpWriter {
             self.host,
             body.len()
         );
-        if let Some(t) = &self.token {
+        if let Some(t) = self.auth.token() {
             head.push_str(&format!("Authorization: Token {t}\r\n"));
         }
         head.push_str("\r\n");
@@ -224,7 +243,8 @@ mod tests {
             "HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
         ])
         .await;
-        let mut w = HttpWriter::new(&addr, "b k", "o", Some("t".into())).expect("addr");
+        let auth = ClientAuth::new(Some("t"), None).expect("auth");
+        let mut w = HttpWriter::new(&addr, "b k", "o", auth).expect("addr");
         assert!(w.path.contains("bucket=b%20k"));
         let body = Bytes::from_static(b"cpu v=1 1\n");
         let r = w.write(&body).await.expect("first");
@@ -236,7 +256,8 @@ mod tests {
     }
 
     #[test]
-    fn refuses_https() {
-        assert!(HttpWriter::new("https://x", "b", "o", None).is_err());
+    fn refuses_other_schemes() {
+        assert!(HttpWriter::new("ftp://x", "b", "o", ClientAuth::default()).is_err());
+        assert!(HttpWriter::new("x:8080", "b", "o", ClientAuth::default()).is_err());
     }
 }

@@ -25,6 +25,7 @@
 //! Batches are numbered and handed out through one atomic counter, so the
 //! row sequence is the same whatever the number of writers.
 
+pub mod auth;
 pub mod http;
 pub mod query;
 pub mod stats;
@@ -65,9 +66,16 @@ pub struct Args {
     /// Organisation (--target http; ignored by Sluice).
     #[arg(long, default_value = "sluice")]
     pub org: String,
-    /// API token (--target http): sent as `Authorization: Token …`.
-    #[arg(long, env = "INFLUX_TOKEN")]
+    /// Bearer token (see `sluice-ingester serve --tokens-file`): sent as
+    /// `authorization: Bearer …` over gRPC and `Authorization: Token …`
+    /// over HTTP (InfluxDB's form, which Sluice also accepts). Needs the
+    /// `write` scope, and `query` for --query-concurrency.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA bundle that signed the server's certificate, for `https://`
+    /// addresses (--addr and --query-addr).
+    #[arg(long, env = "SLUICE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Number of hosts (series cardinality).
     #[arg(long, default_value_t = 1000)]
     pub hosts: u64,
@@ -328,12 +336,13 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         eprintln!("generated the workload templates in {:.2?}", t.elapsed());
     }
 
+    let auth = auth::ClientAuth::new(args.token.as_deref(), args.ca_cert.as_deref())?;
     let tc = TargetConfig {
         kind: args.target,
         addr: addr.clone(),
         namespace: args.namespace.clone(),
         org: args.org.clone(),
-        token: args.token.clone(),
+        auth: auth.clone(),
     };
     let shared = Arc::new(Shared::default());
     let mut senders = Vec::with_capacity(args.writers);
@@ -382,6 +391,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         .map(|_| {
             tokio::spawn(query::scanner(
                 query_addr.clone(),
+                auth.clone(),
                 args.namespace.clone(),
                 Arc::clone(&shared),
             ))

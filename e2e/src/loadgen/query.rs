@@ -20,6 +20,7 @@ use prost::Message;
 use sluice_proto::v1;
 
 use super::Shared;
+use super::auth::ClientAuth;
 use super::stats::{new_hist, record};
 use super::target::grpc_channel;
 use super::workload::MEASUREMENT;
@@ -36,7 +37,12 @@ pub struct ScanStats {
 
 /// Scans until `shared.stop`; only scans that finish inside the measured
 /// window are counted.
-pub async fn scanner(addr: String, namespace: String, shared: Arc<Shared>) -> ScanStats {
+pub async fn scanner(
+    addr: String,
+    auth: ClientAuth,
+    namespace: String,
+    shared: Arc<Shared>,
+) -> ScanStats {
     let mut st = ScanStats {
         scans: 0,
         rows: 0,
@@ -57,7 +63,7 @@ pub async fn scanner(addr: String, namespace: String, shared: Arc<Shared>) -> Sc
     let mut client = None;
     while !shared.stop.load(Ordering::Relaxed) {
         if client.is_none() {
-            match grpc_channel(&addr).await {
+            match grpc_channel(&addr, &auth).await {
                 Ok(ch) => {
                     client = Some(
                         FlightServiceClient::new(ch)
@@ -78,7 +84,7 @@ pub async fn scanner(addr: String, namespace: String, shared: Arc<Shared>) -> Sc
         let mut rows = 0u64;
         let result: Result<(), String> = async {
             let mut stream = c
-                .do_get(ticket.clone())
+                .do_get(auth.request(ticket.clone()))
                 .await
                 .map_err(|s| format!("grpc:{:?}", s.code()))?
                 .into_inner();

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use clap::ValueEnum;
 use sluice_proto::v1;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use super::auth::ClientAuth;
 use super::http::HttpWriter;
 use super::workload::{ArrowGen, LineProtocolGen, MEASUREMENT, TAG_KEYS, Workload};
 
@@ -64,7 +65,8 @@ pub struct TargetConfig {
     pub addr: String,
     pub namespace: String,
     pub org: String,
-    pub token: Option<String>,
+    /// Token and TLS (`--token`, `--ca-cert`).
+    pub auth: ClientAuth,
 }
 
 /// One writer's connection.
@@ -74,6 +76,7 @@ pub enum Sender {
         client: v1::write_service_client::WriteServiceClient<Channel>,
         arrow: bool,
         namespace: String,
+        auth: ClientAuth,
     },
     Http(HttpWriter),
 }
@@ -85,14 +88,10 @@ pub struct SendError {
     pub message: String,
 }
 
-/// A gRPC channel with room for large requests and responses.
-pub async fn grpc_channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(addr.to_string())?
-        .tcp_nodelay(true)
-        .initial_connection_window_size(Some(16 << 20))
-        .initial_stream_window_size(Some(8 << 20))
-        .connect()
-        .await?)
+/// A gRPC channel with room for large requests and responses (TLS for
+/// `https://` addresses).
+pub async fn grpc_channel(addr: &str, auth: &ClientAuth) -> anyhow::Result<Channel> {
+    auth.grpc_channel(addr).await
 }
 
 impl Sender {
@@ -100,18 +99,19 @@ impl Sender {
         Ok(match t.kind {
             TargetKind::GrpcLp | TargetKind::GrpcArrow => Self::Grpc {
                 client: v1::write_service_client::WriteServiceClient::new(
-                    grpc_channel(&t.addr).await?,
+                    grpc_channel(&t.addr, &t.auth).await?,
                 )
                 .max_encoding_message_size(usize::MAX)
                 .max_decoding_message_size(usize::MAX),
                 arrow: t.kind == TargetKind::GrpcArrow,
                 namespace: t.namespace.clone(),
+                auth: t.auth.clone(),
             },
             TargetKind::Http => Self::Http(HttpWriter::new(
                 &t.addr,
                 &t.namespace,
                 &t.org,
-                t.token.clone(),
+                t.auth.clone(),
             )?),
         })
     }
@@ -123,6 +123,7 @@ impl Sender {
                 client,
                 arrow,
                 namespace,
+                auth,
             } => {
                 let payload = if *arrow {
                     v1::write_request::Payload::Arrow(v1::ArrowBatch {
@@ -134,11 +135,11 @@ impl Sender {
                     v1::write_request::Payload::LineProtocol(payload)
                 };
                 client
-                    .write(v1::WriteRequest {
+                    .write(auth.request(v1::WriteRequest {
                         namespace: namespace.clone(),
                         payload: Some(payload),
                         precision: v1::Precision::Nanoseconds as i32,
-                    })
+                    }))
                     .await
                     .map(|_| ())
                     .map_err(|s| SendError {
