@@ -737,6 +737,7 @@ async fn rbac_rules_are_exactly_the_operators_api_calls() {
         ("apps", "statefulsets", "delete"),
         ("events.k8s.io", "events", "patch"),
         ("sluice.dev", "ingesters", "watch"),
+        ("", "secrets", "get"),
     ] {
         let want = (want.0.to_string(), want.1.to_string(), want.2.to_string());
         assert!(

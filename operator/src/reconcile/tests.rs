@@ -51,6 +51,12 @@ enum Scenario {
     ListPods500,
     /// The status write gets 404 (the object vanished meanwhile).
     StatusWrite404,
+    /// `spec.tls` and `spec.auth`: the three Secrets are read by name
+    /// before the pods are observed; the pod template mounts two of them.
+    SecretsRead,
+    /// As `SecretsRead`, but the control token's Secret is missing:
+    /// `Degraded` (`SecretNotFound`), and no pod is called.
+    ControlTokenSecretMissing,
 }
 
 impl Ingester {
@@ -77,6 +83,18 @@ impl Ingester {
     }
     fn replicas(mut self, n: i32) -> Self {
         self.spec.replicas = n;
+        self
+    }
+    fn secured(mut self) -> Self {
+        self.spec.tls =
+            Some(serde_json::from_value(json!({"secretName": "ingest-tls"})).expect("tls"));
+        self.spec.auth = Some(
+            serde_json::from_value(json!({
+                "tokensSecretName": "ingest-tokens",
+                "controlTokenSecretName": "sluice-operator-token",
+            }))
+            .expect("auth"),
+        );
         self
     }
     fn deleting(mut self) -> Self {
@@ -195,6 +213,66 @@ fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == t))
         .unwrap_or_else(|| panic!("condition {t} in {status}"))
+}
+
+/// A Secret as the API server returns it (`data` base64-encoded).
+fn secret_json(name: &str, data: &[(&str, &str)]) -> Value {
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(NS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        k8s_openapi::ByteString(v.as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).expect("secret");
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
+}
+
+/// The three Secrets of [`Ingester::secured`], in the order they are
+/// read (by name); the last one answers 404 when `control_missing`.
+async fn read_secrets(v: &mut ApiServerVerifier, control_missing: bool) {
+    let secrets = "/api/v1/namespaces/sluice/secrets";
+    let ca = include_str!("../driver/testdata/ca.pem");
+    let tls = secret_json(
+        "ingest-tls",
+        &[("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", ca)],
+    );
+    v.expect(
+        Method::GET,
+        &format!("{secrets}/ingest-tls"),
+        StatusCode::OK,
+        move |_| tls,
+    )
+    .await;
+    let tokens = secret_json("ingest-tokens", &[("tokens", "sha256:00 control")]);
+    v.expect(
+        Method::GET,
+        &format!("{secrets}/ingest-tokens"),
+        StatusCode::OK,
+        move |_| tokens,
+    )
+    .await;
+    let path = format!("{secrets}/sluice-operator-token");
+    if control_missing {
+        v.expect_error(Method::GET, &path, 404, "NotFound").await;
+    } else {
+        let token = secret_json("sluice-operator-token", &[("token", "t0k3n\n")]);
+        v.expect(Method::GET, &path, StatusCode::OK, move |_| token)
+            .await;
+    }
 }
 
 /// Plays `scenario` for `ing`.
@@ -334,6 +412,46 @@ async fn play(mut v: ApiServerVerifier, scenario: Scenario, ing: Ingester) -> Ap
                 .await;
             let ev = v.expect_event(NS).await;
             assert_eq!(ev["reason"], "DriverFailed");
+        }
+        Scenario::SecretsRead | Scenario::ControlTokenSecretMissing => {
+            let missing = matches!(scenario, Scenario::ControlTokenSecretMissing);
+            read_secrets(&mut v, missing).await;
+            observe(&mut v, Some(3), 3).await;
+            let sts = apply_all(&mut v, true).await;
+            let pod = &sts["spec"]["template"]["spec"];
+            let volumes: Vec<_> = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .filter_map(|v| v["secret"]["secretName"].as_str())
+                .collect();
+            assert_eq!(
+                volumes,
+                ["ingest-tls", "ingest-tokens"],
+                "never the control token"
+            );
+            if missing {
+                let ev = v.expect_event(NS).await;
+                assert_eq!(ev["reason"], "SecretNotFound");
+                assert_eq!(ev["type"], "Warning");
+            }
+            let st = expect_status(&mut v, &ing).await;
+            let degraded = condition(&st, "Degraded");
+            if missing {
+                assert_eq!(degraded["status"], "True");
+                assert_eq!(degraded["reason"], "SecretNotFound");
+                let msg = degraded["message"].as_str().unwrap_or_default();
+                assert!(msg.contains("sluice-operator-token"), "{msg}");
+                assert_eq!(st["phase"], "Degraded");
+                assert_eq!(st["pods"][0]["state"], "Unknown");
+            } else {
+                assert_eq!(degraded["status"], "False");
+                assert_eq!(st["endpoints"]["tls"], true);
+                assert_eq!(
+                    st["endpoints"]["pods"][0]["url"],
+                    "https://ingest-0.ingest-pods.sluice.svc.cluster.local:8082"
+                );
+            }
         }
         Scenario::StatusWrite404 => {
             observe(&mut v, Some(3), 3).await;
@@ -512,4 +630,26 @@ async fn invalid_spec_sets_degraded_and_waits() {
     )
     .await;
     assert_eq!(r.expect("ok"), Action::await_change());
+}
+
+#[tokio::test]
+async fn secrets_are_read_before_the_pods_are_called() {
+    let ing = Ingester::test().finalized().observed().secured();
+    let (r, _, pods) = run(Scenario::SecretsRead, ing, |p| ready(p, 3)).await;
+    r.expect("ok");
+    assert_eq!(
+        pods.calls().len(),
+        3,
+        "one Status per pod: {:?}",
+        pods.calls()
+    );
+}
+
+#[tokio::test]
+async fn missing_secret_is_degraded_and_no_pod_is_called() {
+    let ing = Ingester::test().finalized().observed().secured();
+    let (r, ctx, pods) = run(Scenario::ControlTokenSecretMissing, ing, |p| ready(p, 3)).await;
+    // Not an error: the reconcile polls until the Secret appears.
+    assert_eq!(r.expect("ok"), Action::requeue(ctx.driver.poll_interval()));
+    assert!(pods.calls().is_empty(), "{:?}", pods.calls());
 }

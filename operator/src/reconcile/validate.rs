@@ -800,4 +800,95 @@ spec:
             })
         );
     }
+
+    #[test]
+    fn tls_and_auth_settings() {
+        let y = BASE.replace(
+            "walVolume",
+            "tls: {secretName: a-tls, caSecretName: a-ca, caKey: root.pem, serverName: ingest.example.com}\n  \
+             auth: {tokensSecretName: a-tokens, controlTokenSecretName: a-op, metricsRequireToken: true}\n  walVolume",
+        );
+        let vi = v(&y).expect("valid");
+        let t = vi.security.tls.as_ref().expect("tls");
+        assert_eq!(t.secret_name, "a-tls");
+        assert_eq!(
+            t.ca,
+            SecretKeyRef {
+                name: "a-ca".into(),
+                key: "root.pem".into()
+            }
+        );
+        assert_eq!(t.server_name.as_deref(), Some("ingest.example.com"));
+        let a = vi.security.auth.as_ref().expect("auth");
+        assert_eq!(a.tokens.key, "tokens", "default key");
+        assert_eq!(a.control_token.key, "token", "default key");
+        assert_eq!(
+            vi.settings["SLUICE_TOKENS_FILE"],
+            "/etc/sluice/tokens/tokens"
+        );
+        assert_eq!(vi.settings["SLUICE_METRICS_REQUIRE_TOKEN"], "true");
+
+        // The CA defaults to the TLS Secret's `ca.crt`.
+        let y = BASE.replace("walVolume", "tls: {secretName: a-tls}\n  walVolume");
+        let t = v(&y).expect("valid").security.tls.expect("tls");
+        assert_eq!(t.ca.name, "a-tls");
+        assert_eq!(t.ca.key, "ca.crt");
+        assert_eq!(t.server_name, None);
+    }
+
+    #[test]
+    fn rejects_a_control_token_that_would_be_mounted() {
+        let y = BASE.replace(
+            "walVolume",
+            "auth: {tokensSecretName: t, controlTokenSecretName: t}\n  walVolume",
+        );
+        let e = v(&y).expect_err("same Secret");
+        assert_eq!(
+            e,
+            ValidationError::ControlTokenMounted {
+                name: "t".into(),
+                other: "auth.tokensSecretName"
+            }
+        );
+        assert!(e.to_string().contains("mounted into every pod"), "{e}");
+        let y = BASE.replace(
+            "walVolume",
+            "tls: {secretName: s}\n  auth: {tokensSecretName: t, controlTokenSecretName: s}\n  walVolume",
+        );
+        assert!(matches!(
+            v(&y),
+            Err(ValidationError::ControlTokenMounted {
+                other: "tls.secretName",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_secret_names_keys_and_server_names() {
+        let y = BASE.replace("walVolume", "tls: {secretName: Bad_Name}\n  walVolume");
+        assert_eq!(
+            v(&y),
+            Err(ValidationError::SecretName {
+                field: "tls.secretName",
+                value: "Bad_Name".into()
+            })
+        );
+        let y = BASE.replace(
+            "walVolume",
+            "tls: {secretName: s, caKey: \"a/b\"}\n  walVolume",
+        );
+        assert!(matches!(
+            v(&y),
+            Err(ValidationError::SecretKey {
+                field: "tls.caKey",
+                ..
+            })
+        ));
+        let y = BASE.replace(
+            "walVolume",
+            "tls: {secretName: s, serverName: \"-x.example\"}\n  walVolume",
+        );
+        assert_eq!(v(&y), Err(ValidationError::ServerName("-x.example".into())));
+    }
 }

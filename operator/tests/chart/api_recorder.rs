@@ -35,6 +35,8 @@ pub struct World {
     pub orphans: bool,
     /// Server-side apply of the StatefulSet answers 409.
     pub conflict_on_statefulset: bool,
+    /// Secrets by name (`get` of any other answers 404).
+    pub secrets: Vec<(String, Vec<(String, String)>)>,
 }
 
 #[derive(Clone, Default)]
@@ -147,6 +149,17 @@ impl Recorder {
                     status_body(404, "NotFound", "statefulset not found"),
                 ),
             },
+            ("get", "secrets") => match world
+                .secrets
+                .iter()
+                .find(|(n, _)| Some(n) == p.name.as_ref())
+            {
+                Some((name, data)) => ok(secret(name, &ns, data)),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    status_body(404, "NotFound", "secret not found"),
+                ),
+            },
             ("list", "pods") => ok(list(
                 "PodList",
                 world
@@ -252,6 +265,26 @@ fn ingester_name(w: &World) -> String {
         .as_str()
         .unwrap_or("ingest")
         .to_string()
+}
+
+fn secret(name: &str, ns: &str, data: &[(String, String)]) -> Value {
+    let s = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let mut v = serde_json::to_value(s).expect("secret");
+    v["apiVersion"] = json!("v1");
+    v["kind"] = json!("Secret");
+    v
 }
 
 fn statefulset(name: &str, ns: &str, replicas: i32, rev: &str) -> Value {

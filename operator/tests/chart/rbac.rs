@@ -2,7 +2,8 @@
 //! reconcile function and its controller loop against [`Recorder`] through
 //! the same scenarios its reconcile tests play: finalizer added, first
 //! create, an orphan deleted, a scale-down drained, a rolling restart, a
-//! deletion drained, a repeated failure (an Event series), the
+//! deletion drained, a repeated failure (an Event series), TLS and token
+//! Secrets read (present and missing), the
 //! controller's watches (cluster-wide and one namespace), and leader
 //! election (take, renew, release the Lease).
 
@@ -238,7 +239,50 @@ pub async fn operator_api_calls() -> (BTreeSet<Call>, Vec<String>) {
     play(&rec, &ctx, ing.clone(), world.clone()).await;
     play(&rec, &ctx, ing, world).await;
 
-    // 8. The controller: its watches, cluster-wide and in one namespace.
+    // 8. TLS and tokens: the Secrets the spec names are read by name
+    //    (complete, then one missing: Degraded, no other call).
+    let mut ing = observed(finalized(sample()));
+    ing.spec.tls =
+        Some(serde_json::from_value(serde_json::json!({"secretName": "ingest-tls"})).expect("tls"));
+    ing.spec.auth = Some(
+        serde_json::from_value(serde_json::json!({
+            "tokensSecretName": "ingest-tokens",
+            "controlTokenSecretName": "sluice-operator-token",
+        }))
+        .expect("auth"),
+    );
+    let ca = std::fs::read_to_string(root().join("operator/src/driver/testdata/ca.pem"))
+        .expect("read the test CA");
+    let kv = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let mut world = World {
+        statefulset: Some((3, rev.clone())),
+        pods: ready_pods(3, &rev),
+        secrets: vec![
+            (
+                "ingest-tls".into(),
+                kv(&[("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", &ca)]),
+            ),
+            ("ingest-tokens".into(), kv(&[("tokens", "# hashes")])),
+            ("sluice-operator-token".into(), kv(&[("token", "t0k3n")])),
+        ],
+        ..Default::default()
+    };
+    play(
+        &rec,
+        &context(&rec, Pods::with(&[])),
+        ing.clone(),
+        world.clone(),
+    )
+    .await;
+    world.secrets.pop();
+    play(&rec, &context(&rec, Pods::with(&[])), ing, world).await;
+
+    // 9. The controller: its watches, cluster-wide and in one namespace.
     for namespace in [None, Some("sluice".to_string())] {
         let before = rec
             .log()
@@ -265,7 +309,7 @@ pub async fn operator_api_calls() -> (BTreeSet<Call>, Vec<String>) {
         let _ = stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
     }
-    // 9. Leader election: take the free Lease, renew it, release it.
+    // 10. Leader election: take the free Lease, renew it, release it.
     let elector = LeaderElector::new(
         rec.client(),
         LeaseConfig {

@@ -442,4 +442,99 @@ mod tests {
         assert_eq!(p.tolerations, None);
         assert_eq!(p.node_selector, None);
     }
+
+    fn secured() -> ValidatedIngester {
+        let mut ing = crate::fixtures::sample("single-node.yaml");
+        ing.spec.tls =
+            Some(serde_json::from_value(serde_json::json!({"secretName": "n-tls"})).expect("tls"));
+        ing.spec.auth = Some(
+            serde_json::from_value(serde_json::json!({
+                "tokensSecretName": "n-tokens",
+                "tokensKey": "tokens.txt",
+                "controlTokenSecretName": "n-control",
+            }))
+            .expect("auth"),
+        );
+        crate::reconcile::validate(&ing, &Default::default()).expect("valid")
+    }
+
+    #[test]
+    fn plain_by_default() {
+        let v = validated("single-node.yaml");
+        let sts = build(&v, 1, "h");
+        let p = pod(&sts);
+        let c = &p.containers[0];
+        assert!(
+            p.volumes.iter().flatten().all(|v| v.secret.is_none()),
+            "no Secret volume without spec.tls/auth"
+        );
+        let scheme = c
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.scheme.clone());
+        assert_eq!(scheme, None, "HTTP");
+        assert!(!v.settings.contains_key("SLUICE_TLS_CERT"));
+        assert!(!v.settings.contains_key("SLUICE_TOKENS_FILE"));
+    }
+
+    #[test]
+    fn tls_and_tokens_secrets_are_mounted_whole_and_read_only() {
+        let v = secured();
+        let sts = build(&v, 1, "h");
+        let p = pod(&sts);
+        let c = &p.containers[0];
+        let secret_volumes: Vec<_> = p
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.secret.as_ref().map(|s| (v.name.as_str(), s)))
+            .collect();
+        assert_eq!(secret_volumes.len(), 2);
+        for (name, s) in &secret_volumes {
+            let want = match *name {
+                TLS_VOLUME => "n-tls",
+                TOKENS_VOLUME => "n-tokens",
+                other => panic!("unexpected volume {other}"),
+            };
+            assert_eq!(s.secret_name.as_deref(), Some(want));
+            assert_eq!(s.items, None, "the whole Secret");
+            assert_eq!(s.default_mode, Some(0o440));
+        }
+        let mounts = c.volume_mounts.as_ref().expect("mounts");
+        for (vol, path) in [(TLS_VOLUME, TLS_DIR), (TOKENS_VOLUME, TOKENS_DIR)] {
+            let m = mounts.iter().find(|m| m.name == vol).expect("mounted");
+            assert_eq!(m.mount_path, path);
+            assert_eq!(m.read_only, Some(true));
+            assert_eq!(m.sub_path, None, "subPath files never update");
+        }
+        // The ingester finds the files through its settings (the ConfigMap).
+        assert_eq!(v.settings["SLUICE_TLS_CERT"], "/etc/sluice/tls/tls.crt");
+        assert_eq!(v.settings["SLUICE_TLS_KEY"], "/etc/sluice/tls/tls.key");
+        assert_eq!(
+            v.settings["SLUICE_TOKENS_FILE"],
+            "/etc/sluice/tokens/tokens.txt"
+        );
+        assert!(!v.settings.contains_key("SLUICE_TLS_CLIENT_CA"));
+        for probe in [&c.readiness_probe, &c.liveness_probe, &c.startup_probe] {
+            let h = probe
+                .as_ref()
+                .and_then(|p| p.http_get.as_ref())
+                .expect("http probe");
+            assert_eq!(h.scheme.as_deref(), Some("HTTPS"));
+        }
+        // The control token is the operator's: nowhere in the pod.
+        let yaml = yaml_serde::to_string(&sts).expect("yaml");
+        assert!(!yaml.contains("n-control"), "{yaml}");
+    }
+
+    #[test]
+    fn another_secret_name_changes_the_template() {
+        let a = secured();
+        let mut b = a.clone();
+        b.security.tls.as_mut().expect("tls").secret_name = "n-tls-2".into();
+        let ta = build(&a, 1, "h").spec.expect("spec").template;
+        let tb = build(&b, 1, "h").spec.expect("spec").template;
+        assert_ne!(ta, tb, "the StatefulSet gets a new revision: pods roll");
+    }
 }
