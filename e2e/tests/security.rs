@@ -819,3 +819,309 @@ async fn mtls() {
     assert!(log.contains("TLS handshake failed"), "{log}");
     ing.assert_no_panic();
 }
+
+/// Runs `sluice-loadgen` (no token or CA inherited) and returns its JSON
+/// report.
+async fn loadgen(dir: &Path, args: &[&str]) -> serde_json::Value {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let json = dir.join(format!(
+        "loadgen-{}.json",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"));
+    cmd.args(args)
+        .arg("--quiet")
+        .arg("--json")
+        .arg(&json)
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_CA_CERT")
+        .kill_on_drop(true);
+    let what = format!("sluice-loadgen {}", args.join(" "));
+    let out = within(Duration::from_secs(120), &what, cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_cli_ok(&out, &what);
+    let text = std::fs::read_to_string(&json).expect("loadgen report");
+    serde_json::from_str(&text).expect("loadgen JSON")
+}
+
+/// `errors[status]` of a report (or of its `queries`), 0 if absent.
+fn errors_of(v: &serde_json::Value, status: &str) -> u64 {
+    v["errors"][status].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_over_tls_with_tokens() {
+    within(Duration::from_secs(240), "loadgen over TLS", loadgen_tls()).await;
+}
+
+async fn loadgen_tls() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::new(&tmp.path().join("certs"));
+    certs.install_server("server");
+    let tokens = tmp.path().join("tokens");
+    write_tokens_file(&tokens, &[(W, "write"), (Q, "query")]).await;
+    let mut ing = Ingester::new(tmp.path().join("data"))
+        .arg("--tls-cert")
+        .arg(certs.s("live.pem"))
+        .arg("--tls-key")
+        .arg(certs.s("live.key"))
+        .arg("--tokens-file")
+        .arg(tokens.display().to_string());
+    ing.spawn().expect("spawn");
+    wait_ready_tls(&mut ing, &certs.connector(None)).await;
+    let ca = certs.s("ca.pem");
+    let grpc = format!("https://localhost:{}", ing.grpc.port());
+    let http_addr = format!("https://localhost:{}", ing.http.port());
+    let rows = "20000";
+    let common = [
+        "--ca-cert",
+        &ca,
+        "--rows",
+        rows,
+        "--batch-lines",
+        "1000",
+        "--writers",
+        "2",
+        "--hosts",
+        "50",
+    ];
+
+    // gRPC and HTTP over TLS with a write token: every row acknowledged
+    // and queryable (over TLS, with the query token).
+    for (target, addr, ns) in [
+        ("grpc-lp", &grpc, "lg_grpc"),
+        ("grpc-arrow", &grpc, "lg_arrow"),
+        ("http", &http_addr, "lg_http"),
+    ] {
+        let mut args = vec!["--target", target, "--addr", addr, "--namespace", ns];
+        args.extend(common);
+        args.extend(["--token", W]);
+        let r = loadgen(tmp.path(), &args).await;
+        assert_eq!(r["rows"].as_u64(), Some(20_000), "{target}: {r}");
+        assert_eq!(r["errors"], serde_json::json!({}), "{target}: {r}");
+        let out = cli(
+            &[
+                "query",
+                "--addr",
+                &grpc,
+                "--ca-cert",
+                &ca,
+                "--token",
+                Q,
+                "-n",
+                ns,
+                "-t",
+                "cpu",
+                "-f",
+                "csv",
+            ],
+            &[],
+        )
+        .await;
+        assert_cli_ok(&out, "query the loadgen's rows");
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, 20_001, "{target}: rows queried (plus the header)");
+    }
+
+    // The token and CA also come from the environment.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"));
+    cmd.args([
+        "--target",
+        "grpc-lp",
+        "--addr",
+        &grpc,
+        "--namespace",
+        "lg_env",
+    ])
+    .args([
+        "--rows",
+        "1000",
+        "--batch-lines",
+        "500",
+        "--writers",
+        "1",
+        "--quiet",
+    ])
+    .env("SLUICE_TOKEN", W)
+    .env("SLUICE_CA_CERT", &ca)
+    .kill_on_drop(true);
+    let out = within(Duration::from_secs(120), "loadgen with env", cmd.output())
+        .await
+        .expect("run loadgen");
+    assert_cli_ok(&out, "loadgen with SLUICE_TOKEN and SLUICE_CA_CERT");
+
+    // A wrong token: every request refused, reported by status.
+    for (target, addr, status) in [
+        ("grpc-lp", &grpc, "grpc:Unauthenticated"),
+        ("http", &http_addr, "http:401"),
+    ] {
+        let r = loadgen(
+            tmp.path(),
+            &[
+                "--target",
+                target,
+                "--addr",
+                addr,
+                "--namespace",
+                "lg_wrong",
+                "--ca-cert",
+                &ca,
+                "--token",
+                "not-a-token",
+                "--duration",
+                "1s",
+                "--writers",
+                "1",
+                "--batch-lines",
+                "100",
+            ],
+        )
+        .await;
+        assert_eq!(r["rows"].as_u64(), Some(0), "{target}: {r}");
+        assert!(errors_of(&r, status) > 0, "{target}: no {status} in {r}");
+    }
+    // A write-only token may write but not scan: the scanner's refusals
+    // are reported by status too.
+    let r = loadgen(
+        tmp.path(),
+        &[
+            "--target",
+            "grpc-lp",
+            "--addr",
+            &grpc,
+            "--namespace",
+            "lg_grpc",
+            "--ca-cert",
+            &ca,
+            "--token",
+            W,
+            "--duration",
+            "1s",
+            "--writers",
+            "1",
+            "--batch-lines",
+            "100",
+            "--query-concurrency",
+            "1",
+        ],
+    )
+    .await;
+    assert!(r["rows"].as_u64().unwrap_or(0) > 0, "{r}");
+    assert!(
+        errors_of(&r["queries"], "grpc:PermissionDenied") > 0,
+        "no PERMISSION_DENIED for the scans: {r}"
+    );
+    // Without --ca-cert an https:// address is an error, not plain text.
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice-loadgen"));
+    cmd.args(["--addr", &grpc, "--token", W, "--rows", "100", "--quiet"])
+        .env_remove("SLUICE_CA_CERT")
+        .kill_on_drop(true);
+    let out = within(Duration::from_secs(60), "loadgen without CA", cmd.output())
+        .await
+        .expect("run loadgen");
+    assert!(
+        !out.status.success(),
+        "https:// without --ca-cert succeeded"
+    );
+    ing.assert_no_panic();
+}
+
+/// `--max-connections`: connections past the limit (across both listeners)
+/// are not served while the limit is reached — they wait in the kernel's
+/// backlog — and are served as soon as one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    within(
+        Duration::from_secs(120),
+        "max connections",
+        max_connections(),
+    )
+    .await;
+}
+
+async fn max_connections() {
+    use tokio::io::AsyncBufReadExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut ing = Ingester::new(tmp.path().join("data"))
+        .arg("--max-connections")
+        .arg("2");
+    ing.start().await.expect("start");
+    // `start` polled /ready with short-lived connections; wait until the
+    // server has let go of them.
+    let req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+    /// One keep-alive request on `s`; the status code.
+    async fn ask(s: &mut tokio::io::BufReader<tokio::net::TcpStream>, req: &[u8]) -> u16 {
+        s.get_mut().write_all(req).await.expect("send");
+        let mut line = String::new();
+        s.read_line(&mut line).await.expect("status line");
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        // Skip headers and the (Content-Length) body.
+        let mut len = 0usize;
+        loop {
+            line.clear();
+            s.read_line(&mut line).await.expect("header");
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if let Some(v) = l.strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).await.expect("body");
+        status
+    }
+    let connect = |addr| async move {
+        tokio::io::BufReader::new(tokio::net::TcpStream::connect(addr).await.expect("connect"))
+    };
+    // Two connections in use: one on each listener (the limit is shared).
+    let mut a = connect(ing.http).await;
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Earlier probe connections may still hold permits for a moment.
+        match tokio::time::timeout(Duration::from_secs(2), ask(&mut a, req)).await {
+            Ok(200) => break,
+            Ok(s) => panic!("/health answered {s}"),
+            Err(_) => {
+                assert!(Instant::now() < deadline, "first connection never served");
+                a = connect(ing.http).await;
+            }
+        }
+    }
+    held.push(a);
+    let grpc = tonic::transport::Endpoint::from_shared(ing.grpc_url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("gRPC connection");
+    let mut control = v1::control_service_client::ControlServiceClient::new(grpc);
+    control
+        .status(v1::StatusRequest {})
+        .await
+        .expect("Status on the second connection");
+
+    // The third waits: connected by the kernel, never answered.
+    let mut third = connect(ing.http).await;
+    let waiting = tokio::time::timeout(Duration::from_secs(2), ask(&mut third, req)).await;
+    assert!(
+        waiting.is_err(),
+        "a third connection was served past the limit of 2"
+    );
+
+    // Closing the gRPC connection lets it in.
+    drop(control);
+    let served = tokio::time::timeout(Duration::from_secs(60), ask(&mut third, req))
+        .await
+        .expect("the waiting connection was not served after one closed");
+    assert_eq!(served, 200);
+    // The held HTTP connection still works.
+    assert_eq!(ask(&mut held[0], req).await, 200);
+    ing.assert_no_panic();
+}
