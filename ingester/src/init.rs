@@ -29,6 +29,7 @@ use crate::control::Control;
 use crate::dml_sink::DmlSinkInstrumentation;
 use crate::ingest_state::{IngestState, IngestStateError, Phase, PhaseCell};
 use crate::persist::compact::Executor;
+use crate::persist::journal::{self, Journal};
 use crate::persist::{PersistConfig, PersistHandle, PersistObserver};
 use crate::query::{BufferQueryExec, PersistedReader, QueryExecTracing};
 use crate::server;
@@ -56,6 +57,8 @@ pub enum InitError {
     Wal(#[from] WalError),
     #[error("WAL replay: {0}")]
     Replay(String),
+    #[error("{0}")]
+    Journal(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("persist executor: {0}")]
@@ -204,6 +207,35 @@ pub async fn serve_on(
     wal_config.max_segment_age = Some(config.wal_rotation_interval);
     let (wal, segments) = Wal::open(wal_config, &registry)?;
     let mut rotations = wal.subscribe_rotations();
+    let (journal, recovered) =
+        Journal::open(wal.clone()).map_err(|e| InitError::Journal(e.to_string()))?;
+    // Continue where this ingester stopped: batch numbers per partition,
+    // and sequence numbers above every one already used (a file may hold
+    // numbers whose WAL segments are long deleted).
+    let mine = catalog
+        .ingester_partitions(&ingester_id)
+        .await
+        .map_err(|source| InitError::Catalog {
+            url: redact(&catalog_url),
+            source,
+        })?;
+    buffer.set_batch_bases(mine.iter().map(|p| (p.partition_id, p.max_batch_number)));
+    let catalog_max_seq = mine
+        .iter()
+        .map(|p| p.max_sequence_number)
+        .max()
+        .unwrap_or(0);
+    oracle.observe(catalog_max_seq.max(recovered.max_sequence_number));
+    let settled =
+        journal::settle_unfinished(catalog.as_ref(), store.as_ref(), &recovered.unfinished).await;
+    let recovered = Arc::new(recovered);
+    tracing::info!(
+        persisted_partitions = mine.len(),
+        max_sequence_number = catalog_max_seq,
+        journaled_writes = recovered.len(),
+        unfinished_uploads = recovered.unfinished.len(),
+        "persist state recovered"
+    );
     let tracker = ReferenceTracker::spawn(wal.clone());
     {
         let t = tracker.clone();
@@ -215,6 +247,7 @@ pub async fn serve_on(
             workers: config.persist_workers,
             queue_depth: config.persist_queue_depth,
             ingester_id: Arc::clone(&ingester_id),
+            journal: Some(Arc::clone(&journal)),
         },
         Arc::clone(&catalog),
         Arc::clone(&store),
@@ -234,10 +267,27 @@ pub async fn serve_on(
         usize::MAX,
         None,
     )?;
+    buffer.begin_replay(Arc::clone(&recovered));
     let (_, replayed_rows, replayed) = wal_replay::replay(&segments, &replay_handler).await?;
     drop(replay_handler);
+    let (skipped, skipped_pairs) = buffer.end_replay();
     for (id, seqs) in replayed {
         tracker.segment_closed(id, seqs);
+    }
+    if skipped_pairs > 0 {
+        tracing::info!(
+            writes = skipped.len(),
+            partition_writes = skipped_pairs,
+            "replay skipped writes already persisted"
+        );
+    }
+    // Writes whose every partition was already persisted hold their
+    // segments no more.
+    if !skipped.is_empty() {
+        tracker.persisted(skipped.into());
+    }
+    if let Err(e) = journal.compact(settled).await {
+        tracing::warn!(error = %e, "persist journal: compaction failed");
     }
     let control = Arc::new(Control::new(
         Arc::clone(&ingester_id),

@@ -10,6 +10,7 @@
 //! | [`backpressure`] | a stopped object store + tiny queue → `RESOURCE_EXHAUSTED`, recovery, bounded RSS |
 //! | [`memory`] | a partition many times the persist memory pool persists (spilling) |
 //! | [`shutdown`] | `PrepareShutdown` under writes, twice, and after a crash mid-drain |
+//! | [`restart`] | replay never brings back a value older than a persisted one; numbers continue; no orphan objects |
 
 mod backend;
 mod backpressure;
@@ -18,6 +19,7 @@ mod crash;
 mod files;
 mod memory;
 mod million;
+mod restart;
 mod rows;
 mod shutdown;
 
@@ -66,6 +68,7 @@ on_both_backends! {
     crash::rotation_race_and_kill9_during_persist within 150;
     memory::partition_larger_than_persist_memory_limit within 120;
     shutdown::prepare_shutdown_under_writes within 150;
+    restart::replay_keeps_newer_persisted_values within 90;
 }
 
 /// Needs its own object store to stop and kill: one variant, SQLite catalog.

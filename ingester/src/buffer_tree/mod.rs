@@ -71,6 +71,22 @@ pub(crate) struct BufferTree {
     /// more than one partition (the WAL reference tracker must wait for
     /// every partition's persist before releasing its segment).
     multi_partition: std::sync::OnceLock<MultiPartitionObserver>,
+    /// While replaying: the writes already in Parquet, skipped per
+    /// partition (see `persist/journal.rs` for why).
+    replay_filter: RwLock<Option<ReplayFilter>>,
+    /// Per partition, how many batches this ingester persisted before it
+    /// (re)started, so batch numbers continue instead of restarting at 1.
+    batch_bases: RwLock<HashMap<PartitionId, u64>>,
+}
+
+/// Skips writes already persisted while replaying the WAL.
+#[derive(Debug)]
+struct ReplayFilter {
+    persisted: Arc<crate::persist::journal::Recovered>,
+    /// Writes skipped in every partition they touch.
+    skipped: Vec<u64>,
+    /// (partition, write) pairs skipped.
+    skipped_partition_writes: u64,
 }
 
 /// See [`BufferTree::set_multi_partition_observer`].
@@ -106,6 +122,8 @@ impl BufferTree {
             bytes_gauge,
             hot: std::sync::OnceLock::new(),
             multi_partition: std::sync::OnceLock::new(),
+            replay_filter: RwLock::new(None),
+            batch_bases: RwLock::new(HashMap::new()),
         })
     }
 
@@ -118,6 +136,58 @@ impl BufferTree {
     /// Enables hot-partition persistence (once, at start-up).
     pub(crate) fn set_hot_partitions(&self, hot: HotPartitions) {
         let _ = self.hot.set(hot);
+    }
+
+    /// Batch numbers of these partitions continue after the given counts
+    /// (set at start-up, before any write).
+    pub(crate) fn set_batch_bases(&self, bases: impl IntoIterator<Item = (PartitionId, u64)>) {
+        self.batch_bases.write().extend(bases);
+    }
+
+    /// Until [`Self::end_replay`], writes (partition, sequence number) that
+    /// `persisted` lists are not buffered.
+    pub(crate) fn begin_replay(&self, persisted: Arc<crate::persist::journal::Recovered>) {
+        *self.replay_filter.write() = Some(ReplayFilter {
+            persisted,
+            skipped: Vec::new(),
+            skipped_partition_writes: 0,
+        });
+    }
+
+    /// Ends the replay filter. Returns the writes skipped in every
+    /// partition they touched (nothing of them was buffered: their WAL
+    /// references must be released by the caller) and the number of
+    /// (partition, write) pairs skipped.
+    pub(crate) fn end_replay(&self) -> (Vec<u64>, u64) {
+        match self.replay_filter.write().take() {
+            Some(f) => (f.skipped, f.skipped_partition_writes),
+            None => (Vec::new(), 0),
+        }
+    }
+
+    /// Drops the partitions of `op` whose rows are already persisted
+    /// (replay only). `false` if nothing is left to apply.
+    fn filter_replayed(&self, op: &mut DmlOperation) -> bool {
+        if self.replay_filter.read().is_none() {
+            return true;
+        }
+        let mut guard = self.replay_filter.write();
+        let Some(f) = guard.as_mut() else {
+            return true;
+        };
+        let seq = op.sequence_number;
+        for tw in &mut op.tables {
+            let before = tw.partitions.len();
+            tw.partitions
+                .retain(|pw| !f.persisted.is_persisted(pw.id, seq));
+            f.skipped_partition_writes += (before - tw.partitions.len()) as u64;
+        }
+        op.tables.retain(|t| !t.partitions.is_empty());
+        if op.tables.is_empty() {
+            f.skipped.push(seq);
+            return false;
+        }
+        true
     }
 
     fn namespace_entry(&self, id: NamespaceId, name: &Arc<str>) -> Arc<NamespaceData> {
@@ -183,7 +253,10 @@ impl BufferTree {
         s
     }
 
-    fn apply_op(&self, op: DmlOperation) {
+    fn apply_op(&self, mut op: DmlOperation) {
+        if !self.filter_replayed(&mut op) {
+            return;
+        }
         let partitions: usize = op.tables.iter().map(|t| t.partitions.len()).sum();
         if partitions > 1
             && let Some(f) = self.multi_partition.get()
@@ -213,6 +286,8 @@ impl BufferTree {
                         Some(p) => p,
                         None => {
                             Arc::clone(table.partitions.write().entry(pw.id).or_insert_with(|| {
+                                let base =
+                                    self.batch_bases.read().get(&pw.id).copied().unwrap_or(0);
                                 Arc::new(PartitionData::new(
                                     pw.id,
                                     Arc::clone(&pw.key),
@@ -220,6 +295,7 @@ impl BufferTree {
                                     table.id,
                                     Arc::clone(&ns.name),
                                     Arc::clone(&table.name),
+                                    base,
                                 ))
                             }))
                         }

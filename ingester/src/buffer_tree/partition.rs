@@ -42,7 +42,8 @@ pub(crate) struct BufferedBatch {
 /// Data handed to the persist system: everything buffered at one moment.
 #[derive(Debug, Clone)]
 pub(crate) struct PersistingBatch {
-    /// 1-based count of persists of this partition by this ingester.
+    /// 1-based count of persists of this partition by this ingester,
+    /// continued across restarts.
     pub(crate) batch_number: u64,
     pub(crate) batches: Vec<BufferedBatch>,
     pub(crate) rows: usize,
@@ -122,6 +123,7 @@ impl PartitionData {
         table_id: TableId,
         namespace: Arc<str>,
         table: Arc<str>,
+        persisted_before: u64,
     ) -> Self {
         Self {
             id,
@@ -131,8 +133,14 @@ impl PartitionData {
             namespace,
             table,
             persist_pending: std::sync::atomic::AtomicBool::new(false),
-            inner: Mutex::new(Inner::default()),
-            persisted_tx: tokio::sync::watch::Sender::new(0),
+            // Batch numbers continue after the files this ingester
+            // recorded before it restarted.
+            inner: Mutex::new(Inner {
+                persists_started: persisted_before,
+                persisted_batches: persisted_before,
+                ..Inner::default()
+            }),
+            persisted_tx: tokio::sync::watch::Sender::new(persisted_before),
         }
     }
 
@@ -323,6 +331,7 @@ mod tests {
             TableId(1),
             "ns".into(),
             "t".into(),
+            0,
         );
         let n = 3000i64;
         for i in 0..n {

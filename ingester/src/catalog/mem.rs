@@ -264,6 +264,27 @@ impl Catalog for MemCatalog {
             .collect())
     }
 
+    async fn ingester_partitions(
+        &self,
+        ingester_id: &str,
+    ) -> Result<Vec<super::IngesterPartition>, CatalogError> {
+        let s = self.state.lock();
+        let mut by: std::collections::BTreeMap<PartitionId, (u64, u64)> = Default::default();
+        for f in s.files.iter().filter(|f| f.ingester_id == ingester_id) {
+            let e = by.entry(f.partition_id).or_default();
+            e.0 = e.0.max(f.batch_number);
+            e.1 = e.1.max(f.max_sequence_number);
+        }
+        Ok(by
+            .into_iter()
+            .map(|(partition_id, (b, s))| super::IngesterPartition {
+                partition_id,
+                max_batch_number: b,
+                max_sequence_number: s,
+            })
+            .collect())
+    }
+
     async fn health(&self) -> Result<(), CatalogError> {
         Ok(())
     }

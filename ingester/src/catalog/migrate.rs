@@ -19,18 +19,32 @@ use super::CatalogError;
 pub(super) type Embedded = (i64, &'static str, &'static str);
 
 /// SQLite migrations, oldest first.
-pub(super) const SQLITE: &[Embedded] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/sqlite/0001_init.sql"),
-)];
+pub(super) const SQLITE: &[Embedded] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/sqlite/0001_init.sql"),
+    ),
+    (
+        2,
+        "ingester index",
+        include_str!("../../migrations/sqlite/0002_ingester_index.sql"),
+    ),
+];
 
 /// PostgreSQL migrations, oldest first.
-pub(super) const POSTGRES: &[Embedded] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+pub(super) const POSTGRES: &[Embedded] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "ingester index",
+        include_str!("../../migrations/postgres/0002_ingester_index.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct EmbeddedSource(&'static [Embedded]);

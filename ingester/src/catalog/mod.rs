@@ -68,8 +68,8 @@ pub(crate) use cache::{CachedNamespace, SchemaCache};
 pub use error::CatalogError;
 pub use mem::MemCatalog;
 pub use types::{
-    ColumnId, ColumnSchema, ColumnType, NamespaceId, ParquetFile, ParquetFileId, ParquetFileParams,
-    Partition, PartitionId, TableId, TableSchema, UnknownColumnType,
+    ColumnId, ColumnSchema, ColumnType, IngesterPartition, NamespaceId, ParquetFile, ParquetFileId,
+    ParquetFileParams, Partition, PartitionId, TableId, TableSchema, UnknownColumnType,
 };
 
 /// The catalog interface shared by all backends. Object-safe: use `Arc<dyn Catalog>`.
@@ -151,6 +151,15 @@ pub trait Catalog: std::fmt::Debug + Send + Sync + 'static {
         &self,
         partition_id: PartitionId,
     ) -> Result<Vec<ParquetFile>, CatalogError>;
+
+    /// Per partition, the highest batch number and sequence number among the
+    /// files `ingester_id` recorded, in partition id order. An ingester reads
+    /// this at start-up so its batch numbers and sequence numbers continue
+    /// where they stopped instead of restarting at 1.
+    async fn ingester_partitions(
+        &self,
+        ingester_id: &str,
+    ) -> Result<Vec<IngesterPartition>, CatalogError>;
 
     /// A cheap round trip proving the catalog answers (for `/ready` and health checks).
     async fn health(&self) -> Result<(), CatalogError>;

@@ -69,6 +69,11 @@ pub(super) const SELECT_FILES_BY_PARTITION: &str = concat!(
     " FROM parquet_files WHERE partition_id = $1 ORDER BY id"
 );
 
+/// Per partition, the highest batch and sequence numbers of one ingester's files.
+pub(super) const SELECT_INGESTER_PARTITIONS: &str = "SELECT partition_id, MAX(batch_number), \
+     MAX(max_sequence_number) FROM parquet_files WHERE ingester_id = $1 \
+     GROUP BY partition_id ORDER BY partition_id";
+
 /// Binds, in order: namespace_id, table_id, partition_id, object_path, file_size_bytes,
 /// row_count, min_time, max_time, min_sequence_number, max_sequence_number, sort_key,
 /// ingester_id, batch_number, created_at.
@@ -473,6 +478,30 @@ impl Catalog for $catalog {
             sql::SELECT_FILES_BY_PARTITION,
             partition_id.0,
         )
+        .await
+    }
+
+    async fn ingester_partitions(
+        &self,
+        ingester_id: &str,
+    ) -> Result<Vec<super::IngesterPartition>, CatalogError> {
+        const OP: &str = "ingester_partitions";
+        with_timeout(OP, self.timeout, async {
+            let rows: Vec<(i64, i64, i64)> = query_as(sql::SELECT_INGESTER_PARTITIONS)
+                .bind(ingester_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db(OP))?;
+            rows.into_iter()
+                .map(|(p, batch, seq)| {
+                    Ok(super::IngesterPartition {
+                        partition_id: PartitionId(p),
+                        max_batch_number: super::u64_from_db("batch_number", batch)?,
+                        max_sequence_number: super::u64_from_db("max_sequence_number", seq)?,
+                    })
+                })
+                .collect()
+        })
         .await
     }
 

@@ -165,6 +165,7 @@ all_backends!(
     cas_sort_key_swaps_only_from_expected,
     concurrent_cas_sort_key_one_winner,
     parquet_files,
+    ingester_partitions,
     health,
 );
 
@@ -561,6 +562,44 @@ fn file(ns: NamespaceId, table: TableId, partition: PartitionId, path: &str) -> 
         ingester_id: "ingester-0".to_owned(),
         batch_number: 3,
     }
+}
+
+async fn ingester_partitions(h: &Harness) -> R {
+    assert!(h.a.ingester_partitions("ingester-0").await?.is_empty());
+    let ns = h.a.get_or_create_namespace("ns").await?;
+    let cpu = h.a.get_or_create_table(ns, "cpu").await?.id;
+    let p1 = h.a.get_or_create_partition(cpu, "d1").await?.id;
+    let p2 = h.a.get_or_create_partition(cpu, "d2").await?.id;
+    let add = |p, path: &str, ingester: &str, batch, seq| {
+        let mut f = file(ns, cpu, p, path);
+        f.ingester_id = ingester.to_owned();
+        f.batch_number = batch;
+        f.min_sequence_number = 1;
+        f.max_sequence_number = seq;
+        f
+    };
+    h.a.add_parquet_file(add(p2, "a", "ingester-0", 1, 40))
+        .await?;
+    h.b.add_parquet_file(add(p1, "b", "ingester-0", 1, 90))
+        .await?;
+    h.a.add_parquet_file(add(p1, "c", "ingester-0", 2, 70))
+        .await?;
+    h.b.add_parquet_file(add(p1, "d", "ingester-1", 9, 500))
+        .await?;
+    let got = h.b.ingester_partitions("ingester-0").await?;
+    let want = [(p1, 2, 90), (p2, 1, 40)];
+    let got: Vec<_> = got
+        .iter()
+        .map(|p| (p.partition_id, p.max_batch_number, p.max_sequence_number))
+        .collect();
+    let mut want = want.to_vec();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "per partition maxima of this ingester's files only"
+    );
+    assert_eq!(h.a.ingester_partitions("ingester-1").await?.len(), 1);
+    Ok(())
 }
 
 async fn parquet_files(h: &Harness) -> R {

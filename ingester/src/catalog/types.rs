@@ -253,6 +253,18 @@ pub struct ParquetFileParams {
     pub batch_number: u64,
 }
 
+/// What one ingester persisted of one partition (see
+/// [`Catalog::ingester_partitions`](super::Catalog::ingester_partitions)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngesterPartition {
+    /// The partition.
+    pub partition_id: PartitionId,
+    /// The highest batch number of the ingester's files of the partition.
+    pub max_batch_number: u64,
+    /// The highest sequence number in the ingester's files of the partition.
+    pub max_sequence_number: u64,
+}
+
 /// A recorded Parquet file: its params plus the catalog's id and record time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParquetFile {

@@ -25,6 +25,9 @@ pub(crate) struct PersistConfig {
     pub(crate) workers: usize,
     pub(crate) queue_depth: usize,
     pub(crate) ingester_id: Arc<str>,
+    /// Where jobs journal their uploads and what they persisted (`None` in
+    /// unit tests without a WAL).
+    pub(crate) journal: Option<Arc<super::journal::Journal>>,
 }
 
 #[derive(Debug, Clone)]
@@ -152,6 +155,7 @@ impl PersistHandle {
                     buffer: Arc::clone(&buffer),
                     observers: Arc::clone(&observers),
                     ingester_id: Arc::clone(&config.ingester_id),
+                    journal: config.journal.clone(),
                     queued: Arc::clone(&queued),
                     active: Arc::clone(&active),
                     metrics: metrics.clone(),

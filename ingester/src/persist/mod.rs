@@ -4,7 +4,7 @@
 //! ```text
 //!  enqueue(partition) ─▶ permit (bounded queue) ─▶ mark_persisting ─▶ worker[hash(partition)]
 //!     worker: sort key (catalog CAS) ─▶ compact (sort + dedup, Executor) ─▶ Parquet ─▶ object store
-//!             ─▶ catalog: record file ─▶ partition drops the batch ─▶ observers (WAL references)
+//!             ─▶ catalog: record file ─▶ journal ─▶ partition drops the batch ─▶ observers (WAL references)
 //! ```
 //!
 //! ## Topology
@@ -33,6 +33,7 @@
 
 pub(crate) mod compact;
 mod handle;
+pub(crate) mod journal;
 mod worker;
 
 pub(crate) use handle::{PersistConfig, PersistHandle, PersistObserver};

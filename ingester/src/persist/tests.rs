@@ -64,6 +64,7 @@ fn ctx(workers: usize, queue_depth: usize) -> Ctx {
     let recorder = Arc::new(Recorder::default());
     let persist = PersistHandle::new(
         PersistConfig {
+            journal: None,
             workers,
             queue_depth,
             ingester_id: "test".into(),

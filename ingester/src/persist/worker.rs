@@ -20,6 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::compact::{self, Executor};
 use super::handle::{Metrics, PersistObserver, ReleaseHook, backoff};
+use super::journal::{Intent, Journal, JournalError};
 use crate::buffer_tree::{BufferTree, PartitionData, PersistingBatch};
 use crate::catalog::{Catalog, ParquetFileParams};
 use crate::schema::union_schema;
@@ -40,6 +41,7 @@ pub(super) struct WorkerContext {
     pub(super) buffer: Arc<BufferTree>,
     pub(super) observers: Arc<[Arc<dyn PersistObserver>]>,
     pub(super) ingester_id: Arc<str>,
+    pub(super) journal: Option<Arc<Journal>>,
     pub(super) queued: Arc<AtomicUsize>,
     pub(super) active: Arc<AtomicUsize>,
     pub(super) metrics: Metrics,
@@ -51,6 +53,8 @@ enum JobError {
     Catalog(#[from] crate::catalog::CatalogError),
     #[error("compact: {0}")]
     Compact(#[from] compact::CompactError),
+    #[error("{0}")]
+    Journal(#[from] JournalError),
 }
 
 pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, ctx: WorkerContext) {
@@ -200,6 +204,16 @@ async fn persist_batch(
             batch.batch_number.to_string(),
         ),
     ];
+    let intent = Intent {
+        partition_id: p.id,
+        table_id: p.table_id,
+        path: path.to_string(),
+    };
+    // Before the upload: a crash from here until the catalog records the
+    // file leaves an object that start-up then finds and deletes.
+    if let Some(j) = &ctx.journal {
+        j.intent(intent.clone()).await?;
+    }
     let file = compact::write_parquet(Arc::clone(&ctx.store), path, out, meta).await?;
     let params = ParquetFileParams {
         namespace_id: p.namespace_id,
@@ -221,6 +235,11 @@ async fn persist_batch(
         // A retry after a lost reply: the file is already recorded.
         Err(crate::catalog::CatalogError::ParquetFileExists { .. }) => {}
         Err(e) => return Err(e.into()),
+    }
+    // After the catalog: replay will skip these writes for this partition.
+    if let Some(j) = &ctx.journal {
+        let seqs: Vec<u64> = batch.sequence_numbers().collect();
+        j.persisted(intent, &seqs).await?;
     }
     Ok(Outcome {
         rows: file.row_count,
