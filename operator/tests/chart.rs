@@ -55,6 +55,7 @@ fn variants() -> Vec<(&'static str, Vec<String>)> {
         ("default", vec![]),
         ("all-on", f("ci/all-on-values.yaml")),
         ("namespace", f("ci/namespace-values.yaml")),
+        ("tls", f("ci/tls-values.yaml")),
     ]
 }
 
@@ -612,6 +613,48 @@ fn monitors_select_what_they_scrape() {
     // Off by default.
     let d = docs(&template(&helm, &[], true).expect("helm template"));
     assert!(find(&d, "ServiceMonitor").is_empty() && find(&d, "PodMonitor").is_empty());
+}
+
+/// The TLS and token Secret names reach the rendered Ingester, which the
+/// operator turns into pods that mount them; Prometheus scrapes over HTTPS.
+#[test]
+fn tls_values_reach_the_ingester_and_the_pod_monitor() {
+    let Some(helm) = helm() else { return };
+    let f = [
+        "-f".to_string(),
+        chart().join("ci/tls-values.yaml").display().to_string(),
+    ];
+    let d = docs(&template(&helm, &f, true).expect("helm template"));
+    let ing = one(&d, "Ingester");
+    assert_eq!(ing["spec"]["tls"]["secretName"], "ingest-tls");
+    assert_eq!(ing["spec"]["auth"]["tokensSecretName"], "ingest-tokens");
+    let mut parsed: sluice_operator::crd::Ingester =
+        serde_json::from_value(ing.clone()).expect("an Ingester");
+    parsed.metadata.uid = Some("u".into());
+    let v = sluice_operator::reconcile::validate::validate(&parsed, &Default::default())
+        .expect("valid");
+    let built = sluice_operator::reconcile::build::build(&v, v.replicas);
+    let pod = built
+        .statefulset
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("pod spec");
+    let secrets: Vec<String> = pod
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
+        .collect();
+    assert_eq!(secrets, ["ingest-tls", "ingest-tokens"]);
+    let pm = one(&d, "PodMonitor");
+    let ep = &pm["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(ep["scheme"], "https");
+    assert_eq!(ep["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert_eq!(
+        ep["authorization"]["credentials"]["name"],
+        "sluice-metrics-token"
+    );
 }
 
 fn sample(file: &str) -> sluice_operator::crd::Ingester {
