@@ -9,19 +9,20 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, StringDictionaryBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
     TimestampNanosecondBuilder, UInt64Builder,
 };
-use arrow::datatypes::{Field, Int32Type, Schema};
+use arrow::datatypes::{Field, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
 
 use super::WriteError;
+use super::tag_dictionary::{SeriesCache, TagDictionary};
 use crate::catalog::{ColumnType, TableSchema};
 use crate::schema::{TIME_COLUMN, arrow_field};
 
 enum ColumnData {
-    Tag(StringDictionaryBuilder<Int32Type>),
+    Tag(TagDictionary),
     I64(Int64Builder),
     U64(UInt64Builder),
     F64(Float64Builder),
@@ -32,17 +33,7 @@ enum ColumnData {
 impl ColumnData {
     fn new(t: ColumnType, cap: usize) -> Self {
         match t {
-            // `new()` would reserve 1,024 keys, values and hash slots per
-            // tag column, whatever the request's size: most of the cost of a
-            // small write. Distinct values are few; the dictionary grows.
-            ColumnType::Tag => {
-                let distinct = cap.min(64);
-                Self::Tag(StringDictionaryBuilder::with_capacity(
-                    cap,
-                    distinct,
-                    distinct * 16,
-                ))
-            }
+            ColumnType::Tag => Self::Tag(TagDictionary::with_capacity(cap)),
             ColumnType::I64 => Self::I64(Int64Builder::with_capacity(cap)),
             ColumnType::U64 => Self::U64(UInt64Builder::with_capacity(cap)),
             ColumnType::F64 => Self::F64(Float64Builder::with_capacity(cap)),
@@ -67,15 +58,15 @@ impl ColumnData {
         }
     }
 
-    fn finish(&mut self) -> ArrayRef {
-        match self {
-            Self::Tag(b) => Arc::new(b.finish()),
+    fn finish(&mut self) -> Result<ArrayRef, String> {
+        Ok(match self {
+            Self::Tag(b) => b.finish()?,
             Self::I64(b) => Arc::new(b.finish()),
             Self::U64(b) => Arc::new(b.finish()),
             Self::F64(b) => Arc::new(b.finish()),
             Self::Bool(b) => Arc::new(b.finish()),
             Self::String(b) => Arc::new(b.finish()),
-        }
+        })
     }
 }
 
@@ -91,10 +82,9 @@ struct Column {
     new: bool,
 }
 
-/// A value to append.
+/// A field value to append (tags go through `append_tag`).
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Value<'a> {
-    Tag(&'a str),
     I64(i64),
     U64(u64),
     F64(f64),
@@ -105,7 +95,6 @@ pub(crate) enum Value<'a> {
 impl Value<'_> {
     pub(crate) fn column_type(&self) -> ColumnType {
         match self {
-            Self::Tag(_) => ColumnType::Tag,
             Self::I64(_) => ColumnType::I64,
             Self::U64(_) => ColumnType::U64,
             Self::F64(_) => ColumnType::F64,
@@ -145,6 +134,8 @@ pub(crate) struct TableBuilder {
     /// table usually repeat their keys, so this avoids hashing every name.
     hint: Vec<usize>,
     hint_pos: usize,
+    /// Tag sections seen in this request → their dictionary keys.
+    series: SeriesCache,
 }
 
 impl TableBuilder {
@@ -158,6 +149,7 @@ impl TableBuilder {
             rows: 0,
             hint: Vec::new(),
             hint_pos: 0,
+            series: SeriesCache::default(),
         }
     }
 
@@ -234,6 +226,60 @@ impl TableBuilder {
         Ok(idx)
     }
 
+    /// Appends tag `name` = `value` to the current row; returns the column
+    /// and dictionary key, for [`remember_tags`](Self::remember_tags).
+    pub(crate) fn append_tag(
+        &mut self,
+        name: &str,
+        value: &str,
+        line: usize,
+    ) -> Result<(u32, i32), WriteError> {
+        let idx = self.column(name, ColumnType::Tag, line)?;
+        let col = &mut self.columns[idx];
+        if col.len > self.rows {
+            return Err(WriteError::DuplicateColumn {
+                line,
+                table: self.name.clone(),
+                column: name.to_string(),
+            });
+        }
+        let ColumnData::Tag(d) = &mut col.data else {
+            unreachable!("column type checked above");
+        };
+        let key = d.append_value(value).ok_or_else(|| {
+            WriteError::Internal(format!("tag column `{name}` outgrew 32-bit offsets"))
+        })?;
+        col.len += 1;
+        Ok((idx as u32, key))
+    }
+
+    /// Appends the tags of a line whose raw tag section `raw` (measurement
+    /// included) an earlier line of this request had: the same bytes give
+    /// the same tags, so their keys are reused without looking at names or
+    /// values. Returns false when `raw` was not seen (append the tags one
+    /// by one, then [`remember_tags`](Self::remember_tags)).
+    pub(crate) fn append_cached_tags(&mut self, raw: &[u8]) -> bool {
+        let Some(pairs) = self.series.get(raw) else {
+            return false;
+        };
+        for &(idx, key) in pairs {
+            let col = &mut self.columns[idx as usize];
+            if let ColumnData::Tag(d) = &mut col.data {
+                d.append_key(key);
+                col.len += 1;
+            }
+        }
+        // Field hints follow the tags' positions.
+        self.hint_pos = pairs.len();
+        true
+    }
+
+    /// Records what the tag section `raw` produced (see
+    /// [`append_cached_tags`](Self::append_cached_tags)).
+    pub(crate) fn remember_tags(&mut self, raw: &[u8], pairs: &[(u32, i32)]) {
+        self.series.insert(raw, pairs);
+    }
+
     /// Appends `value` to column `name` of the current row.
     pub(crate) fn append(
         &mut self,
@@ -251,7 +297,6 @@ impl TableBuilder {
             });
         }
         match (&mut col.data, value) {
-            (ColumnData::Tag(b), Value::Tag(v)) => b.append_value(v),
             (ColumnData::I64(b), Value::I64(v)) => b.append_value(v),
             (ColumnData::U64(b), Value::U64(v)) => b.append_value(v),
             (ColumnData::F64(b), Value::F64(v)) => b.append_value(v),
@@ -288,7 +333,11 @@ impl TableBuilder {
         let mut new_columns = Vec::new();
         for c in &mut self.columns {
             fields.push(arrow_field(&c.name, c.column_type));
-            arrays.push(c.data.finish());
+            arrays.push(
+                c.data.finish().map_err(|e| {
+                    WriteError::Internal(format!("building column `{}`: {e}", c.name))
+                })?,
+            );
             if c.new {
                 new_columns.push(NewColumn {
                     name: c.name.clone(),

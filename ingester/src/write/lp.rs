@@ -14,7 +14,7 @@ use super::builder::{BuiltTable, TableBuilder, Value};
 use super::names;
 use super::request::Precision;
 use crate::catalog::TableSchema;
-use crate::line_protocol::{FieldValue, Parser};
+use crate::line_protocol::{FieldValue, Line, Parser};
 
 /// Parses and validates `body`, returning one batch per table in order of
 /// first appearance. `cached` gives the catalog schema known for a table.
@@ -31,6 +31,8 @@ pub(crate) fn build_tables(
     let rows_hint = rows_hint(body);
     // Positions of keys overridden later in the same line (rare).
     let mut skip: Vec<bool> = Vec::new();
+    // The current line's tags as (column, dictionary key), for the cache.
+    let mut tag_keys: Vec<(u32, i32)> = Vec::new();
 
     let mut parser = Parser::new(body);
     while let Some(line) = parser.next_line() {
@@ -81,16 +83,23 @@ pub(crate) fn build_tables(
         // Duplicate keys within the line: the last one wins. Detected with
         // a quadratic scan over raw names, cheap for the handful of keys a
         // line has; skipped entirely for lines without duplicates.
-        let has_dup = has_duplicates(line.tags.iter().map(|(k, _)| k.raw()))
+        // Tags: a tag section already seen in this request (byte for byte)
+        // reuses its dictionary keys; see `tag_dictionary.rs`.
+        let series = tag_section(body, &line);
+        let tags_done = series.is_some_and(|raw| table.append_cached_tags(raw));
+        let has_dup = (!tags_done && has_duplicates(line.tags.iter().map(|(k, _)| k.raw())))
             || has_duplicates(line.fields.iter().map(|(k, _)| k.raw()));
         if has_dup {
             skip.clear();
             mark_overridden(line.tags.iter().map(|(k, _)| k.unescaped()), &mut skip);
             let ntags = skip.len();
             mark_overridden(line.fields.iter().map(|(k, _)| k.unescaped()), &mut skip);
-            for (i, (k, v)) in line.tags.iter().enumerate() {
-                if !skip[i] {
-                    table.append(&k.unescaped(), Value::Tag(&v.unescaped()), n)?;
+            if !tags_done {
+                tag_keys.clear();
+                for (i, (k, v)) in line.tags.iter().enumerate() {
+                    if !skip[i] {
+                        tag_keys.push(table.append_tag(&k.unescaped(), &v.unescaped(), n)?);
+                    }
                 }
             }
             for (i, (k, v)) in line.fields.iter().enumerate() {
@@ -99,12 +108,18 @@ pub(crate) fn build_tables(
                 }
             }
         } else {
-            for (k, v) in line.tags {
-                table.append(&k.unescaped(), Value::Tag(&v.unescaped()), n)?;
+            if !tags_done {
+                tag_keys.clear();
+                for (k, v) in line.tags {
+                    tag_keys.push(table.append_tag(&k.unescaped(), &v.unescaped(), n)?);
+                }
             }
             for (k, v) in line.fields {
                 append_field(table, &k.unescaped(), v, n)?;
             }
+        }
+        if !tags_done && let Some(raw) = series {
+            table.remember_tags(raw, &tag_keys);
         }
         table.finish_row(time);
     }
@@ -122,6 +137,16 @@ fn rows_hint(body: &[u8]) -> usize {
     let first = memchr::memchr(b'\n', body).map_or(body.len(), |i| i + 1);
     // A short first line (a comment, say) must not inflate the guess.
     body.len().div_ceil(first.max(32)).clamp(1, 1 << 16)
+}
+
+/// The raw bytes of `line` from its measurement to the end of its last tag
+/// value, or `None` for a line without tags.
+fn tag_section<'a>(body: &'a [u8], line: &Line<'_, 'a>) -> Option<&'a [u8]> {
+    let (_, last) = line.tags.last()?;
+    let base = body.as_ptr() as usize;
+    let start = (line.measurement.raw().as_ptr() as usize).checked_sub(base)?;
+    let end = (last.raw().as_ptr() as usize + last.raw().len()).checked_sub(base)?;
+    body.get(start..end)
 }
 
 fn append_field(

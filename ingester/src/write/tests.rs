@@ -434,3 +434,62 @@ async fn concurrent_first_writes_of_a_column_one_type_wins() {
     );
     assert_eq!(ok_int + ok_float, 8);
 }
+
+#[tokio::test]
+async fn repeated_tag_sections_reuse_keys_and_keep_every_value() {
+    // Lines 3, 5 and 7 repeat an earlier tag section byte for byte (the
+    // series cache); line 4's duplicate tag keeps its last value, also when
+    // repeated; an escaped key is its own column.
+    let c = ctx();
+    let body = "cpu,host=a,dc=x v=1 1\n\
+                cpu,host=b v=2 2\n\
+                cpu,host=a,dc=x v=3 3\n\
+                cpu,host=a,host=b v=4 4\n\
+                cpu,host=a,host=b v=5 5\n\
+                cpu,h\\ ost=a v=6 6\n\
+                cpu,h\\ ost=a v=7 7\n\
+                cpu,dc=x,host=a v=8 8\n";
+    c.handler.write(lp("ns", body)).await.unwrap();
+    let op = c.sink.calls.lock()[0].clone();
+    let batch = &op.tables[0].partitions[0].batch;
+    let tag = |n: &str| -> Vec<Option<String>> {
+        let col = batch.column_by_name(n).unwrap();
+        let d = col.as_dictionary::<Int32Type>();
+        let v = d.downcast_dict::<arrow::array::StringArray>().unwrap();
+        v.into_iter().map(|x| x.map(str::to_string)).collect()
+    };
+    let s = |x: &str| Some(x.to_string());
+    assert_eq!(
+        tag("host"),
+        [s("a"), s("b"), s("a"), s("b"), s("b"), None, None, s("a")]
+    );
+    assert_eq!(
+        tag("dc"),
+        [s("x"), None, s("x"), None, None, None, None, s("x")]
+    );
+    assert_eq!(
+        tag("h ost"),
+        [None, None, None, None, None, s("a"), s("a"), None]
+    );
+    let host = batch.column_by_name("host").unwrap();
+    assert_eq!(
+        host.as_dictionary::<Int32Type>().values().len(),
+        2,
+        "each value once in the dictionary"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_tag_section_still_conflicts_with_a_field_of_its_name() {
+    let c = ctx();
+    let err = c
+        .handler
+        .write(lp("ns", "cpu,host=a v=1 1\ncpu,host=a host=2 2\n"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, WriteError::ColumnTypeConflict { line: Some(2), column, .. } if column == "host"),
+        "{err}"
+    );
+    assert!(c.sink.calls.lock().is_empty());
+}

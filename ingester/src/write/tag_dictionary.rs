@@ -1,0 +1,231 @@
+//! Tag columns of one request: a dictionary builder, and a cache of whole
+//! tag sets.
+//!
+//! A tag is stored as `Dictionary(Int32, Utf8)`: one key per row, each
+//! distinct value once. Arrow's `StringDictionaryBuilder` hashes every
+//! value it is given; a TSBS `cpu` line has ten tags, so that was ten
+//! hashes, probes and compares per row (~13% of the write path's CPU). Two
+//! things cut it:
+//!
+//! - [`SeriesCache`]: the lines of one series repeat the same tag section
+//!   byte for byte (`cpu,hostname=host_7,region=…`), so the section's raw
+//!   bytes map to the dictionary keys it produced: one hash per line
+//!   instead of one per tag. A hit appends the keys directly, which is why
+//!   this module has its own dictionary ([`TagDictionary::append_key`]).
+//! - [`TagDictionary`]: keys in a `Vec<i32>`, values back to back, a hash
+//!   table of keys; the validity bitmap exists only once a null appears.
+//!
+//! Both are bounded by the request: at most one cache entry and one
+//! dictionary value per line.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanBufferBuilder, DictionaryArray, Int32Array, StringArray};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
+use arrow::datatypes::Int32Type;
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+/// The dictionary-encoded values of one tag column.
+#[derive(Debug)]
+pub(crate) struct TagDictionary {
+    keys: Vec<i32>,
+    /// `None` while every row has a value.
+    nulls: Option<BooleanBufferBuilder>,
+    /// `offsets[k]..offsets[k + 1]` is value `k` in `data`.
+    offsets: Vec<i32>,
+    data: Vec<u8>,
+    /// Keys, found by the hash of their value.
+    index: HashTable<i32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl TagDictionary {
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        // Distinct values are few; the dictionary grows if not.
+        let distinct = rows.min(64);
+        let mut offsets = Vec::with_capacity(distinct + 1);
+        offsets.push(0);
+        Self {
+            keys: Vec::with_capacity(rows),
+            nulls: None,
+            offsets,
+            data: Vec::with_capacity(distinct * 16),
+            index: HashTable::with_capacity(distinct),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn value(&self, key: i32) -> &[u8] {
+        let k = key as usize;
+        &self.data[self.offsets[k] as usize..self.offsets[k + 1] as usize]
+    }
+
+    /// Appends `v`; returns its key, or `None` when the column would
+    /// outgrow 32-bit offsets (a request several GiB large).
+    pub(crate) fn append_value(&mut self, v: &str) -> Option<i32> {
+        let v = v.as_bytes();
+        let hash = self.hasher.hash_one(v);
+        let found = self.index.find(hash, |&k| self.value(k) == v);
+        let key = match found {
+            Some(&k) => k,
+            None => {
+                let key = i32::try_from(self.offsets.len() - 1).ok()?;
+                let end = i32::try_from(self.data.len() + v.len()).ok()?;
+                self.data.extend_from_slice(v);
+                self.offsets.push(end);
+                let (data, offsets, hasher) = (&self.data, &self.offsets, &self.hasher);
+                self.index.insert_unique(hash, key, |&k| {
+                    let k = k as usize;
+                    hasher.hash_one(&data[offsets[k] as usize..offsets[k + 1] as usize])
+                });
+                key
+            }
+        };
+        self.append_key(key);
+        Some(key)
+    }
+
+    /// Appends a key [`append_value`](Self::append_value) returned.
+    pub(crate) fn append_key(&mut self, key: i32) {
+        debug_assert!((key as usize) < self.offsets.len() - 1);
+        self.keys.push(key);
+        if let Some(n) = &mut self.nulls {
+            n.append(true);
+        }
+    }
+
+    pub(crate) fn append_nulls(&mut self, n: usize) {
+        let nulls = self.nulls.get_or_insert_with(|| {
+            let mut b = BooleanBufferBuilder::new(self.keys.capacity().max(n));
+            b.append_n(self.keys.len(), true);
+            b
+        });
+        nulls.append_n(n, false);
+        self.keys.resize(self.keys.len() + n, 0);
+    }
+
+    /// The finished column (empty afterwards).
+    pub(crate) fn finish(&mut self) -> Result<ArrayRef, String> {
+        let nulls = self.nulls.take().map(|mut b| NullBuffer::new(b.finish()));
+        let keys = Int32Array::new(ScalarBuffer::from(std::mem::take(&mut self.keys)), nulls);
+        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+        // Offsets start at 0 and only grow (appended lengths), as
+        // `OffsetBuffer::new` requires.
+        let values = StringArray::try_new(
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
+            Buffer::from_vec(std::mem::take(&mut self.data)),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        self.index.clear();
+        let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(dict))
+    }
+
+    /// Used by the tests: a value's text.
+    #[cfg(test)]
+    fn text(&self, key: i32) -> &str {
+        std::str::from_utf8(self.value(key)).unwrap()
+    }
+}
+
+/// Largest number of distinct tag sets remembered per table and request;
+/// lines beyond it are simply not cached (bounds memory for a request of
+/// all-distinct series).
+const MAX_SERIES: usize = 1 << 16;
+
+/// Raw tag sections → the `(column, key)` pairs they produced.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesCache {
+    /// `(hash, start, len, first pair, pairs)` into `bytes` and `pairs`.
+    table: HashTable<(u64, u32, u32, u32, u32)>,
+    bytes: Vec<u8>,
+    pairs: Vec<(u32, i32)>,
+    hasher: DefaultHashBuilder,
+}
+
+impl SeriesCache {
+    /// The pairs recorded for the tag section `raw`, if any.
+    pub(crate) fn get(&self, raw: &[u8]) -> Option<&[(u32, i32)]> {
+        let hash = self.hasher.hash_one(raw);
+        let &(_, _, _, first, n) = self.table.find(hash, |&(h, start, len, _, _)| {
+            h == hash && &self.bytes[start as usize..(start + len) as usize] == raw
+        })?;
+        Some(&self.pairs[first as usize..(first + n) as usize])
+    }
+
+    /// Records the pairs of tag section `raw` (ignored once full).
+    pub(crate) fn insert(&mut self, raw: &[u8], pairs: &[(u32, i32)]) {
+        if self.table.len() >= MAX_SERIES
+            || self.bytes.len() + raw.len() > u32::MAX as usize
+            || self.pairs.len() + pairs.len() > u32::MAX as usize
+        {
+            return;
+        }
+        let hash = self.hasher.hash_one(raw);
+        let entry = (
+            hash,
+            self.bytes.len() as u32,
+            raw.len() as u32,
+            self.pairs.len() as u32,
+            pairs.len() as u32,
+        );
+        self.bytes.extend_from_slice(raw);
+        self.pairs.extend_from_slice(pairs);
+        self.table.insert_unique(hash, entry, |e| e.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Array, AsArray};
+
+    #[test]
+    fn keys_values_and_nulls() {
+        let mut d = TagDictionary::with_capacity(2);
+        d.append_nulls(1);
+        assert_eq!(d.append_value("a"), Some(0));
+        assert_eq!(d.append_value("b"), Some(1));
+        assert_eq!(d.append_value("a"), Some(0));
+        d.append_key(1);
+        d.append_nulls(2);
+        for i in 0..200 {
+            d.append_value(&format!("v{i}"));
+        }
+        assert_eq!(d.text(1), "b");
+        assert_eq!(d.text(2), "v0");
+        let a = d.finish().unwrap();
+        let dict = a.as_dictionary::<Int32Type>();
+        let values = dict.downcast_dict::<StringArray>().unwrap();
+        let got: Vec<Option<&str>> = values.into_iter().take(7).collect();
+        assert_eq!(
+            got,
+            [None, Some("a"), Some("b"), Some("a"), Some("b"), None, None]
+        );
+        assert_eq!(values.into_iter().nth(206), Some(Some("v199")));
+        assert_eq!(dict.values().len(), 202, "each value once");
+        assert_eq!(a.null_count(), 3);
+    }
+
+    #[test]
+    fn without_nulls_there_is_no_bitmap() {
+        let mut d = TagDictionary::with_capacity(1);
+        d.append_value("x");
+        let a = d.finish().unwrap();
+        assert!(a.nulls().is_none());
+    }
+
+    #[test]
+    fn series_cache_finds_exact_sections() {
+        let mut c = SeriesCache::default();
+        c.insert(b"cpu,host=a", &[(0, 0)]);
+        c.insert(b"cpu,host=b", &[(0, 1), (2, 5)]);
+        assert_eq!(c.get(b"cpu,host=a"), Some(&[(0, 0)][..]));
+        assert_eq!(c.get(b"cpu,host=b"), Some(&[(0, 1), (2, 5)][..]));
+        assert_eq!(c.get(b"cpu,host=c"), None);
+        assert_eq!(c.get(b"cpu,host="), None);
+    }
+}
