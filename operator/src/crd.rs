@@ -268,6 +268,20 @@ pub struct WalSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1048576))]
     pub segment_bytes: Option<i64>,
+    /// Refuse writes (`RESOURCE_EXHAUSTED`, HTTP 429) while the pod's volume
+    /// is at least this full, in percent as `df` reports it; the WAL is
+    /// rotated and persisted to free space and writes resume 2 points
+    /// below. A full volume then refuses writes cleanly instead of failing
+    /// them with `ENOSPC`. `0` turns the limit off.
+    #[serde(default = "default_max_volume_percent")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_volume_percent: i32,
+    /// Also refuse writes while the WAL's segment files hold this many
+    /// bytes (keep it well below `walVolume.size`, e.g. 80 %). No byte cap
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub max_bytes: Option<i64>,
 }
 
 impl Default for WalSpec {
@@ -275,6 +289,8 @@ impl Default for WalSpec {
         Self {
             rotation_interval: default_rotation_interval(),
             segment_bytes: None,
+            max_volume_percent: default_max_volume_percent(),
+            max_bytes: None,
         }
     }
 }
@@ -618,6 +634,9 @@ fn default_retain() -> VolumeRetention {
 }
 fn default_region() -> String {
     "us-east-1".into()
+}
+fn default_max_volume_percent() -> i32 {
+    90
 }
 fn default_ca_key() -> String {
     "ca.crt".into()

@@ -90,6 +90,8 @@ pub enum ValidationError {
          control token would be mounted into every pod; keep it in a Secret of its own"
     )]
     ControlTokenMounted { name: String, other: &'static str },
+    #[error("spec.wal.maxVolumePercent is {0}; it must be between 0 (off) and 100")]
+    VolumePercent(i32),
     #[error("spec.tls.serverName {0:?} is not a DNS name")]
     ServerName(String),
     #[error("spec.walVolume.size is empty")]
@@ -328,6 +330,7 @@ pub fn validate(
         "SLUICE_WAL_SEGMENT_BYTES",
         spec.wal.segment_bytes,
     )?;
+    put_positive("wal.maxBytes", "SLUICE_WAL_MAX_BYTES", spec.wal.max_bytes)?;
     let p = &spec.persist;
     put_positive(
         "persist.workers",
@@ -379,6 +382,16 @@ pub fn validate(
         return Err(ValidationError::TriggerAboveBufferLimit { trigger, limit });
     }
 
+    match spec.wal.max_volume_percent {
+        0 => {}
+        p @ 1..=100 => {
+            settings.insert(
+                "SLUICE_WAL_MAX_FRACTION".into(),
+                format!("{}", f64::from(p) / 100.0),
+            );
+        }
+        p => return Err(ValidationError::VolumePercent(p)),
+    }
     let security = security(spec)?;
     if security.tls.is_some() {
         // A `kubernetes.io/tls` Secret's keys, mounted as a directory.
@@ -890,5 +903,27 @@ spec:
             "tls: {secretName: s, serverName: \"-x.example\"}\n  walVolume",
         );
         assert_eq!(v(&y), Err(ValidationError::ServerName("-x.example".into())));
+    }
+
+    #[test]
+    fn wal_usage_limit() {
+        let vi = v(BASE).expect("valid");
+        assert_eq!(
+            vi.settings["SLUICE_WAL_MAX_FRACTION"], "0.9",
+            "on by default"
+        );
+        assert!(!vi.settings.contains_key("SLUICE_WAL_MAX_BYTES"));
+        let y = BASE.replace(
+            "walVolume",
+            "wal: {maxVolumePercent: 0, maxBytes: 1073741824}\n  walVolume",
+        );
+        let vi = v(&y).expect("valid");
+        assert!(
+            !vi.settings.contains_key("SLUICE_WAL_MAX_FRACTION"),
+            "0: off"
+        );
+        assert_eq!(vi.settings["SLUICE_WAL_MAX_BYTES"], "1073741824");
+        let y = BASE.replace("walVolume", "wal: {maxVolumePercent: 101}\n  walVolume");
+        assert_eq!(v(&y), Err(ValidationError::VolumePercent(101)));
     }
 }

@@ -438,10 +438,14 @@ impl ProcessCluster {
             self.secrets.mount(&a.tokens.name, &tokens_dir);
         }
         for (k, val) in pod_env(&v, &self.secrets, &name) {
-            // The volume and the addresses are this machine's.
+            // The volume and the addresses are this machine's (and how
+            // full its shared disk is says nothing about the pod).
             if matches!(
                 k.as_str(),
-                "SLUICE_DATA_DIR" | "SLUICE_GRPC_BIND" | "SLUICE_HTTP_BIND"
+                "SLUICE_DATA_DIR"
+                    | "SLUICE_GRPC_BIND"
+                    | "SLUICE_HTTP_BIND"
+                    | "SLUICE_WAL_MAX_FRACTION"
             ) {
                 continue;
             }
