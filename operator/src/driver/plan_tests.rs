@@ -411,3 +411,48 @@ fn cleanup_drains_everything() {
     );
     assert!(done, "no pods: nothing to drain");
 }
+
+#[test]
+fn refused_credentials_degrade_with_the_cause_and_block_the_drain() {
+    let rpc = |code: &str, message: &str| ControlError::Rpc {
+        call: "Status",
+        url: "http://10.0.0.2:8082".into(),
+        code: code.into(),
+        message: message.into(),
+    };
+    for (err, reason) in [
+        (
+            rpc("PermissionDenied", "token lacks scope control"),
+            "ControlPermissionDenied",
+        ),
+        (
+            rpc("Unauthenticated", "unknown token"),
+            "ControlUnauthenticated",
+        ),
+        (
+            rpc(
+                "Unavailable",
+                "TLS handshake failed with 10.0.0.2:8082 expecting the name x: invalid peer certificate: UnknownIssuer",
+            ),
+            "ControlTlsFailed",
+        ),
+    ] {
+        let mut leaving = ready(2);
+        leaving.fig = Some(Err(err));
+        let o = obs(3, vec![ready(0), ready(1), leaving]);
+        let p = run(&v(2), &o, &[]);
+        assert!(p.actions.is_empty(), "{reason}: {:?}", p.actions);
+        let d = p.degraded.expect("degraded");
+        assert_eq!(d.reason, reason);
+        assert!(
+            d.message.starts_with("ingest-2 refused the operator"),
+            "{}",
+            d.message
+        );
+    }
+    // A pod that is merely down is not a refusal.
+    let mut down = ready(2);
+    down.fig = Some(Err(rpc("Unavailable", "connection refused")));
+    let p = run(&v(3), &obs(3, vec![ready(0), ready(1), down]), &[]);
+    assert_eq!(p.degraded, None);
+}
