@@ -2,7 +2,8 @@
 //! Kubernetes schemas:
 //!
 //! - `helm lint --strict` with the default values, every option on
-//!   (`ci/all-on-values.yaml`) and namespace scope (`ci/namespace-values.yaml`);
+//!   (`ci/all-on-values.yaml`), namespace scope (`ci/namespace-values.yaml`)
+//!   and TLS with tokens (`ci/tls-values.yaml`);
 //! - `helm template` of each, piped through `kubernetes-validate --strict`
 //!   for Kubernetes 1.30 (the chart's minimum), 1.33 and the newest the
 //!   validator knows; the `Ingester` it creates checked against the CRD's

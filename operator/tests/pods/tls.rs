@@ -5,7 +5,8 @@
 //! built from the Secrets as the reconciler reads them.
 //!
 //! With the right CA and a `control` token the driver observes the pod and
-//! drains it for a rolling restart. With a wrong CA, a certificate that
+//! drains it for a rolling restart: rows a router wrote over TLS are
+//! persisted before the pod goes, and read back after. With a wrong CA, a certificate that
 //! does not name the pod, a token without the `control` scope or no token
 //! at all, the pod refuses, the error says why, and the `Ingester` turns
 //! `Degraded` with a reason naming the cause; no action is taken.
@@ -26,6 +27,8 @@ use super::harness::*;
 
 const CONTROL_TOKEN: &str = "op-control-7f3a9c";
 const WRITE_TOKEN: &str = "router-write-51be20";
+const ROUTER_TOKEN: &str = "router-rw-0c4d11";
+const ROWS: usize = 200;
 /// The pod's DNS name for Ingester `ingest` in namespace `e2e`.
 const POD_DNS: &str = "ingest-0.ingest-pods.e2e.svc.cluster.local";
 
@@ -154,6 +157,38 @@ async fn token_line(token: &str, scopes: &str) -> String {
         .to_owned()
 }
 
+/// Runs the CLI against pod `url` over TLS with `token`, `input` on stdin;
+/// returns stdout.
+async fn cli(pki: &Pki, url: &str, token: &str, args: &[&str], input: &str) -> String {
+    let mut cmd = tokio::process::Command::new(ingester_bin());
+    cmd.args(args)
+        .arg("--addr")
+        .arg(url.replacen("http://", "https://", 1))
+        .args(["--token", token, "--tls-server-name", POD_DNS, "--ca-cert"])
+        .arg(pki.dir.join("ca.pem"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for k in ["SLUICE_TOKEN", "SLUICE_CA_CERT", "SLUICE_ADDR"] {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd.spawn().expect("spawn the CLI");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write");
+    drop(stdin);
+    let out = within(Duration::from_secs(60), "CLI", child.wait_with_output())
+        .await
+        .expect("CLI");
+    assert!(
+        out.status.success(),
+        "sluice-ingester {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// The driver's credentials for `spec` with the Secrets as given.
 fn access(spec: serde_json::Value, secrets: &Secrets) -> ControlAccess {
     ControlAccess::build(&single_node(spec), &secrets.data()).expect("credentials")
@@ -175,9 +210,10 @@ async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let pki = Pki::new(&tmp.path().join("pki"));
         let tokens = format!(
-            "# hashes only\n{}\n{}\n",
+            "# hashes only\n{}\n{}\n{}\n",
             token_line(CONTROL_TOKEN, "control").await,
-            token_line(WRITE_TOKEN, "write").await
+            token_line(WRITE_TOKEN, "write").await,
+            token_line(ROUTER_TOKEN, "write,query").await
         );
         let secrets = Secrets::default()
             .with("ingest-tls", "tls.crt", pki.read("pod.pem"))
@@ -209,6 +245,17 @@ async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
         assert!(endpoints.tls);
         assert_eq!(endpoints.pods[0].url, format!("https://{POD_DNS}:8082"));
 
+        // Rows a router wrote over TLS with its token: buffered, in the WAL.
+        let url = cluster.url(0).await.expect("pod 0 runs");
+        let lp = batch_lp(0, 0, ROWS as u64);
+        cli(&pki, &url, ROUTER_TOKEN, &["write", "-n", NS, "-"], &lp).await;
+        let (st, _) = d
+            .tick(&v, &cluster.access(), prev.as_ref(), clock.now())
+            .await
+            .expect("step");
+        assert_eq!(st.pods[0].buffered_rows, ROWS as i64, "{st:#?}");
+        prev = Some(st);
+
         cluster.set_update_revision("rev-2").await;
         let outs = run_until(
             &d,
@@ -232,9 +279,23 @@ async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
             }
         }
         assert_eq!(cluster.deleted().await, ["ingest-0"]);
+        // The drain persisted every row before the pod went: the restarted
+        // pod buffers nothing (no WAL left to replay) and serves all of
+        // them from Parquet.
+        let st = prev.clone().expect("status");
+        assert_eq!(st.pods[0].buffered_rows, 0, "{st:#?}");
+        let url = cluster.url(0).await.expect("pod 0 runs again");
+        let csv = cli(
+            &pki,
+            &url,
+            ROUTER_TOKEN,
+            &["query", "-n", NS, "-t", TABLE, "--format", "csv"],
+            "",
+        )
+        .await;
+        assert_eq!(csv.lines().count(), ROWS + 1, "header + rows:\n{csv}");
 
         // 2. What the pod refuses, each told apart and named.
-        let url = cluster.url(0).await.expect("pod 0 runs");
         let pc = GrpcPodControl::new(Duration::from_secs(10));
         let status = |a: ControlAccess| {
             let pc = pc.clone();
