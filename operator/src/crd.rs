@@ -116,7 +116,7 @@ pub struct IngesterSpec {
     /// replica, the local object store and the SQLite catalog).
     pub wal_volume: WalVolumeSpec,
 
-    /// WAL segment rotation.
+    /// WAL segment rotation, and the usage limit of the WAL volume.
     #[serde(default)]
     pub wal: WalSpec,
 
