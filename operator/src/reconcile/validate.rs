@@ -38,6 +38,10 @@ pub const MAX_NAME_LEN: usize = 52;
 /// The ingester's default buffer limit (`--buffer-limit-bytes`).
 const DEFAULT_BUFFER_LIMIT: u64 = 2 << 30;
 
+mod security;
+
+pub use security::{AuthSettings, SecretKeyRef, Security, TlsSettings};
+
 /// What is wrong with an `Ingester`. Each variant names the field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ValidationError {
@@ -131,46 +135,6 @@ pub struct ValidatedIngester {
     pub cluster_domain: String,
     /// TLS and tokens; both `None`: plain text, every request allowed.
     pub security: Security,
-}
-
-/// TLS and token settings, each referring to Secrets in the `Ingester`'s
-/// namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Security {
-    pub tls: Option<TlsSettings>,
-    pub auth: Option<AuthSettings>,
-}
-
-/// One key of one Secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretKeyRef {
-    pub name: String,
-    pub key: String,
-}
-
-impl std::fmt::Display for SecretKeyRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secret {} key {}", self.name, self.key)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// The `kubernetes.io/tls` Secret mounted at [`TLS_DIR`].
-    pub secret_name: String,
-    /// The CA the operator verifies the pods against.
-    pub ca: SecretKeyRef,
-    /// The name required in the pods' certificates; `None`: each pod's DNS
-    /// name.
-    pub server_name: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthSettings {
-    /// The tokens file (hashes), mounted at [`TOKENS_DIR`].
-    pub tokens: SecretKeyRef,
-    /// The operator's plain `control` token; never mounted.
-    pub control_token: SecretKeyRef,
 }
 
 /// The WAL volume claim template.
@@ -392,7 +356,7 @@ pub fn validate(
         }
         p => return Err(ValidationError::VolumePercent(p)),
     }
-    let security = security(spec)?;
+    let security = security::security(spec)?;
     if security.tls.is_some() {
         // A `kubernetes.io/tls` Secret's keys, mounted as a directory.
         settings.insert("SLUICE_TLS_CERT".into(), format!("{TLS_DIR}/tls.crt"));
@@ -520,112 +484,6 @@ pub fn validate(
         name: ing.name_any(),
         namespace,
     })
-}
-
-/// Checks `spec.tls` and `spec.auth`.
-fn security(spec: &crate::crd::IngesterSpec) -> Result<Security, ValidationError> {
-    let tls = match &spec.tls {
-        None => None,
-        Some(t) => {
-            let secret_name = check_secret_name("tls.secretName", &t.secret_name)?;
-            let ca_name = match &t.ca_secret_name {
-                Some(n) => check_secret_name("tls.caSecretName", n)?,
-                None => secret_name.clone(),
-            };
-            let server_name = match &t.server_name {
-                Some(n) if is_dns_subdomain(n) => Some(n.clone()),
-                Some(n) => return Err(ValidationError::ServerName(n.clone())),
-                None => None,
-            };
-            Some(TlsSettings {
-                ca: SecretKeyRef {
-                    name: ca_name,
-                    key: secret_key("tls.caKey", &t.ca_key)?,
-                },
-                secret_name,
-                server_name,
-            })
-        }
-    };
-    let auth = match &spec.auth {
-        None => None,
-        Some(a) => {
-            let tokens = SecretKeyRef {
-                name: check_secret_name("auth.tokensSecretName", &a.tokens_secret_name)?,
-                key: secret_key("auth.tokensKey", &a.tokens_key)?,
-            };
-            let control_token = SecretKeyRef {
-                name: check_secret_name(
-                    "auth.controlTokenSecretName",
-                    &a.control_token_secret_name,
-                )?,
-                key: secret_key("auth.controlTokenKey", &a.control_token_key)?,
-            };
-            // Both of these are mounted into every pod.
-            let mounted = [
-                (Some(&tokens.name), "auth.tokensSecretName"),
-                (tls.as_ref().map(|t| &t.secret_name), "tls.secretName"),
-            ];
-            for (name, other) in mounted {
-                if name == Some(&control_token.name) {
-                    return Err(ValidationError::ControlTokenMounted {
-                        name: control_token.name,
-                        other,
-                    });
-                }
-            }
-            Some(AuthSettings {
-                tokens,
-                control_token,
-            })
-        }
-    };
-    Ok(Security { tls, auth })
-}
-
-fn check_secret_name(field: &'static str, value: &str) -> Result<String, ValidationError> {
-    if is_dns_subdomain(value) {
-        Ok(value.to_string())
-    } else {
-        Err(ValidationError::SecretName {
-            field,
-            value: value.to_string(),
-        })
-    }
-}
-
-fn secret_key(field: &'static str, value: &str) -> Result<String, ValidationError> {
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value != "."
-        && value != ".."
-        && value
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(ValidationError::SecretKey {
-            field,
-            value: value.to_string(),
-        })
-    }
-}
-
-/// A DNS-1123 subdomain: what Kubernetes accepts as a Secret name, and a
-/// valid TLS server name.
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            let b = l.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        })
 }
 
 fn duration(field: &'static str, value: &str) -> Result<Duration, ValidationError> {
