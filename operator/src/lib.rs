@@ -21,7 +21,12 @@
 //! - at most one pod restarts at a time, the next only once all are ready;
 //! - a drain that outlives `drainTimeout` sets `Degraded` and halts the
 //!   operation instead of forcing it;
-//! - the `Ingester` is not released (finalizer) before every pod drained.
+//! - the `Ingester` is not released (finalizer) before every pod drained;
+//! - with `spec.tls`/`spec.auth` it calls a pod only over TLS verified
+//!   against the `Ingester`'s CA and the pod's own DNS name, with its
+//!   `control` token; missing Secrets or refused credentials set
+//!   `Degraded` with the cause (and, like any pod it cannot ask, block
+//!   every removal) rather than fail the reconcile.
 //!
 //! The process ([`server`], [`leader`]): `/metrics`, `/health`, `/ready`,
 //! leader election with a Lease so several replicas can run.
