@@ -52,8 +52,14 @@ async fn run(mut cmd: Command, what: &str) -> anyhow::Result<()> {
 
 /// A PostgreSQL cluster of its own: `initdb` into a temporary directory,
 /// trust authentication on 127.0.0.1 and a private socket directory.
-/// Durability settings are off (a crash is simulated with an immediate
-/// shutdown, which still recovers from PostgreSQL's own WAL).
+///
+/// A crash is an immediate shutdown (every backend exits at once, no
+/// checkpoint), after which PostgreSQL recovers from its own WAL. So commits
+/// are synchronous, as in production: with `synchronous_commit=off` an
+/// immediate shutdown loses the last commits the catalog already
+/// acknowledged, and the ingester (rightly) treats an acknowledged commit as
+/// durable. `fsync=off` only matters if the machine itself crashes, which
+/// the soak does not simulate, and keeps the test fast.
 pub struct PrivatePostgres {
     dir: tempfile::TempDir,
     bin: PathBuf,
@@ -122,7 +128,7 @@ impl PrivatePostgres {
     pub async fn start_again(&mut self) -> anyhow::Result<()> {
         let opts = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=100",
+             -c synchronous_commit=on -c full_page_writes=off -c max_connections=100",
             self.port,
             self.dir.path().join("sock").display()
         );

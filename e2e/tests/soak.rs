@@ -135,8 +135,14 @@ struct Stats {
     /// The first message seen for each entry of `answers`.
     examples: Mutex<BTreeMap<String, String>>,
     acked_writes: AtomicU64,
+    /// Writes refused for the full WAL volume (not other back-pressure).
     exhausted: AtomicU64,
     queries_ok: AtomicU64,
+    /// Checks that failed while the soak ran (asserted at the end, after
+    /// the figures are printed).
+    violations: Mutex<Vec<String>>,
+    /// What the chaos loop is doing, and since when (for messages).
+    chaos: Mutex<(String, Option<Instant>)>,
     queries_failed: AtomicU64,
     query_rows: AtomicU64,
     controls_ok: AtomicU64,
@@ -144,6 +150,24 @@ struct Stats {
 }
 
 impl Stats {
+    fn violation(&self, v: String) {
+        eprintln!("soak: VIOLATION {v}");
+        let mut g = self.violations.lock().expect("lock");
+        if g.len() < 50 {
+            g.push(v);
+        }
+    }
+
+    fn set_chaos(&self, what: &str) {
+        *self.chaos.lock().expect("lock") = (what.to_string(), Some(Instant::now()));
+    }
+
+    /// `"<event> for 1.23s"`.
+    fn chaos_now(&self) -> String {
+        let g = self.chaos.lock().expect("lock");
+        let since = g.1.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+        format!("{} for {since:.2}s", g.0)
+    }
     fn count(&self, what: String, message: &str) {
         self.examples
             .lock()
@@ -289,12 +313,15 @@ impl Chaos {
         match e {
             Event::KillIngester => {
                 self.kill9();
+                stats.set_chaos("KillIngester: killed, restarting");
                 self.start().await;
+                stats.set_chaos("KillIngester: ready again");
             }
             Event::CrashObjectStore => {
                 self.s3.kill();
                 let down = Duration::from_millis(rng.random_range(500..=4_000));
                 self.sample_for(down).await;
+                stats.set_chaos("CrashObjectStore: starting s3s-fs");
                 self.s3.start_again().await.expect("restart s3s-fs");
                 self.s3_restarts += 1;
             }
@@ -302,6 +329,7 @@ impl Chaos {
                 self.pg.crash().await.expect("crash PostgreSQL");
                 let down = Duration::from_millis(rng.random_range(500..=4_000));
                 self.sample_for(down).await;
+                stats.set_chaos("CrashCatalog: starting PostgreSQL");
                 self.pg.start_again().await.expect("restart PostgreSQL");
                 self.pg_restarts += 1;
             }
@@ -442,6 +470,7 @@ async fn run(secs: u64, seed: u64, pg_bin: std::path::PathBuf, s3_bin: std::path
         Event::FullWal,
     ];
     events.shuffle(&mut rng);
+    // FullWal last (see below).
     let all = [
         Event::KillIngester,
         Event::KillIngester,
@@ -457,13 +486,20 @@ async fn run(secs: u64, seed: u64, pg_bin: std::path::PathBuf, s3_bin: std::path
         if Instant::now() >= soak_end {
             break;
         }
-        let e = if events.is_empty() {
-            all[rng.random_range(0..all.len())]
-        } else {
+        let left = soak_end.saturating_duration_since(Instant::now());
+        let e = if !events.is_empty() {
             events.remove(0)
+        } else if left < Duration::from_secs(30) {
+            // The full-WAL phase can take a while on a busy machine: not
+            // at the very end, so the run ends close to its time.
+            all[rng.random_range(0..all.len() - 1)]
+        } else {
+            all[rng.random_range(0..all.len())]
         };
         let t = Instant::now();
+        stats.set_chaos(&format!("{e:?}"));
         chaos.event(e, &mut rng, &stats).await;
+        stats.set_chaos(&format!("quiet after {e:?}"));
         event_log.push(format!("{e:?} {:.1}s", t.elapsed().as_secs_f64()));
     }
     stop.store(true, Ordering::Release);
@@ -565,6 +601,13 @@ async fn run(secs: u64, seed: u64, pg_bin: std::path::PathBuf, s3_bin: std::path
         p.samples,
     );
 
+    let violations = stats.violations.lock().expect("lock").clone();
+    assert!(
+        violations.is_empty(),
+        "{} checks failed during the soak (seed {seed}):\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
     assert!(rows(Outcome::Acked) > 0, "nothing was acknowledged");
     assert!(
         stats.exhausted.load(Ordering::Relaxed) > 0,
@@ -619,7 +662,7 @@ async fn writer(w: u32, grpc: String, http: String, stop: Arc<AtomicBool>, stats
             match r {
                 Ok(Ok((204, _))) => Outcome::Acked,
                 Ok(Ok((status, body))) if (400..500).contains(&status) => {
-                    if status == 429 {
+                    if status == 429 && body.contains("WAL volume") {
                         stats.exhausted.fetch_add(1, Ordering::Relaxed);
                     }
                     stats.count(format!("http {status}"), &body);
@@ -667,7 +710,9 @@ async fn writer(w: u32, grpc: String, http: String, stop: Arc<AtomicBool>, stats
                     ) || (s.code() == tonic::Code::Unavailable
                         && s.message().starts_with("the ingester is")) =>
                 {
-                    if s.code() == tonic::Code::ResourceExhausted {
+                    if s.code() == tonic::Code::ResourceExhausted
+                        && s.message().contains("WAL volume")
+                    {
                         stats.exhausted.fetch_add(1, Ordering::Relaxed);
                     }
                     stats.count(format!("grpc {:?}", s.code()), s.message());
@@ -748,6 +793,7 @@ async fn querier(grpc: String, seed: u64, stop: Arc<AtomicBool>, stats: Arc<Stat
             end: time_of(0, first + window - 1) + 1_000,
         };
         let started = Instant::now();
+        let chaos_at_start = stats.chaos_now();
         let r = tokio::time::timeout(
             Duration::from_secs(60),
             sluice_e2e::query(
@@ -771,30 +817,53 @@ async fn querier(grpc: String, seed: u64, stop: Arc<AtomicBool>, stats: Arc<Stat
                 let mut seen = HashMap::new();
                 occurrences(&res.batches, &mut seen, "query");
                 let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
-                assert!(
-                    twice.is_empty(),
-                    "a query (include_persisted {include_persisted}) served rows twice: {twice:?}"
-                );
+                if !twice.is_empty() {
+                    stats.violation(format!(
+                        "a query (include_persisted {include_persisted}) served rows twice: \
+                         {twice:?}; chaos at start: {chaos_at_start}, at end: {}",
+                        stats.chaos_now()
+                    ));
+                }
                 if include_persisted {
                     // Read-your-writes: acknowledged before the query began.
+                    let mut missed = Vec::new();
                     let a = stats.attempts.lock().expect("lock");
                     for a in a[..acked_before]
                         .iter()
                         .filter(|a| a.outcome == Outcome::Acked && a.answered < started)
                     {
-                        for c in a
-                            .counters
-                            .clone()
-                            .filter(|c| (first..first + window).contains(c))
-                        {
-                            assert!(
-                                seen.contains_key(&(a.writer, c)),
-                                "a query with include_persisted missed acknowledged row \
-                                 ({}, {c}) of window {first}..{}",
-                                a.writer,
-                                first + window
-                            );
-                        }
+                        missed.extend(
+                            a.counters
+                                .clone()
+                                .filter(|c| (first..first + window).contains(c))
+                                .filter(|c| !seen.contains_key(&(a.writer, *c)))
+                                .map(|c| (a.writer, c)),
+                        );
+                    }
+                    drop(a);
+                    if !missed.is_empty() {
+                        let partitions: Vec<String> = res
+                            .partitions
+                            .iter()
+                            .map(|p| {
+                                format!(
+                                    "{} rows {} persisted {} batches {}",
+                                    p.partition_key, p.rows, p.persisted, p.persisted_batches
+                                )
+                            })
+                            .collect();
+                        stats.violation(format!(
+                            "a query with include_persisted of window {first}..{} missed {} \
+                             acknowledged rows (first {:?}); it served {} rows; partitions \
+                             {partitions:?}; query took {:.2}s; chaos at start: \
+                             {chaos_at_start}, at end: {}",
+                            first + window,
+                            missed.len(),
+                            &missed[..missed.len().min(5)],
+                            res.rows(),
+                            started.elapsed().as_secs_f64(),
+                            stats.chaos_now()
+                        ));
                     }
                 }
             }
