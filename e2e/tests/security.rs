@@ -784,24 +784,93 @@ async fn mtls() {
         "mTLS with an expired client certificate"
     );
 
-    // HTTPS: the same three cases.
+    // HTTPS: a valid certificate opens everything; without one only the
+    // probes answer (kubelet cannot present one); an expired one fails the
+    // handshake.
+    let lp = b"m,h=a v=1i 1";
+    for path in ["/health", "/ready", "/metrics"] {
+        let (s, _) = http(ing.http, Some(&with_cert), "GET", path, &[], b"")
+            .await
+            .expect("HTTPS with a client certificate");
+        assert_eq!(s, 200, "{path} with a client certificate");
+    }
+    let (s, _) = http(
+        ing.http,
+        Some(&with_cert),
+        "POST",
+        "/api/v2/write?bucket=mtls",
+        &[],
+        lp,
+    )
+    .await
+    .expect("write with a client certificate");
+    assert_eq!(s, 204, "write with a client certificate");
+    let without = certs.connector(None);
+    for path in ["/health", "/ready"] {
+        let (s, _) = http(ing.http, Some(&without), "GET", path, &[], b"")
+            .await
+            .expect("probe without a client certificate");
+        assert_eq!(s, 200, "{path} stays open without a client certificate");
+    }
+    let (s, body) = http(ing.http, Some(&without), "GET", "/metrics", &[], b"")
+        .await
+        .expect("metrics without a client certificate");
+    assert_eq!(s, 401, "{body}");
+    assert!(body.contains("client certificate"), "{body}");
+    let (s, body) = http(
+        ing.http,
+        Some(&without),
+        "POST",
+        "/api/v2/write?bucket=mtls_refused",
+        &[],
+        lp,
+    )
+    .await
+    .expect("write without a client certificate");
+    assert_eq!(s, 401, "{body}");
+    // Applied with the certificate, not applied without it.
+    let query = |ns: &'static str| {
+        let (https, ca, cc, ck) = (https.clone(), ca.clone(), cc.clone(), ck.clone());
+        async move {
+            cli(
+                &[
+                    "query",
+                    "--addr",
+                    &https,
+                    "--ca-cert",
+                    &ca,
+                    "--client-cert",
+                    &cc,
+                    "--client-key",
+                    &ck,
+                    "--namespace",
+                    ns,
+                    "--table",
+                    "m",
+                    "--format",
+                    "csv",
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let out = query("mtls").await;
+    assert_cli_ok(&out, "query with a client certificate");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        2,
+        "header and the one row written with a certificate"
+    );
+    let out = query("mtls_refused").await;
+    assert!(
+        !out.status.success(),
+        "the refused write created its namespace"
+    );
     let (s, _) = http(ing.http, Some(&with_cert), "GET", "/health", &[], b"")
         .await
         .expect("health with a client certificate");
     assert_eq!(s, 200);
-    assert!(
-        http(
-            ing.http,
-            Some(&certs.connector(None)),
-            "GET",
-            "/health",
-            &[],
-            b""
-        )
-        .await
-        .is_err(),
-        "HTTPS without a client certificate answered"
-    );
     assert!(
         http(
             ing.http,

@@ -155,15 +155,25 @@ pub async fn serve_on(
         ),
         http_addr.unwrap_or(config.http_bind),
     );
-    let http_router = server::http::router(Arc::clone(&http_state)).layer(
-        axum::middleware::from_fn_with_state(auth.clone(), server::auth_http::require_token),
-    );
+    let mtls = tls.is_some() && config.security.tls_client_ca.is_some();
+    let http_router = server::http::router(Arc::clone(&http_state))
+        .layer(axum::middleware::from_fn_with_state(
+            auth.clone(),
+            server::auth_http::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            mtls,
+            server::tls::require_client_cert,
+        ));
     let http = tokio::spawn(
-        axum::serve(http_incoming, http_router)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .into_future(),
+        axum::serve(
+            http_incoming,
+            http_router.into_make_service_with_connect_info::<server::tls::ClientCert>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .into_future(),
     );
     tracing::info!(addr = ?http_addr, "HTTP listening (health now, ready after replay)");
 

@@ -18,6 +18,14 @@
 //! never takes the listener down.
 //!
 //! gRPC connections negotiate `h2` with ALPN, HTTP ones `http/1.1`.
+//!
+//! ## Client certificates (mTLS)
+//!
+//! With a client CA, gRPC connections must present a certificate it signed
+//! (the handshake fails otherwise). On HTTP the certificate is optional in
+//! the handshake (one that is presented must still verify) and required by
+//! [`require_client_cert`] for every path except `/health` and `/ready`:
+//! kubelet probes cannot present one, and health and readiness stay open.
 
 use std::io;
 use std::net::SocketAddr;
@@ -124,7 +132,12 @@ fn build_config(files: &TlsFiles, alpn: Alpn) -> Result<ServerConfig, TlsError> 
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
-            )
+            );
+            // HTTP: checked per path (probes stay open), see the module doc.
+            let verifier = match alpn {
+                Alpn::Grpc => verifier,
+                Alpn::Http => verifier.allow_unauthenticated(),
+            }
             .build()
             .map_err(|e| file_err("client CA", ca, e))?;
             builder.with_client_cert_verifier(verifier)
@@ -213,6 +226,60 @@ pub(crate) struct Conn {
     io: ConnIo,
     remote: SocketAddr,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Conn {
+    /// Whether the peer presented a client certificate (which the
+    /// handshake verified against the client CA).
+    fn client_cert(&self) -> bool {
+        match &self.io {
+            ConnIo::Plain(_) => false,
+            ConnIo::Tls(s) => s.get_ref().1.peer_certificates().is_some(),
+        }
+    }
+}
+
+/// What an HTTP handler knows of its connection's client certificate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClientCert(bool);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, HttpListener>>
+    for ClientCert
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, HttpListener>) -> Self {
+        Self(stream.io().client_cert())
+    }
+}
+
+/// Paths open without a client certificate under mTLS.
+const PROBE_PATHS: [&str; 2] = ["/health", "/ready"];
+
+/// `axum::middleware::from_fn_with_state(mtls, require_client_cert)`: with
+/// `mtls` set, every path but the probes needs a client certificate.
+pub(crate) async fn require_client_cert(
+    axum::extract::State(mtls): axum::extract::State<bool>,
+    axum::extract::ConnectInfo(cert): axum::extract::ConnectInfo<ClientCert>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = req.uri().path();
+    if !mtls || cert.0 || PROBE_PATHS.contains(&path) {
+        return next.run(req).await;
+    }
+    let body = serde_json::json!({
+        "code": "unauthorized",
+        "message": format!(
+            "a client certificate signed by the server's client CA is required for {path} \
+             (only /health and /ready are open without one)"
+        ),
+    });
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[derive(Debug)]
