@@ -18,6 +18,14 @@
 #   SLUICE_BENCH_KEEP=1  keep the data directory and server log
 #   SLUICE_PERF=SECONDS  also record a CPU profile of the server (perf,
 #                        software clock) for SECONDS after the warm-up start
+#   SLUICE_BENCH_RESTART=1  after the load, kill -9 the server and start it
+#                        again on the same data directory: prints the WAL's
+#                        size and the time until /ready (replay; target 3b).
+#                        Pair with SLUICE_SERVER_ARGS that keep the WAL from
+#                        rotating (and so from being persisted and deleted):
+#                        "--wal-segment-bytes 4294967296 --wal-rotation-interval 1h
+#                         --hot-partition-bytes 8589934592 --hot-partition-rows 100000000
+#                         --buffer-limit-bytes 8589934592"
 #   CARGO_TARGET_DIR     where the release binaries are (built if missing)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -66,3 +74,32 @@ fi
 "$bin/sluice-loadgen" --addr "$addr" --query-addr "http://$grpc" --server-pid "$pid" \
   --metrics-url "http://$http/metrics" "$@"
 if [[ -n "${perf_pid:-}" ]]; then wait "$perf_pid" || true; fi
+
+# Buffered Arrow bytes against the server's resident memory (target 6).
+memory() {
+  local buffered rss hwm
+  buffered=$(curl -sf "http://$http/metrics" | awk '$1 == "sluice_buffer_bytes" {print $2}')
+  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+  hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status")
+  echo "memory $1: buffered Arrow ${buffered:-?} bytes, RSS $((rss / 1024)) MiB, peak RSS $((hwm / 1024)) MiB" >&2
+}
+memory "after the load"
+
+if [[ "${SLUICE_BENCH_RESTART:-0}" == 1 ]]; then
+  kill -KILL "$pid"
+  wait "$pid" 2>/dev/null || true
+  wal_bytes=$(du -sb "$data/wal" | cut -f1)
+  start=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  "$bin/sluice-ingester" serve --data-dir "$data" --grpc-bind "$grpc" --http-bind "$http" \
+    ${SLUICE_SERVER_ARGS:-} >>"$log" 2>&1 &
+  pid=$!
+  until curl -sf "http://$http/ready" >/dev/null 2>&1; do
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$log" >&2; exit 1; }
+    sleep 0.02
+  done
+  ready=$(date +%s.%N)
+  echo "restart after kill -9: $wal_bytes bytes of WAL, ready in $(echo "$ready - $start" | bc) s" >&2
+  grep -E "WAL replay done" "$log" | tail -1 >&2 || true
+  memory "after the replay"
+fi

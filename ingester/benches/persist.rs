@@ -84,10 +84,12 @@ fn persist(c: &mut Criterion) {
     });
 
     let wal_dir = dir.path().join("wal");
-    let segment = common::write_segment(
-        &wal_dir,
-        bodies.into_iter().map(|b| ing.wal_record("bench", b)),
-    );
+    // Encoded first: `write_segment` runs its own runtime.
+    let records: Vec<Bytes> = bodies
+        .into_iter()
+        .map(|b| ing.wal_record("bench", b))
+        .collect();
+    let segment = common::write_segment(&wal_dir, records);
     g.bench_function(format!("replay_then_persist/{rows_in}_rows"), |b| {
         b.iter_batched(
             || ing.restarted(),

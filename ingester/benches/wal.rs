@@ -178,15 +178,14 @@ fn replay(c: &mut Criterion) {
     let ops = common::size(200, 2);
     let rows = ops * lines;
     let ing = BenchIngester::new();
-    let path = common::write_segment(
-        &dir.path().join("wal"),
-        (0..ops).map(|i| {
-            ing.wal_record(
-                "bench",
-                Bytes::from(common::tsbs_lines(i * lines, lines, 1000)),
-            )
-        }),
-    );
+    // Encoded first: `write_segment` runs its own runtime.
+    let records: Vec<Bytes> = (0..ops)
+        .map(|i| {
+            let body = Bytes::from(common::tsbs_lines(i * lines, lines, 1000));
+            ing.wal_record("bench", body)
+        })
+        .collect();
+    let path = common::write_segment(&dir.path().join("wal"), records);
     let bytes = std::fs::metadata(&path).expect("segment").len();
     eprintln!("wal_replay: segment of {rows} rows in {ops} ops, {bytes} bytes on disk");
 
