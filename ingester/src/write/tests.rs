@@ -512,3 +512,55 @@ fn columns_are_sized_to_the_body_even_when_the_first_line_is_long() {
     let v = b.column_by_name("v").unwrap().get_buffer_memory_size();
     assert!(v <= 5000 * 8 * 13 / 10, "{v} bytes for 5,000 floats");
 }
+
+/// Tag values of every column of `batch`, by column name, row by row.
+fn tag_rows(batch: &arrow::record_batch::RecordBatch) -> Vec<Vec<(String, String)>> {
+    let mut rows = vec![Vec::new(); batch.num_rows()];
+    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        let Some(d) = col.as_dictionary_opt::<Int32Type>() else {
+            continue;
+        };
+        let v = d.downcast_dict::<arrow::array::StringArray>().unwrap();
+        for (i, x) in v.into_iter().enumerate() {
+            if let Some(x) = x {
+                rows[i].push((f.name().clone(), x.to_string()));
+            }
+        }
+    }
+    for r in &mut rows {
+        r.sort();
+    }
+    rows
+}
+
+proptest::proptest! {
+    /// The tag-set cache changes nothing: a body whose lines repeat tag
+    /// sections (with escapes and duplicate keys) gives every row the tags
+    /// it gets when each line is a request of its own.
+    #[test]
+    fn tag_set_cache_gives_each_line_its_own_tags(
+        picks in proptest::collection::vec(0usize..6, 1..40),
+    ) {
+        const SECTIONS: [&str; 6] = [
+            "cpu,host=a,dc=x",
+            "cpu,host=b",
+            "cpu,host=a,host=b",
+            "cpu,h\\ ost=a,dc=x\\,y",
+            "cpu,dc=x,host=a",
+            "cpu,host=a\\=b",
+        ];
+        let lines: Vec<String> = picks
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| format!("{} v={i} {i}\n", SECTIONS[p]))
+            .collect();
+        let whole = lp::build_tables(lines.concat().as_bytes(), Precision::Nanoseconds, 0, &|_| None)
+            .unwrap();
+        let got = tag_rows(&whole[0].batch);
+        for (i, line) in lines.iter().enumerate() {
+            let one = lp::build_tables(line.as_bytes(), Precision::Nanoseconds, 0, &|_| None)
+                .unwrap();
+            proptest::prop_assert_eq!(&got[i], &tag_rows(&one[0].batch)[0], "line {}", i);
+        }
+    }
+}
