@@ -180,7 +180,6 @@ async fn encode_column(
     mut rx: mpsc::Receiver<ArrayRef>,
 ) -> Result<ArrowColumnChunk, ParquetError> {
     while let Some(array) = rx.recv().await {
-        eprintln!("TID {:?}", std::thread::current().id());
         for leaf in compute_leaves(&field, &array)? {
             writer.write(&leaf)?;
         }

@@ -49,6 +49,20 @@ fn query_status(e: &QueryError) -> Status {
     }
 }
 
+/// A failure while streaming: `UNAVAILABLE` when the object store failed
+/// (an `include_persisted` read; retrying later can succeed), else
+/// `INTERNAL`.
+fn stream_status(e: &FlightError) -> Status {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<object_store::Error>().is_some() {
+            return Status::unavailable(format!("object store: {e}"));
+        }
+        cause = c.source();
+    }
+    Status::internal(e.to_string())
+}
+
 /// Decodes a ticket into a plan.
 pub(crate) fn decode_ticket(ticket: &[u8]) -> Result<QueryPlan, Status> {
     let req = v1::QueryRequest::decode(ticket).map_err(|e| {
@@ -115,9 +129,7 @@ impl<Q: QueryExec + 'static> FlightService for FlightQueryService<Q> {
                     })
                     .boxed()
             };
-        Ok(Response::new(
-            stream.map_err(|e| Status::internal(e.to_string())).boxed(),
-        ))
+        Ok(Response::new(stream.map_err(|e| stream_status(&e)).boxed()))
     }
 
     async fn handshake(
@@ -175,5 +187,25 @@ impl<Q: QueryExec + 'static> FlightService for FlightQueryService<Q> {
         _: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         Err(Status::unimplemented("no exchange"))
+    }
+}
+
+#[cfg(test)]
+mod stream_status_tests {
+    use super::*;
+    use arrow::error::ArrowError;
+
+    #[test]
+    fn object_store_failures_are_unavailable_others_internal() {
+        let store = object_store::Error::Generic {
+            store: "S3",
+            source: "connection refused".into(),
+        };
+        let e = FlightError::Arrow(ArrowError::ExternalError(Box::new(store)));
+        let s = stream_status(&e);
+        assert_eq!(s.code(), tonic::Code::Unavailable, "{s}");
+        assert!(s.message().contains("connection refused"), "{s}");
+        let e = FlightError::Arrow(ArrowError::ComputeError("bad".into()));
+        assert_eq!(stream_status(&e).code(), tonic::Code::Internal);
     }
 }
