@@ -419,7 +419,12 @@ pub struct PostgresCatalog {
 /// that one Secret, to verify the pods' certificates when it calls their
 /// control RPC. Changing a Secret *name* rolls the pods; changing a
 /// Secret's *contents* does not (the ingester reloads it).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("!has(self.clientAuth) || self.clientAuth.operatorCertSecretName != self.secretName")
+        .message("clientAuth.operatorCertSecretName must differ from secretName: the operator's private key would be mounted into every pod")
+        .field_path(".clientAuth.operatorCertSecretName")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsSpec {
     /// A `kubernetes.io/tls` Secret: `tls.crt` (chain, leaf first) and
@@ -453,6 +458,48 @@ pub struct TlsSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub server_name: Option<String>,
+    /// Mutual TLS: the pods require a client certificate on gRPC and on
+    /// every HTTP path but `/health` and `/ready` (so kubelet probes work).
+    /// Absent: any client may connect (tokens still apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuthSpec>,
+}
+
+/// Mutual TLS of the pods, from Secrets in the `Ingester`'s namespace.
+///
+/// Two Secrets on purpose: the client CA is mounted into every pod; the
+/// operator's own client certificate and key are read by the operator
+/// (like its control token) and never mounted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(
+    validation = Rule::new("self.operatorCertSecretName != self.caSecretName")
+        .message("operatorCertSecretName must differ from caSecretName: the operator's private key would be mounted into every pod")
+        .field_path(".operatorCertSecretName")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientAuthSpec {
+    /// Secret holding the CA bundle (PEM) that signs the certificates of
+    /// allowed clients (routers, the operator, Prometheus). Mounted into
+    /// every pod as a directory and re-read when it changes. May be
+    /// `secretName` when one CA signs both the pods and their clients.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub ca_secret_name: String,
+    /// Key of the client CA bundle in that Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub ca_key: String,
+    /// A `kubernetes.io/tls` Secret with the operator's client certificate
+    /// (`tls.crt`, chain leaf first, signed by the client CA) and key
+    /// (`tls.key`), presented when the operator calls the pods. Read by the
+    /// operator, never mounted into the pods.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub operator_cert_secret_name: String,
 }
 
 /// Bearer tokens, from Secrets in the `Ingester`'s namespace.

@@ -7,6 +7,10 @@
 //!   the configured `serverName`. It dials the pod's IP (no cluster DNS
 //!   needed) and verifies the name, so a certificate of another pod, or of
 //!   anything else the CA signed, is refused.
+//! - **Client certificate** (`spec.tls.clientAuth`): the driver presents
+//!   the operator's own certificate and key, from a `kubernetes.io/tls`
+//!   Secret that no pod mounts; the pods require one signed by the client
+//!   CA.
 //! - **Token** (`spec.auth`): `authorization: Bearer <token>` on every
 //!   control call; the token must carry the `control` scope.
 //!
@@ -20,8 +24,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::metadata::AsciiMetadataValue;
 
 use crate::reconcile::validate::{SecretKeyRef, ValidatedIngester};
@@ -41,9 +45,12 @@ pub struct ControlAccess {
 /// The client side of the pods' TLS.
 pub struct ControlTls {
     pub(crate) config: Arc<rustls::ClientConfig>,
-    /// FNV-1a of the CA bundle: channels are cached per CA, so a rotated
-    /// CA gets new connections.
-    pub(crate) ca_fingerprint: u64,
+    /// FNV-1a of the CA bundle and the client certificate and key:
+    /// channels are cached per fingerprint, so a rotated CA or client
+    /// certificate gets new connections.
+    pub(crate) fingerprint: u64,
+    /// Whether the operator presents a client certificate (mTLS).
+    client_cert: bool,
     names: ServerNames,
 }
 
@@ -100,6 +107,10 @@ impl ControlAccess {
         if let Some(t) = &v.security.tls {
             names.push(t.secret_name.clone());
             names.push(t.ca.name.clone());
+            if let Some(c) = &t.client_auth {
+                names.push(c.ca.name.clone());
+                names.push(c.operator_cert_secret_name.clone());
+            }
         }
         if let Some(a) = &v.security.auth {
             names.push(a.tokens.name.clone());
@@ -146,7 +157,46 @@ impl ControlAccess {
                     what: "the CA that signed the pods' certificate",
                     reason,
                 };
-                let config = client_config(ca).map_err(invalid)?;
+                let identity = match &t.client_auth {
+                    None => None,
+                    Some(c) => {
+                        // The pods load this CA; one that does not parse
+                        // would leave them refusing every client.
+                        let what = "the CA that signs allowed clients";
+                        let client_ca = get(&c.ca, what)?;
+                        roots(client_ca).map_err(|reason| AccessError::Invalid {
+                            secret: c.ca.to_string(),
+                            what,
+                            reason,
+                        })?;
+                        let what = "the operator's client certificate";
+                        let key_ref = |key: &str| SecretKeyRef {
+                            name: c.operator_cert_secret_name.clone(),
+                            key: key.into(),
+                        };
+                        let cert = get(&key_ref("tls.crt"), what)?;
+                        let key = get(&key_ref("tls.key"), what)?;
+                        let identity =
+                            Identity::parse(cert, key).map_err(|reason| AccessError::Invalid {
+                                secret: format!("Secret {}", c.operator_cert_secret_name),
+                                what,
+                                reason,
+                            })?;
+                        Some((identity, [cert, key]))
+                    }
+                };
+                let config = client_config(ca, identity.as_ref().map(|(i, _)| i.clone())).map_err(
+                    |reason| match &t.client_auth {
+                        // Only the identity can fail once the CA parsed.
+                        Some(c) if reason.starts_with(IDENTITY) => AccessError::Invalid {
+                            secret: format!("Secret {}", c.operator_cert_secret_name),
+                            what: "the operator's client certificate",
+                            reason,
+                        },
+                        _ => invalid(reason),
+                    },
+                )?;
+                let [cert, key]: [&[u8]; 2] = identity.as_ref().map_or([&[], &[]], |(_, b)| *b);
                 let names = match &t.server_name {
                     Some(n) => ServerNames::Fixed(n.clone()),
                     None => ServerNames::PerPod {
@@ -160,7 +210,8 @@ impl ControlAccess {
                 };
                 Some(Arc::new(ControlTls {
                     config: Arc::new(config),
-                    ca_fingerprint: crate::reconcile::build::fnv1a([ca]),
+                    fingerprint: crate::reconcile::build::fnv1a([ca, cert, key]),
+                    client_cert: t.client_auth.is_some(),
                     names,
                 }))
             }
@@ -191,6 +242,11 @@ impl ControlAccess {
 }
 
 impl ControlTls {
+    /// Whether the driver presents the operator's client certificate.
+    pub fn presents_client_cert(&self) -> bool {
+        self.client_cert
+    }
+
     /// The name pod `pod`'s certificate must carry.
     pub fn server_name(&self, pod: &str) -> String {
         match &self.names {
@@ -210,8 +266,8 @@ impl std::fmt::Debug for ControlAccess {
     }
 }
 
-/// A rustls client trusting only the CAs in `pem`, speaking `h2`.
-fn client_config(pem: &[u8]) -> Result<rustls::ClientConfig, String> {
+/// The trust store of the CAs in `pem`.
+fn roots(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(pem) {
         let c = c.map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
@@ -222,12 +278,57 @@ fn client_config(pem: &[u8]) -> Result<rustls::ClientConfig, String> {
     if roots.is_empty() {
         return Err("holds no PEM certificate".into());
     }
+    Ok(roots)
+}
+
+/// Prefix of the errors about the client certificate in
+/// [`client_config`].
+const IDENTITY: &str = "client certificate and key: ";
+
+/// The operator's client certificate chain and key, parsed.
+struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl Identity {
+    fn parse(cert: &[u8], key: &[u8]) -> Result<Self, String> {
+        let chain = CertificateDer::pem_slice_iter(cert)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("tls.crt is not a PEM certificate chain: {e}"))?;
+        if chain.is_empty() {
+            return Err("tls.crt holds no PEM certificate".into());
+        }
+        let key = PrivateKeyDer::from_pem_slice(key)
+            .map_err(|e| format!("tls.key is not a PEM private key: {e}"))?;
+        Ok(Self { chain, key })
+    }
+}
+
+/// A rustls client trusting only the CAs in `pem`, speaking `h2`, and
+/// presenting `identity` when the server asks for a client certificate.
+fn client_config(pem: &[u8], identity: Option<Identity>) -> Result<rustls::ClientConfig, String> {
+    let roots = roots(pem)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(i) => builder
+            .with_client_auth_cert(i.chain, i.key)
+            .map_err(|e| format!("{IDENTITY}{e}"))?,
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -379,5 +480,90 @@ spec:
         );
         let e = ControlAccess::build(&v, &d).expect_err("empty token");
         assert!(e.to_string().contains("empty"), "{e}");
+    }
+
+    const MTLS: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: Ingester
+metadata: {name: a, namespace: ns, uid: "u-1"}
+spec:
+  image: sluice:1
+  walVolume: {size: 1Gi}
+  objectStore: {local: {}}
+  catalog: {sqlite: {}}
+  tls:
+    secretName: a-tls
+    clientAuth: {caSecretName: a-clients, operatorCertSecretName: a-op}
+"#;
+
+    /// A client certificate and key made once with openssl for these tests.
+    const CLIENT_CERT: &str = include_str!("testdata/client.pem");
+    const CLIENT_KEY: &str = include_str!("testdata/client.key");
+
+    fn mtls_data(cert: &str, key: &str) -> SecretData {
+        data(&[
+            (
+                "a-tls",
+                &[("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", CA)],
+            ),
+            ("a-clients", &[("ca.crt", CA)]),
+            ("a-op", &[("tls.crt", cert), ("tls.key", key)]),
+        ])
+    }
+
+    #[test]
+    fn client_certificate_is_read_and_checked() {
+        let v = validate(&ingester_from_yaml(MTLS), &ValidateOptions::default()).expect("valid");
+        assert_eq!(
+            ControlAccess::secret_names(&v),
+            ["a-clients", "a-op", "a-tls"]
+        );
+        let a = ControlAccess::build(&v, &mtls_data(CLIENT_CERT, CLIENT_KEY)).expect("access");
+        let tls = a.tls().expect("tls");
+        assert!(tls.presents_client_cert());
+        // A rotated client certificate gets new channels.
+        let other = ControlAccess::build(&v, &mtls_data(&format!("{CLIENT_CERT}\n"), CLIENT_KEY))
+            .expect("access");
+        assert_ne!(tls.fingerprint, other.tls().expect("tls").fingerprint);
+
+        let mut d = mtls_data(CLIENT_CERT, CLIENT_KEY);
+        d.insert("a-op".into(), None);
+        let e = ControlAccess::build(&v, &d).expect_err("no Secret");
+        assert_eq!(e.reason(), "SecretNotFound");
+        assert!(
+            e.to_string().contains("a-op") && e.to_string().contains("client certificate"),
+            "{e}"
+        );
+
+        let mut d = mtls_data(CLIENT_CERT, CLIENT_KEY);
+        d.insert(
+            "a-op".into(),
+            data(&[("a-op", &[("tls.crt", CLIENT_CERT)])])["a-op"].clone(),
+        );
+        let e = ControlAccess::build(&v, &d).expect_err("no key");
+        assert_eq!(e.reason(), "SecretKeyMissing");
+        assert!(e.to_string().contains("\"tls.key\""), "{e}");
+
+        let e = ControlAccess::build(&v, &mtls_data(CLIENT_CERT, "junk")).expect_err("bad key");
+        assert_eq!(e.reason(), "SecretInvalid");
+        assert!(
+            e.to_string().contains("tls.key is not a PEM private key"),
+            "{e}"
+        );
+        let e = ControlAccess::build(&v, &mtls_data("junk", CLIENT_KEY)).expect_err("bad cert");
+        assert_eq!(e.reason(), "SecretInvalid");
+        assert!(
+            e.to_string().contains("tls.crt holds no PEM certificate"),
+            "{e}"
+        );
+
+        let mut d = mtls_data(CLIENT_CERT, CLIENT_KEY);
+        d.insert(
+            "a-clients".into(),
+            data(&[("a-clients", &[("ca.crt", "junk")])])["a-clients"].clone(),
+        );
+        let e = ControlAccess::build(&v, &d).expect_err("bad client CA");
+        assert_eq!(e.reason(), "SecretInvalid");
+        assert!(e.to_string().contains("signs allowed clients"), "{e}");
     }
 }

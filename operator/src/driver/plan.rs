@@ -585,6 +585,13 @@ impl<'a> State<'a> {
                          not name the pod's DNS name (or spec.tls.serverName), has \
                          expired, or the pod does not serve TLS",
                     ),
+                    Refusal::ClientCertificate => (
+                        "ControlClientCertRefused",
+                        "the pod requires a client certificate signed by the CA of \
+                         spec.tls.clientAuth: the operator's certificate \
+                         (spec.tls.clientAuth.operatorCertSecretName) is missing, signed \
+                         by another CA, or has expired",
+                    ),
                 };
                 Some(Degradation {
                     reason,

@@ -12,6 +12,15 @@
 //! control token goes in `authorization` on every call. A pod that refuses
 //! the operator's credentials is told apart from one that is down
 //! ([`ControlError::refusal`]): the first needs a human, the second time.
+//!
+//! With mutual TLS the channel also presents the operator's client
+//! certificate. Under TLS 1.3 a pod refuses a client certificate only
+//! after the client's side of the handshake has completed, with an alert;
+//! had the client already written its first request, the pod's close would
+//! reset the connection and lose the alert ("connection closed"). So every
+//! TLS connection first waits for the pod's first bytes (the HTTP/2 server
+//! sends its SETTINGS at once): an alert fails the connect with the pod's
+//! reason, data is kept for hyper ([`Prefetched`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -139,9 +148,13 @@ pub enum Refusal {
     Unauthenticated,
     /// `PERMISSION_DENIED`: a token without the `control` scope.
     PermissionDenied,
-    /// The TLS handshake failed (unknown CA, wrong name, expired, or a
-    /// plain-text pod).
+    /// The TLS handshake failed on the operator's side: the pod's
+    /// certificate has an unknown CA, a wrong name or has expired, or the
+    /// pod speaks plain text.
     Tls,
+    /// The pod sent a TLS alert: it refused the operator's client
+    /// certificate (mTLS): none, one of an unknown CA, or expired.
+    ClientCertificate,
 }
 
 impl ControlError {
@@ -154,6 +167,10 @@ impl ControlError {
             }
             ControlError::Rpc { code, .. } if code == "PermissionDenied" => {
                 Some(Refusal::PermissionDenied)
+            }
+            // The pod's alert first: it also fails the connect.
+            ControlError::Rpc { message, .. } if message.contains(TLS_ALERT) => {
+                Some(Refusal::ClientCertificate)
             }
             ControlError::Rpc { message, .. } if message.contains(TLS_FAILED) => Some(Refusal::Tls),
             _ => None,
@@ -232,7 +249,7 @@ impl GrpcPodControl {
         let tls = to.access.tls().map(|t| (t, t.server_name(to.pod)));
         let key: ChannelKey = (
             to.url.to_string(),
-            tls.as_ref().map(|(t, n)| (n.clone(), t.ca_fingerprint)),
+            tls.as_ref().map(|(t, n)| (n.clone(), t.fingerprint)),
         );
         let bearer = Bearer(to.access.authorization().cloned());
         let mut channels = self
@@ -262,6 +279,7 @@ impl GrpcPodControl {
                     .connect_with_connector_lazy(TlsConnect {
                         tls: tokio_rustls::TlsConnector::from(t.config.clone()),
                         server_name,
+                        first_read: self.timeout,
                     })
             }
         };
@@ -336,6 +354,8 @@ impl Interceptor for Bearer {
 
 /// Marks a failed handshake in the error text ([`ControlError::refusal`]).
 const TLS_FAILED: &str = "TLS handshake failed";
+/// How rustls words an alert the pod sent ([`ControlError::refusal`]).
+const TLS_ALERT: &str = "received fatal alert";
 
 /// Connects TCP to the URI's address, then TLS verifying `server_name`
 /// (not the address: pods are dialled by IP, their certificates name DNS
@@ -344,9 +364,71 @@ const TLS_FAILED: &str = "TLS handshake failed";
 struct TlsConnect {
     tls: tokio_rustls::TlsConnector,
     server_name: ServerName<'static>,
+    /// How long to wait for the pod's first bytes after the handshake.
+    first_read: Duration,
 }
 
-type TlsIo = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+type TlsIo = TokioIo<Prefetched<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>;
+
+/// A stream whose first bytes were already read (`head`, from `at`).
+struct Prefetched<S> {
+    head: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefetched<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.at < self.head.len() {
+            let n = buf.remaining().min(self.head.len() - self.at);
+            let at = self.at;
+            buf.put_slice(&self.head[at..at + n]);
+            self.at += n;
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Prefetched<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 impl tonic::codegen::Service<Uri> for TlsConnect {
     type Response = TlsIo;
@@ -380,7 +462,35 @@ impl tonic::codegen::Service<Uri> for TlsConnect {
                     name.to_str()
                 ))
             })?;
-            Ok(TokioIo::new(tls))
+            // The pod's verdict on our certificate, before we write.
+            let mut tls = tls;
+            let mut head = vec![0; 1024];
+            let n = match tokio::time::timeout(
+                this.first_read,
+                tokio::io::AsyncReadExt::read(&mut tls, &mut head),
+            )
+            .await
+            {
+                // A slow pod: hyper reads the rest.
+                Err(_) => 0,
+                Ok(Ok(0)) => {
+                    return Err(std::io::Error::other(format!(
+                        "{TLS_FAILED} with {host}:{port}: closed after the handshake"
+                    )));
+                }
+                Ok(Ok(n)) => n,
+                Ok(Err(e)) => {
+                    return Err(std::io::Error::other(format!(
+                        "{TLS_FAILED} with {host}:{port}: the pod refused the session: {e}"
+                    )));
+                }
+            };
+            head.truncate(n);
+            Ok(TokioIo::new(Prefetched {
+                head,
+                at: 0,
+                inner: tls,
+            }))
         })
     }
 }

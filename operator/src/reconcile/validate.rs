@@ -26,6 +26,9 @@ use crate::crd::{CatalogSpec, Ingester, ObjectStoreSpec, PullPolicy, VolumeReten
 pub const DATA_DIR: &str = "/var/lib/sluice";
 /// Where the TLS Secret is mounted (a directory: Secret updates reach it).
 pub const TLS_DIR: &str = "/etc/sluice/tls";
+/// Where the client CA Secret of `spec.tls.clientAuth` is mounted, when it
+/// is not the TLS Secret itself.
+pub const CLIENT_CA_DIR: &str = "/etc/sluice/client-ca";
 /// Where the tokens Secret is mounted.
 pub const TOKENS_DIR: &str = "/etc/sluice/tokens";
 /// gRPC port: Write, Flight, Catalog, Control.
@@ -40,7 +43,7 @@ const DEFAULT_BUFFER_LIMIT: u64 = 2 << 30;
 
 mod security;
 
-pub use security::{AuthSettings, SecretKeyRef, Security, TlsSettings};
+pub use security::{AuthSettings, ClientAuthSettings, SecretKeyRef, Security, TlsSettings};
 
 /// What is wrong with an `Ingester`. Each variant names the field.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,6 +97,11 @@ pub enum ValidationError {
          control token would be mounted into every pod; keep it in a Secret of its own"
     )]
     ControlTokenMounted { name: String, other: &'static str },
+    #[error(
+        "spec.tls.clientAuth.operatorCertSecretName {name:?} is also {other}: the operator's \
+         client key would be mounted into every pod; keep it in a Secret of its own"
+    )]
+    OperatorCertMounted { name: String, other: &'static str },
     #[error("spec.wal.maxVolumePercent is {0}; it must be between 0 (off) and 100")]
     VolumePercent(i32),
     #[error("spec.tls.serverName {0:?} is not a DNS name")]
@@ -361,6 +369,16 @@ pub fn validate(
         // A `kubernetes.io/tls` Secret's keys, mounted as a directory.
         settings.insert("SLUICE_TLS_CERT".into(), format!("{TLS_DIR}/tls.crt"));
         settings.insert("SLUICE_TLS_KEY".into(), format!("{TLS_DIR}/tls.key"));
+    }
+    if let Some(t) = &security.tls
+        && let Some(c) = &t.client_auth
+    {
+        let dir = if c.ca_in_own_secret(t) {
+            CLIENT_CA_DIR
+        } else {
+            TLS_DIR
+        };
+        settings.insert("SLUICE_TLS_CLIENT_CA".into(), format!("{dir}/{}", c.ca.key));
     }
     if let Some(a) = &security.auth {
         settings.insert(
@@ -705,6 +723,103 @@ spec:
         assert_eq!(t.ca.name, "a-tls");
         assert_eq!(t.ca.key, "ca.crt");
         assert_eq!(t.server_name, None);
+    }
+
+    #[test]
+    fn client_auth_settings() {
+        // A client CA of its own: its own directory.
+        let y = BASE.replace(
+            "walVolume",
+            "tls: {secretName: a-tls, clientAuth: {caSecretName: a-clients, caKey: roots.pem, \
+             operatorCertSecretName: a-op-cert}}\n  walVolume",
+        );
+        let vi = v(&y).expect("valid");
+        let c = vi
+            .security
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_auth.clone())
+            .expect("client auth");
+        assert_eq!(
+            c.ca,
+            SecretKeyRef {
+                name: "a-clients".into(),
+                key: "roots.pem".into()
+            }
+        );
+        assert_eq!(c.operator_cert_secret_name, "a-op-cert");
+        assert_eq!(
+            vi.settings["SLUICE_TLS_CLIENT_CA"],
+            "/etc/sluice/client-ca/roots.pem"
+        );
+        // One CA for pods and clients: the TLS Secret's directory.
+        let y = BASE.replace(
+            "walVolume",
+            "tls: {secretName: a-tls, clientAuth: {caSecretName: a-tls, operatorCertSecretName: op}}\n  walVolume",
+        );
+        let vi = v(&y).expect("valid");
+        assert_eq!(
+            vi.settings["SLUICE_TLS_CLIENT_CA"], "/etc/sluice/tls/ca.crt",
+            "default key"
+        );
+        // Without clientAuth: no client CA.
+        let y = BASE.replace("walVolume", "tls: {secretName: a-tls}\n  walVolume");
+        assert!(
+            !v(&y)
+                .expect("valid")
+                .settings
+                .contains_key("SLUICE_TLS_CLIENT_CA")
+        );
+    }
+
+    #[test]
+    fn rejects_an_operator_client_key_that_would_be_mounted() {
+        for (y, other) in [
+            (
+                "tls: {secretName: s, clientAuth: {caSecretName: c, operatorCertSecretName: s}}",
+                "tls.secretName",
+            ),
+            (
+                "tls: {secretName: s, clientAuth: {caSecretName: c, operatorCertSecretName: c}}",
+                "tls.clientAuth.caSecretName",
+            ),
+            (
+                "tls: {secretName: s, clientAuth: {caSecretName: c, operatorCertSecretName: t}}\n  \
+                 auth: {tokensSecretName: t, controlTokenSecretName: op}",
+                "auth.tokensSecretName",
+            ),
+        ] {
+            let e =
+                v(&BASE.replace("walVolume", &format!("{y}\n  walVolume"))).expect_err("mounted");
+            assert!(
+                matches!(&e, ValidationError::OperatorCertMounted { other: o, .. } if *o == other),
+                "{e:?}"
+            );
+            assert!(e.to_string().contains("client key would be mounted"), "{e}");
+        }
+        // The control token may not sit in the client CA Secret either.
+        let y = "tls: {secretName: s, clientAuth: {caSecretName: c, operatorCertSecretName: op}}\n  \
+                 auth: {tokensSecretName: t, controlTokenSecretName: c}";
+        assert!(matches!(
+            v(&BASE.replace("walVolume", &format!("{y}\n  walVolume"))),
+            Err(ValidationError::ControlTokenMounted {
+                other: "tls.clientAuth.caSecretName",
+                ..
+            })
+        ));
+        // Both operator credentials in one Secret of their own: fine.
+        let y = "tls: {secretName: s, clientAuth: {caSecretName: c, operatorCertSecretName: op}}\n  \
+                 auth: {tokensSecretName: t, controlTokenSecretName: op}";
+        v(&BASE.replace("walVolume", &format!("{y}\n  walVolume"))).expect("valid");
+        // Bad names are named by their field.
+        let y = "tls: {secretName: s, clientAuth: {caSecretName: Bad, operatorCertSecretName: op}}";
+        assert_eq!(
+            v(&BASE.replace("walVolume", &format!("{y}\n  walVolume"))),
+            Err(ValidationError::SecretName {
+                field: "tls.clientAuth.caSecretName",
+                value: "Bad".into()
+            })
+        );
     }
 
     #[test]

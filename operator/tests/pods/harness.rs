@@ -39,7 +39,7 @@ use sluice_operator::driver::{
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::build::build;
 use sluice_operator::reconcile::validate::{
-    DATA_DIR, TLS_DIR, TOKENS_DIR, ValidateOptions, ValidatedIngester, validate,
+    CLIENT_CA_DIR, DATA_DIR, TLS_DIR, TOKENS_DIR, ValidateOptions, ValidatedIngester, validate,
 };
 use sluice_proto::v1;
 
@@ -431,8 +431,12 @@ impl ProcessCluster {
         // The Secret volumes, as kubelet shows them to the pod.
         let tls_dir = self.dir.join(format!("{name}-tls"));
         let tokens_dir = self.dir.join(format!("{name}-tokens"));
+        let client_ca_dir = self.dir.join(format!("{name}-client-ca"));
         if let Some(t) = &v.security.tls {
             self.secrets.mount(&t.secret_name, &tls_dir);
+            if let Some(c) = t.client_auth.as_ref().filter(|c| c.ca_in_own_secret(t)) {
+                self.secrets.mount(&c.ca.name, &client_ca_dir);
+            }
         }
         if let Some(a) = &v.security.auth {
             self.secrets.mount(&a.tokens.name, &tokens_dir);
@@ -453,6 +457,7 @@ impl ProcessCluster {
             let val = val
                 .replace(DATA_DIR, &data.display().to_string())
                 .replace(TLS_DIR, &tls_dir.display().to_string())
+                .replace(CLIENT_CA_DIR, &client_ca_dir.display().to_string())
                 .replace(TOKENS_DIR, &tokens_dir.display().to_string());
             proc = proc.with_env(k, val);
         }
@@ -574,6 +579,30 @@ impl ProcessCluster {
 /// `GET /ready` over TLS, verifying the pod's certificate names its DNS
 /// name.
 async fn https_ready(probe: &Probe, p: &Proc, pod: &str) -> std::io::Result<bool> {
+    Ok(https_get(probe, p, pod, "/ready")
+        .await?
+        .starts_with(b"HTTP/1.1 200"))
+}
+
+impl ProcessCluster {
+    /// The response to `GET path` on a running pod's HTTP port over TLS,
+    /// as kubelet's probe asks: no client certificate. `None` without
+    /// `spec.tls` or the pod.
+    pub async fn https_get(&self, ordinal: i32, path: &str) -> Option<std::io::Result<String>> {
+        let probe = self.probe.as_ref()?;
+        let s = self.state.lock().await;
+        let p = s.pods.get(&ordinal)?;
+        let pod = format!("{}-{ordinal}", self.name);
+        Some(
+            https_get(probe, &p.proc, &pod, path)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+        )
+    }
+}
+
+/// `GET path` over TLS without a client certificate; the raw response.
+async fn https_get(probe: &Probe, p: &Proc, pod: &str, path: &str) -> std::io::Result<Vec<u8>> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = p
         .http_url()
@@ -584,11 +613,13 @@ async fn https_ready(probe: &Probe, p: &Proc, pod: &str) -> std::io::Result<bool
     let name = rustls::pki_types::ServerName::try_from(format!("{pod}.{}", probe.suffix))
         .map_err(std::io::Error::other)?;
     let mut tls = probe.tls.connect(name, tcp).await?;
-    tls.write_all(b"GET /ready HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n")
-        .await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     tls.read_to_end(&mut buf).await?;
-    Ok(buf.starts_with(b"HTTP/1.1 200"))
+    Ok(buf)
 }
 
 #[async_trait]

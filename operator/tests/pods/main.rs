@@ -14,6 +14,7 @@
 //! trigger test runs a single node on its own volume and always runs.
 
 mod harness;
+mod mtls;
 mod proxy;
 mod tls;
 

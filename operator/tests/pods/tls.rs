@@ -33,8 +33,8 @@ const ROWS: usize = 200;
 const POD_DNS: &str = "ingest-0.ingest-pods.e2e.svc.cluster.local";
 
 /// Certificates made with the `openssl` CLI (as e2e/tests/security.rs).
-struct Pki {
-    dir: PathBuf,
+pub(super) struct Pki {
+    pub(super) dir: PathBuf,
 }
 
 impl Pki {
@@ -52,11 +52,11 @@ impl Pki {
         );
     }
 
-    fn read(&self, name: &str) -> String {
+    pub(super) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).expect("read PEM")
     }
 
-    fn ca(&self, name: &str) {
+    pub(super) fn ca(&self, name: &str) {
         self.openssl(&[
             "req",
             "-x509",
@@ -77,13 +77,24 @@ impl Pki {
     }
 
     /// `<name>.pem`/`.key`, a server certificate for `dns` signed by `ca`.
-    fn server(&self, name: &str, ca: &str, dns: &str) {
+    pub(super) fn server(&self, name: &str, ca: &str, dns: &str) {
+        self.leaf(
+            name,
+            ca,
+            dns,
+            &format!("subjectAltName=DNS:{dns}\nextendedKeyUsage=serverAuth\n"),
+        );
+    }
+
+    /// `<name>.pem`/`.key`, a client certificate for `cn` signed by `ca`.
+    pub(super) fn client(&self, name: &str, ca: &str, cn: &str) {
+        self.leaf(name, ca, cn, "extendedKeyUsage=clientAuth\n");
+    }
+
+    fn leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
         std::fs::write(
             self.dir.join(format!("{name}.ext")),
-            format!(
-                "subjectAltName=DNS:{dns}\nbasicConstraints=CA:FALSE\n\
-                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
-            ),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
         )
         .expect("ext");
         self.openssl(&[
@@ -98,7 +109,7 @@ impl Pki {
             "-out",
             &format!("{name}.csr"),
             "-subj",
-            &format!("/CN={dns}"),
+            &format!("/CN={cn}"),
         ]);
         self.openssl(&[
             "x509",
@@ -119,7 +130,7 @@ impl Pki {
         ]);
     }
 
-    fn new(dir: &Path) -> Self {
+    pub(super) fn new(dir: &Path) -> Self {
         std::fs::create_dir_all(dir).expect("pki dir");
         let p = Self {
             dir: dir.to_path_buf(),

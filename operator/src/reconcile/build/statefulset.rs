@@ -41,13 +41,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{CONFIG_HASH_ANNOTATION, CONTAINER, DATA_VOLUME, labels, meta, selector_labels};
 use crate::reconcile::validate::{
-    DATA_DIR, GRPC_PORT, HTTP_PORT, TLS_DIR, TOKENS_DIR, ValidatedIngester,
+    CLIENT_CA_DIR, DATA_DIR, GRPC_PORT, HTTP_PORT, TLS_DIR, TOKENS_DIR, ValidatedIngester,
 };
 
 /// UID and GID the ingester runs as (the distroless `nonroot` user).
 pub const RUN_AS: i64 = 65532;
 /// Names of the Secret volumes.
 pub const TLS_VOLUME: &str = "tls";
+/// The volume of the client CA Secret (`spec.tls.clientAuth`).
+pub const CLIENT_CA_VOLUME: &str = "client-ca";
 pub const TOKENS_VOLUME: &str = "tokens";
 /// Secret files: readable by the owner (root) and the pod's `fsGroup`
 /// only.
@@ -176,6 +178,11 @@ fn volumes(v: &ValidatedIngester) -> Vec<Volume> {
     }];
     if let Some(t) = &v.security.tls {
         out.push(secret(TLS_VOLUME, &t.secret_name));
+        // The client CA; in the TLS Secret it is already mounted. The
+        // operator's client certificate Secret never is.
+        if let Some(c) = t.client_auth.as_ref().filter(|c| c.ca_in_own_secret(t)) {
+            out.push(secret(CLIENT_CA_VOLUME, &c.ca.name));
+        }
     }
     if let Some(a) = &v.security.auth {
         out.push(secret(TOKENS_VOLUME, &a.tokens.name));
@@ -194,8 +201,14 @@ fn volume_mounts(v: &ValidatedIngester) -> Vec<VolumeMount> {
         mount(DATA_VOLUME, DATA_DIR, false),
         mount("tmp", "/tmp", false),
     ];
-    if v.security.tls.is_some() {
+    if let Some(t) = &v.security.tls {
         out.push(mount(TLS_VOLUME, TLS_DIR, true));
+        if t.client_auth
+            .as_ref()
+            .is_some_and(|c| c.ca_in_own_secret(t))
+        {
+            out.push(mount(CLIENT_CA_VOLUME, CLIENT_CA_DIR, true));
+        }
     }
     if v.security.auth.is_some() {
         out.push(mount(TOKENS_VOLUME, TOKENS_DIR, true));
@@ -526,6 +539,75 @@ mod tests {
         // The control token is the operator's: nowhere in the pod.
         let yaml = yaml_serde::to_string(&sts).expect("yaml");
         assert!(!yaml.contains("n-control"), "{yaml}");
+    }
+
+    #[test]
+    fn client_ca_is_mounted_and_the_operator_certificate_is_not() {
+        let mut ing = crate::fixtures::sample("single-node.yaml");
+        ing.spec.tls = Some(
+            serde_json::from_value(serde_json::json!({
+                "secretName": "n-tls",
+                "clientAuth": {"caSecretName": "n-clients", "operatorCertSecretName": "n-op-cert"},
+            }))
+            .expect("tls"),
+        );
+        let v = crate::reconcile::validate(&ing, &Default::default()).expect("valid");
+        let sts = build(&v, 1, "h");
+        let p = pod(&sts);
+        let vol = p
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == CLIENT_CA_VOLUME)
+            .expect("client CA volume");
+        let s = vol.secret.as_ref().expect("secret");
+        assert_eq!(s.secret_name.as_deref(), Some("n-clients"));
+        assert_eq!(s.items, None, "the whole Secret");
+        let m = p.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == CLIENT_CA_VOLUME)
+            .expect("mounted");
+        assert_eq!(m.mount_path, CLIENT_CA_DIR);
+        assert_eq!(m.read_only, Some(true));
+        assert_eq!(m.sub_path, None);
+        assert_eq!(
+            v.settings["SLUICE_TLS_CLIENT_CA"],
+            "/etc/sluice/client-ca/ca.crt"
+        );
+        // Probes stay HTTPS without a client certificate: the ingester
+        // leaves /health and /ready open.
+        let h = p.containers[0]
+            .readiness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("probe");
+        assert_eq!(h.scheme.as_deref(), Some("HTTPS"));
+        let yaml = yaml_serde::to_string(&sts).expect("yaml");
+        assert!(
+            !yaml.contains("n-op-cert"),
+            "the operator's key stays out: {yaml}"
+        );
+
+        // One CA Secret for pods and clients: no second volume.
+        ing.spec.tls = Some(
+            serde_json::from_value(serde_json::json!({
+                "secretName": "n-tls",
+                "clientAuth": {"caSecretName": "n-tls", "operatorCertSecretName": "n-op-cert"},
+            }))
+            .expect("tls"),
+        );
+        let v = crate::reconcile::validate(&ing, &Default::default()).expect("valid");
+        let sts = build(&v, 1, "h");
+        let p = pod(&sts);
+        assert!(
+            p.volumes
+                .iter()
+                .flatten()
+                .all(|v| v.name != CLIENT_CA_VOLUME)
+        );
+        assert_eq!(v.settings["SLUICE_TLS_CLIENT_CA"], "/etc/sluice/tls/ca.crt");
     }
 
     #[test]

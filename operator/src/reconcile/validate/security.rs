@@ -4,8 +4,10 @@
 //! Checks what the API server's schema cannot, or may not have (objects
 //! written before the field existed): names that Kubernetes accepts as
 //! Secret names and keys, a server name that is a DNS name, and that the
-//! operator's plain control token is never in a Secret that every pod
-//! mounts.
+//! operator's own credentials (its plain control token, its client
+//! certificate's key) are never in a Secret that every pod mounts. A client
+//! CA needs server TLS: `clientAuth` lives inside `spec.tls`, so it cannot
+//! be set without it.
 
 use super::ValidationError;
 use crate::crd::IngesterSpec;
@@ -40,6 +42,27 @@ pub struct TlsSettings {
     /// The name required in the pods' certificates; `None`: each pod's DNS
     /// name.
     pub server_name: Option<String>,
+    /// Mutual TLS; `None`: the pods accept any client.
+    pub client_auth: Option<ClientAuthSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuthSettings {
+    /// The CA the pods require client certificates to chain to; mounted
+    /// (at [`super::TLS_DIR`] when it is the TLS Secret, else at
+    /// [`super::CLIENT_CA_DIR`]).
+    pub ca: SecretKeyRef,
+    /// The operator's `kubernetes.io/tls` client certificate Secret
+    /// (`tls.crt`, `tls.key`); never mounted.
+    pub operator_cert_secret_name: String,
+}
+
+impl ClientAuthSettings {
+    /// Whether the client CA is in a Secret of its own (a volume of its
+    /// own) rather than in the pods' TLS Secret.
+    pub fn ca_in_own_secret(&self, tls: &TlsSettings) -> bool {
+        self.ca.name != tls.secret_name
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +88,23 @@ pub(super) fn security(spec: &IngesterSpec) -> Result<Security, ValidationError>
                 Some(n) => return Err(ValidationError::ServerName(n.clone())),
                 None => None,
             };
+            let client_auth = match &t.client_auth {
+                None => None,
+                Some(c) => {
+                    let ca = SecretKeyRef {
+                        name: check_secret_name("tls.clientAuth.caSecretName", &c.ca_secret_name)?,
+                        key: secret_key("tls.clientAuth.caKey", &c.ca_key)?,
+                    };
+                    let operator_cert = check_secret_name(
+                        "tls.clientAuth.operatorCertSecretName",
+                        &c.operator_cert_secret_name,
+                    )?;
+                    Some(ClientAuthSettings {
+                        ca,
+                        operator_cert_secret_name: operator_cert,
+                    })
+                }
+            };
             Some(TlsSettings {
                 ca: SecretKeyRef {
                     name: ca_name,
@@ -72,6 +112,7 @@ pub(super) fn security(spec: &IngesterSpec) -> Result<Security, ValidationError>
                 },
                 secret_name,
                 server_name,
+                client_auth,
             })
         }
     };
@@ -89,18 +130,12 @@ pub(super) fn security(spec: &IngesterSpec) -> Result<Security, ValidationError>
                 )?,
                 key: secret_key("auth.controlTokenKey", &a.control_token_key)?,
             };
-            // Both of these are mounted into every pod.
-            let mounted = [
-                (Some(&tokens.name), "auth.tokensSecretName"),
-                (tls.as_ref().map(|t| &t.secret_name), "tls.secretName"),
-            ];
-            for (name, other) in mounted {
-                if name == Some(&control_token.name) {
-                    return Err(ValidationError::ControlTokenMounted {
-                        name: control_token.name,
-                        other,
-                    });
-                }
+            let mounted = mounted_secrets(tls.as_ref(), Some(&tokens.name));
+            if let Some((_, other)) = mounted.iter().find(|(n, _)| *n == control_token.name) {
+                return Err(ValidationError::ControlTokenMounted {
+                    name: control_token.name,
+                    other,
+                });
             }
             Some(AuthSettings {
                 tokens,
@@ -108,7 +143,39 @@ pub(super) fn security(spec: &IngesterSpec) -> Result<Security, ValidationError>
             })
         }
     };
+    // The operator's client key, like its control token, stays out of the
+    // pods.
+    if let Some(c) = tls.as_ref().and_then(|t| t.client_auth.as_ref()) {
+        let mounted = mounted_secrets(tls.as_ref(), auth.as_ref().map(|a| &a.tokens.name));
+        if let Some((_, other)) = mounted
+            .iter()
+            .find(|(n, _)| *n == c.operator_cert_secret_name)
+        {
+            return Err(ValidationError::OperatorCertMounted {
+                name: c.operator_cert_secret_name.clone(),
+                other,
+            });
+        }
+    }
     Ok(Security { tls, auth })
+}
+
+/// The Secrets every pod mounts, with the field naming each.
+fn mounted_secrets<'a>(
+    tls: Option<&'a TlsSettings>,
+    tokens: Option<&'a String>,
+) -> Vec<(&'a str, &'static str)> {
+    let mut out = Vec::new();
+    if let Some(t) = tls {
+        out.push((t.secret_name.as_str(), "tls.secretName"));
+        if let Some(c) = &t.client_auth {
+            out.push((c.ca.name.as_str(), "tls.clientAuth.caSecretName"));
+        }
+    }
+    if let Some(n) = tokens {
+        out.push((n.as_str(), "auth.tokensSecretName"));
+    }
+    out
 }
 
 fn check_secret_name(field: &'static str, value: &str) -> Result<String, ValidationError> {
