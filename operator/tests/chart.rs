@@ -616,8 +616,10 @@ fn monitors_select_what_they_scrape() {
     assert!(find(&d, "ServiceMonitor").is_empty() && find(&d, "PodMonitor").is_empty());
 }
 
-/// The TLS and token Secret names reach the rendered Ingester, which the
-/// operator turns into pods that mount them; Prometheus scrapes over HTTPS.
+/// The TLS, client CA and token Secret names reach the rendered Ingester,
+/// which the operator turns into pods that mount them (not the operator's
+/// client certificate); Prometheus scrapes over HTTPS with a client
+/// certificate.
 #[test]
 fn tls_values_reach_the_ingester_and_the_pod_monitor() {
     let Some(helm) = helm() else { return };
@@ -647,11 +649,23 @@ fn tls_values_reach_the_ingester_and_the_pod_monitor() {
         .flatten()
         .filter_map(|v| v.secret.as_ref().and_then(|s| s.secret_name.clone()))
         .collect();
-    assert_eq!(secrets, ["ingest-tls", "ingest-tokens"]);
+    assert_eq!(secrets, ["ingest-tls", "ingest-client-ca", "ingest-tokens"]);
+    assert_eq!(
+        v.settings["SLUICE_TLS_CLIENT_CA"],
+        "/etc/sluice/client-ca/ca.crt"
+    );
+    // The operator's client certificate is its own, not the pods'.
+    let sts = yaml_serde::to_string(&built.statefulset).expect("yaml");
+    assert!(!sts.contains("sluice-operator-client"), "{sts}");
     let pm = one(&d, "PodMonitor");
     let ep = &pm["spec"]["podMetricsEndpoints"][0];
     assert_eq!(ep["scheme"], "https");
     assert_eq!(ep["tlsConfig"]["ca"]["secret"]["key"], "ca.crt");
+    assert_eq!(
+        ep["tlsConfig"]["cert"]["secret"]["name"],
+        "prometheus-sluice-client"
+    );
+    assert_eq!(ep["tlsConfig"]["keySecret"]["key"], "tls.key");
     assert_eq!(
         ep["authorization"]["credentials"]["name"],
         "sluice-metrics-token"
