@@ -24,7 +24,6 @@ use sluice_proto::v1;
 use crate::backend::Backend;
 use crate::files;
 
-const NS: &str = "restart";
 const MEM_ROWS: u64 = 400_000;
 const CHUNK: u64 = 50_000;
 
@@ -39,16 +38,16 @@ fn values(r: &QueryResult) -> Vec<i64> {
         .collect()
 }
 
-async fn cpu_everywhere(ing: &Ingester) -> Vec<i64> {
+async fn cpu_everywhere(ing: &Ingester, ns: &str) -> Vec<i64> {
     values(
-        &ing.query_table_with_persisted(NS, "cpu")
+        &ing.query_table_with_persisted(ns, "cpu")
             .await
             .expect("include_persisted query"),
     )
 }
 
-async fn cpu_files(ing: &Ingester) -> Vec<v1::ParquetFile> {
-    let mut f = ing.parquet_files(NS, "cpu").await.expect("list files");
+async fn cpu_files(ing: &Ingester, ns: &str) -> Vec<v1::ParquetFile> {
+    let mut f = ing.parquet_files(ns, "cpu").await.expect("list files");
     f.sort_by_key(|f| f.batch_number);
     f
 }
@@ -57,15 +56,14 @@ fn persisted_batches(r: &QueryResult) -> Vec<u64> {
     r.partitions.iter().map(|p| p.persisted_batches).collect()
 }
 
-pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
-    // Two workers: `cpu` and `mem` (consecutive partition ids) persist on
-    // different ones, so `cpu` can finish while `mem` is still running.
-    let mut ing = backend.ingester().arg("--persist-workers").arg("2");
-    ing.start().await.expect("start");
+/// Builds the situation in namespace `ns`; returns the highest sequence
+/// number persisted, or `None` if the `mem` persist finished too early
+/// (a timing the caller retries with a fresh namespace).
+async fn set_up(ing: &Ingester, ns: &str) -> Option<u64> {
     let t = BASE_TIME;
     // Segment 1: the old value, and enough `mem` rows that their persist
     // takes a while, keeping segment 1 referenced.
-    ing.write_lp(NS, &format!("cpu,host=a v=1i {t}\nmem,host=a v=0i {t}"))
+    ing.write_lp(ns, &format!("cpu,host=a v=1i {t}\nmem,host=a v=0i {t}"))
         .await
         .expect("write old value");
     for chunk in 0..MEM_ROWS / CHUNK {
@@ -73,26 +71,26 @@ pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
         for i in chunk * CHUNK..(chunk + 1) * CHUNK {
             lp.push_str(&format!("mem,host=h{} v={i}i {}\n", i % 1000, t + i as i64));
         }
-        ing.write_lp(NS, &lp).await.expect("write mem rows");
+        ing.write_lp(ns, &lp).await.expect("write mem rows");
     }
-    let ids = ing.query_table(NS, "cpu").await.expect("query").partitions[0].partition_id;
-    let mem_id = ing.query_table(NS, "mem").await.expect("query").partitions[0].partition_id;
+    let ids = ing.query_table(ns, "cpu").await.expect("query").partitions[0].partition_id;
+    let mem_id = ing.query_table(ns, "mem").await.expect("query").partitions[0].partition_id;
     assert_ne!(
         ids % 2,
         mem_id % 2,
         "setup: cpu and mem on different persist workers"
     );
-    ing.persist(NS, "cpu", true).await.expect("persist cpu");
+    ing.persist(ns, "cpu", true).await.expect("persist cpu");
     // Closing segment 1 starts the (slow) `mem` persist.
     ing.rotate_wal().await.expect("rotate");
     // Segment 2: the newer value; closing it persists `cpu` again, and once
     // that file is recorded segment 2 is deleted.
-    ing.write_lp(NS, &format!("cpu,host=a v=2i {t}"))
+    ing.write_lp(ns, &format!("cpu,host=a v=2i {t}"))
         .await
         .expect("write new value");
     let s2 = ing.wal_segments().last().cloned().expect("open segment");
     ing.rotate_wal().await.expect("rotate again");
-    ing.persist(NS, "cpu", true)
+    ing.persist(ns, "cpu", true)
         .await
         .expect("persist cpu again");
     poll_until(Duration::from_secs(30), "segment 2 deleted", || async {
@@ -101,8 +99,8 @@ pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
             .ok_or_else(|| "still there".to_string())
     })
     .await;
-    assert_eq!(cpu_everywhere(&ing).await, vec![2], "before the crash");
-    let files = cpu_files(&ing).await;
+    assert_eq!(cpu_everywhere(ing, ns).await, vec![2], "before the crash");
+    let files = cpu_files(ing, ns).await;
     assert_eq!(
         files.iter().map(|f| f.batch_number).collect::<Vec<_>>(),
         vec![1, 2]
@@ -112,22 +110,44 @@ pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
         .map(|f| f.max_sequence_number)
         .max()
         .unwrap_or(0);
-    assert!(
-        ing.parquet_files(NS, "mem")
-            .await
-            .expect("mem files")
-            .is_empty(),
-        "setup: the mem persist (keeping segment 1) is still running; make MEM_ROWS larger"
-    );
+    // The situation needs the `mem` persist (keeping segment 1) to be
+    // still running now.
+    ing.parquet_files(ns, "mem")
+        .await
+        .expect("mem files")
+        .is_empty()
+        .then_some(max_seq)
+}
+
+pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
+    // Two workers: `cpu` and `mem` (consecutive partition ids) persist on
+    // different ones, so `cpu` can finish while `mem` is still running.
+    let mut ing = backend.ingester().arg("--persist-workers").arg("2");
+    ing.start().await.expect("start");
+    let t = BASE_TIME;
+    let mut situation = None;
+    for attempt in 1..=4 {
+        let ns = format!("restart{attempt}");
+        if let Some(max_seq) = set_up(&ing, &ns).await {
+            situation = Some((ns, max_seq));
+            break;
+        }
+        eprintln!(
+            "attempt {attempt}: the mem persist finished too early; again in a fresh namespace"
+        );
+    }
+    let (ns, max_seq) =
+        situation.expect("the mem persist outlived the cpu persists in one of 4 attempts");
+    let ns = ns.as_str();
 
     ing.kill9();
     ing.start().await.expect("restart");
     assert_eq!(
-        cpu_everywhere(&ing).await,
+        cpu_everywhere(&ing, ns).await,
         vec![2],
         "the replayed old value must not win over the newer persisted one"
     );
-    let buffered = ing.query_table(NS, "cpu").await.expect("buffer query");
+    let buffered = ing.query_table(ns, "cpu").await.expect("buffer query");
     assert_eq!(
         buffered.rows(),
         0,
@@ -136,7 +156,7 @@ pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
     // (Replayed rows are persisted at once in the background: count them
     // wherever they are.)
     let mem = ing
-        .query_table_with_persisted(NS, "mem")
+        .query_table_with_persisted(ns, "mem")
         .await
         .expect("mem query");
     assert_eq!(
@@ -147,23 +167,23 @@ pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
     // Replayed data is persisted at start-up; wait for it, then no new
     // `cpu` file may have appeared.
     ing.persist_all(true).await.expect("Persist(wait)");
-    assert_eq!(cpu_files(&ing).await.len(), 2, "no re-persisted copy");
-    assert_eq!(cpu_everywhere(&ing).await, vec![2]);
+    assert_eq!(cpu_files(&ing, ns).await.len(), 2, "no re-persisted copy");
+    assert_eq!(cpu_everywhere(&ing, ns).await, vec![2]);
 
     // Numbers continue after the restart.
-    ing.write_lp(NS, &format!("cpu,host=a v=3i {t}"))
+    ing.write_lp(ns, &format!("cpu,host=a v=3i {t}"))
         .await
         .expect("write after restart");
-    let buffered = ing.query_table(NS, "cpu").await.expect("buffer query");
+    let buffered = ing.query_table(ns, "cpu").await.expect("buffer query");
     assert_eq!(
         persisted_batches(&buffered),
         vec![2],
         "persisted_batches continues"
     );
-    ing.persist(NS, "cpu", true)
+    ing.persist(ns, "cpu", true)
         .await
         .expect("persist after restart");
-    let files = cpu_files(&ing).await;
+    let files = cpu_files(&ing, ns).await;
     assert_eq!(
         files.iter().map(|f| f.batch_number).collect::<Vec<_>>(),
         vec![1, 2, 3]
@@ -173,12 +193,12 @@ pub async fn replay_keeps_newer_persisted_values(backend: Arc<Backend>) {
         "sequence numbers continue above every persisted one: {} after {max_seq}",
         files[2].min_sequence_number
     );
-    assert_eq!(cpu_everywhere(&ing).await, vec![3]);
+    assert_eq!(cpu_everywhere(&ing, ns).await, vec![3]);
 
     // Every object in the store is a cataloged file (the upload the kill
     // interrupted, if any, was deleted at restart), and each is sound.
     for table in ["cpu", "mem"] {
-        for f in files::read_table(&backend, &ing, NS, table, false).await {
+        for f in files::read_table(&backend, &ing, ns, table, false).await {
             files::check_file(&f, &["host"]);
         }
     }
