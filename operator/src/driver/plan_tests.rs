@@ -436,6 +436,13 @@ fn refused_credentials_degrade_with_the_cause_and_block_the_drain() {
             ),
             "ControlTlsFailed",
         ),
+        (
+            rpc(
+                "Unavailable",
+                "TLS handshake failed with 10.0.0.2:8082: the pod refused the session: received fatal alert: CertificateRequired",
+            ),
+            "ControlClientCertRefused",
+        ),
     ] {
         let mut leaving = ready(2);
         leaving.fig = Some(Err(err));

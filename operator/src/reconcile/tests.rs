@@ -57,6 +57,11 @@ enum Scenario {
     /// As `SecretsRead`, but the control token's Secret is missing:
     /// `Degraded` (`SecretNotFound`), and no pod is called.
     ControlTokenSecretMissing,
+    /// `spec.tls.clientAuth` too: five Secrets read by name; the pods mount
+    /// the client CA but never the operator's client certificate; its
+    /// Secret missing (`cert_missing`) is `Degraded` (`SecretNotFound`)
+    /// and no pod is called.
+    MutualTls { cert_missing: bool },
 }
 
 impl Ingester {
@@ -94,6 +99,19 @@ impl Ingester {
                 "controlTokenSecretName": "sluice-operator-token",
             }))
             .expect("auth"),
+        );
+        self
+    }
+    fn mutual_tls(mut self) -> Self {
+        self.spec.tls = Some(
+            serde_json::from_value(json!({
+                "secretName": "ingest-tls",
+                "clientAuth": {
+                    "caSecretName": "ingest-client-ca",
+                    "operatorCertSecretName": "sluice-operator-client",
+                },
+            }))
+            .expect("tls"),
         );
         self
     }
@@ -242,10 +260,22 @@ fn secret_json(name: &str, data: &[(&str, &str)]) -> Value {
 }
 
 /// The three Secrets of [`Ingester::secured`], in the order they are
-/// read (by name); the last one answers 404 when `control_missing`.
-async fn read_secrets(v: &mut ApiServerVerifier, control_missing: bool) {
+/// read (by name); the last one answers 404 when `control_missing`. With
+/// `mtls` also those of [`Ingester::mutual_tls`] (`Some(true)`: the
+/// operator's client certificate answers 404).
+async fn read_secrets(v: &mut ApiServerVerifier, control_missing: bool, mtls: Option<bool>) {
     let secrets = "/api/v1/namespaces/sluice/secrets";
     let ca = include_str!("../driver/testdata/ca.pem");
+    if mtls.is_some() {
+        let client_ca = secret_json("ingest-client-ca", &[("ca.crt", ca)]);
+        v.expect(
+            Method::GET,
+            &format!("{secrets}/ingest-client-ca"),
+            StatusCode::OK,
+            move |_| client_ca,
+        )
+        .await;
+    }
     let tls = secret_json(
         "ingest-tls",
         &[("tls.crt", "c"), ("tls.key", "k"), ("ca.crt", ca)],
@@ -265,6 +295,22 @@ async fn read_secrets(v: &mut ApiServerVerifier, control_missing: bool) {
         move |_| tokens,
     )
     .await;
+    if let Some(cert_missing) = mtls {
+        let path = format!("{secrets}/sluice-operator-client");
+        if cert_missing {
+            v.expect_error(Method::GET, &path, 404, "NotFound").await;
+        } else {
+            let cert = secret_json(
+                "sluice-operator-client",
+                &[
+                    ("tls.crt", include_str!("../driver/testdata/client.pem")),
+                    ("tls.key", include_str!("../driver/testdata/client.key")),
+                ],
+            );
+            v.expect(Method::GET, &path, StatusCode::OK, move |_| cert)
+                .await;
+        }
+    }
     let path = format!("{secrets}/sluice-operator-token");
     if control_missing {
         v.expect_error(Method::GET, &path, 404, "NotFound").await;
@@ -415,7 +461,7 @@ async fn play(mut v: ApiServerVerifier, scenario: Scenario, ing: Ingester) -> Ap
         }
         Scenario::SecretsRead | Scenario::ControlTokenSecretMissing => {
             let missing = matches!(scenario, Scenario::ControlTokenSecretMissing);
-            read_secrets(&mut v, missing).await;
+            read_secrets(&mut v, missing, None).await;
             observe(&mut v, Some(3), 3).await;
             let sts = apply_all(&mut v, true).await;
             let pod = &sts["spec"]["template"]["spec"];
@@ -451,6 +497,41 @@ async fn play(mut v: ApiServerVerifier, scenario: Scenario, ing: Ingester) -> Ap
                     st["endpoints"]["pods"][0]["url"],
                     "https://ingest-0.ingest-pods.sluice.svc.cluster.local:8082"
                 );
+            }
+        }
+        Scenario::MutualTls { cert_missing } => {
+            read_secrets(&mut v, false, Some(cert_missing)).await;
+            observe(&mut v, Some(3), 3).await;
+            let sts = apply_all(&mut v, true).await;
+            let pod = &sts["spec"]["template"]["spec"];
+            let volumes: Vec<_> = pod["volumes"]
+                .as_array()
+                .expect("volumes")
+                .iter()
+                .filter_map(|v| v["secret"]["secretName"].as_str())
+                .collect();
+            assert_eq!(
+                volumes,
+                ["ingest-tls", "ingest-client-ca", "ingest-tokens"],
+                "never the operator's client certificate or token"
+            );
+            if cert_missing {
+                let ev = v.expect_event(NS).await;
+                assert_eq!(ev["reason"], "SecretNotFound");
+            }
+            let st = expect_status(&mut v, &ing).await;
+            let degraded = condition(&st, "Degraded");
+            if cert_missing {
+                assert_eq!(degraded["status"], "True");
+                assert_eq!(degraded["reason"], "SecretNotFound");
+                let msg = degraded["message"].as_str().unwrap_or_default();
+                assert!(
+                    msg.contains("sluice-operator-client")
+                        && msg.contains("the operator's client certificate"),
+                    "{msg}"
+                );
+            } else {
+                assert_eq!(degraded["status"], "False");
             }
         }
         Scenario::StatusWrite404 => {
@@ -643,6 +724,32 @@ async fn secrets_are_read_before_the_pods_are_called() {
         "one Status per pod: {:?}",
         pods.calls()
     );
+}
+
+#[tokio::test]
+async fn mutual_tls_reads_the_operator_certificate_and_mounts_only_the_client_ca() {
+    let ing = Ingester::test()
+        .finalized()
+        .observed()
+        .secured()
+        .mutual_tls();
+    let (r, _, pods) = run(
+        Scenario::MutualTls {
+            cert_missing: false,
+        },
+        ing.clone(),
+        |p| ready(p, 3),
+    )
+    .await;
+    r.expect("ok");
+    assert_eq!(pods.calls().len(), 3, "{:?}", pods.calls());
+
+    let (r, ctx, pods) = run(Scenario::MutualTls { cert_missing: true }, ing, |p| {
+        ready(p, 3)
+    })
+    .await;
+    assert_eq!(r.expect("ok"), Action::requeue(ctx.driver.poll_interval()));
+    assert!(pods.calls().is_empty(), "{:?}", pods.calls());
 }
 
 #[tokio::test]
