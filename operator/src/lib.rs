@@ -24,7 +24,9 @@
 //! - the `Ingester` is not released (finalizer) before every pod drained;
 //! - with `spec.tls`/`spec.auth` it calls a pod only over TLS verified
 //!   against the `Ingester`'s CA and the pod's own DNS name, with its
-//!   `control` token; missing Secrets or refused credentials set
+//!   `control` token and, with `spec.tls.clientAuth`, its own client
+//!   certificate (never mounted into a pod); missing Secrets or refused
+//!   credentials set
 //!   `Degraded` with the cause (and, like any pod it cannot ask, block
 //!   every removal) rather than fail the reconcile.
 //!

@@ -2,8 +2,8 @@
 //! reconcile function and its controller loop against [`Recorder`] through
 //! the same scenarios its reconcile tests play: finalizer added, first
 //! create, an orphan deleted, a scale-down drained, a rolling restart, a
-//! deletion drained, a repeated failure (an Event series), TLS and token
-//! Secrets read (present and missing), the
+//! deletion drained, a repeated failure (an Event series), TLS, mTLS and
+//! token Secrets read (present and missing), the
 //! controller's watches (cluster-wide and one namespace), and leader
 //! election (take, renew, release the Lease).
 
@@ -280,6 +280,42 @@ pub async fn operator_api_calls() -> (BTreeSet<Call>, Vec<String>) {
     )
     .await;
     world.secrets.pop();
+    play(
+        &rec,
+        &context(&rec, Pods::with(&[])),
+        ing.clone(),
+        world.clone(),
+    )
+    .await;
+    //    Mutual TLS: the client CA and the operator's client certificate
+    //    are read the same way.
+    ing.spec.tls = Some(
+        serde_json::from_value(serde_json::json!({
+            "secretName": "ingest-tls",
+            "clientAuth": {
+                "caSecretName": "ingest-client-ca",
+                "operatorCertSecretName": "sluice-operator-client",
+            },
+        }))
+        .expect("tls"),
+    );
+    let testdata = |f: &str| {
+        std::fs::read_to_string(root().join("operator/src/driver/testdata").join(f))
+            .expect("read test PEM")
+    };
+    world
+        .secrets
+        .push(("sluice-operator-token".into(), kv(&[("token", "t0k3n")])));
+    world
+        .secrets
+        .push(("ingest-client-ca".into(), kv(&[("ca.crt", &ca)])));
+    world.secrets.push((
+        "sluice-operator-client".into(),
+        kv(&[
+            ("tls.crt", &testdata("client.pem")),
+            ("tls.key", &testdata("client.key")),
+        ]),
+    ));
     play(&rec, &context(&rec, Pods::with(&[])), ing, world).await;
 
     // 9. The controller: its watches, cluster-wide and in one namespace.
