@@ -6,9 +6,10 @@
 //!
 //! With the operator's certificate (signed by the client CA) the driver
 //! observes the pod and drains it for a rolling restart. Without a client
-//! certificate, or with one of another CA, the pod refuses the handshake,
-//! the error carries the pod's TLS alert, and the `Ingester` turns
-//! `Degraded` (`ControlClientCertRefused`) with no action taken. Kubelet's
+//! certificate, with one of another CA or an expired one, the pod refuses
+//! the handshake, the error carries the pod's TLS alert, and the
+//! `Ingester` turns `Degraded` (`ControlClientCertRefused`) with no action
+//! taken. Kubelet's
 //! probe, which has no client certificate, still gets `/ready` over HTTPS
 //! (the harness's readiness check is exactly that), while `/metrics`
 //! without one is refused.
@@ -50,6 +51,7 @@ async fn driver_presents_its_client_certificate_and_probes_need_none() {
         pki.ca("client-ca");
         pki.client("operator", "client-ca", "sluice-operator");
         pki.client("rogue", "other-ca", "sluice-operator");
+        pki.expired_client("expired", "client-ca", "sluice-operator");
         let secrets = Secrets::default()
             .with("ingest-tls", "tls.crt", pki.read("pod.pem"))
             .with("ingest-tls", "tls.key", pki.read("pod.key"))
@@ -163,6 +165,12 @@ async fn driver_presents_its_client_certificate_and_probes_need_none() {
             .with("sluice-operator-client", "tls.key", pki.read("rogue.key"));
         let rogue = access(spec(), &rogue);
         refused(status(rogue.clone()).await, "UnknownCA");
+
+        let expired = secrets
+            .clone()
+            .with("sluice-operator-client", "tls.crt", pki.read("expired.pem"))
+            .with("sluice-operator-client", "tls.key", pki.read("expired.key"));
+        refused(status(access(spec(), &expired)).await, "CertificateExpired");
 
         // 3. The driver refused: Degraded with the cause, nothing done.
         for bad in [no_cert, rogue] {

@@ -82,16 +82,23 @@ impl Pki {
             name,
             ca,
             dns,
+            "30",
             &format!("subjectAltName=DNS:{dns}\nextendedKeyUsage=serverAuth\n"),
         );
     }
 
     /// `<name>.pem`/`.key`, a client certificate for `cn` signed by `ca`.
     pub(super) fn client(&self, name: &str, ca: &str, cn: &str) {
-        self.leaf(name, ca, cn, "extendedKeyUsage=clientAuth\n");
+        self.leaf(name, ca, cn, "30", "extendedKeyUsage=clientAuth\n");
     }
 
-    fn leaf(&self, name: &str, ca: &str, cn: &str, ext: &str) {
+    /// As [`Self::client`], but already expired.
+    pub(super) fn expired_client(&self, name: &str, ca: &str, cn: &str) {
+        self.leaf(name, ca, cn, "-1", "extendedKeyUsage=clientAuth\n");
+    }
+
+    /// `days` -1 makes it already expired.
+    fn leaf(&self, name: &str, ca: &str, cn: &str, days: &str, ext: &str) {
         std::fs::write(
             self.dir.join(format!("{name}.ext")),
             format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
@@ -124,7 +131,7 @@ impl Pki {
             "-out",
             &format!("{name}.pem"),
             "-days",
-            "30",
+            days,
             "-extfile",
             &format!("{name}.ext"),
         ]);
