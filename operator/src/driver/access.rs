@@ -157,8 +157,9 @@ impl ControlAccess {
                     what: "the CA that signed the pods' certificate",
                     reason,
                 };
-                let identity = match &t.client_auth {
-                    None => None,
+                // The identity, and its bytes for the fingerprint.
+                let (identity, [cert, key]): (_, [&[u8]; 2]) = match &t.client_auth {
+                    None => (None, [&[], &[]]),
                     Some(c) => {
                         // The pods load this CA; one that does not parse
                         // would leave them refusing every client.
@@ -182,21 +183,20 @@ impl ControlAccess {
                                 what,
                                 reason,
                             })?;
-                        Some((identity, [cert, key]))
+                        (Some(identity), [cert, key])
                     }
                 };
-                let config = client_config(ca, identity.as_ref().map(|(i, _)| i.clone())).map_err(
-                    |reason| match &t.client_auth {
-                        // Only the identity can fail once the CA parsed.
+                let config =
+                    client_config(ca, identity).map_err(|reason| match &t.client_auth {
+                        // rustls refused the certificate and key together
+                        // (e.g. a key type it cannot sign with).
                         Some(c) if reason.starts_with(IDENTITY) => AccessError::Invalid {
                             secret: format!("Secret {}", c.operator_cert_secret_name),
                             what: "the operator's client certificate",
                             reason,
                         },
                         _ => invalid(reason),
-                    },
-                )?;
-                let [cert, key]: [&[u8]; 2] = identity.as_ref().map_or([&[], &[]], |(_, b)| *b);
+                    })?;
                 let names = match &t.server_name {
                     Some(n) => ServerNames::Fixed(n.clone()),
                     None => ServerNames::PerPod {
@@ -289,15 +289,6 @@ const IDENTITY: &str = "client certificate and key: ";
 struct Identity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-}
-
-impl Clone for Identity {
-    fn clone(&self) -> Self {
-        Self {
-            chain: self.chain.clone(),
-            key: self.key.clone_key(),
-        }
-    }
 }
 
 impl Identity {
