@@ -236,8 +236,6 @@ pub async fn serve_on(
         .max()
         .unwrap_or(0);
     oracle.observe(catalog_max_seq.max(recovered.max_sequence_number));
-    let settled =
-        journal::settle_unfinished(catalog.as_ref(), store.as_ref(), &recovered.unfinished).await;
     let recovered = Arc::new(recovered);
     tracing::info!(
         persisted_partitions = mine.len(),
@@ -296,8 +294,28 @@ pub async fn serve_on(
     if !skipped.is_empty() {
         tracker.persisted(skipped.into());
     }
-    if let Err(e) = journal.compact(settled).await {
+    if let Err(e) = journal.compact(Vec::new()).await {
         tracing::warn!(error = %e, "persist journal: compaction failed");
+    }
+    // Uploads a crash may have orphaned are settled in the background: an
+    // object store that is down (retrying for minutes) must not hold up
+    // start-up for what is only clean-up.
+    if !recovered.unfinished.is_empty() {
+        let (catalog, store, journal) = (
+            Arc::clone(&catalog),
+            Arc::clone(&store),
+            Arc::clone(&journal),
+        );
+        let unfinished = recovered.unfinished.clone();
+        tokio::spawn(async move {
+            let settled =
+                journal::settle_unfinished(catalog.as_ref(), store.as_ref(), &unfinished).await;
+            if !settled.is_empty()
+                && let Err(e) = journal.compact(settled).await
+            {
+                tracing::warn!(error = %e, "persist journal: compaction failed");
+            }
+        });
     }
     let control = Arc::new(Control::new(
         Arc::clone(&ingester_id),
