@@ -355,9 +355,15 @@ impl Chaos {
                     .sum();
                 self.full_wal = true;
                 self.start().await;
-                // Until writes were refused for the full volume and then
-                // accepted again (space freed by the ingester's own
-                // rotations and persists).
+                // Persistence frees WAL space within one usage sample (tens
+                // of ms), so with the object store up, writes paced like
+                // ours may never meet a refusal: take the store away so
+                // the volume stays full, until writes are refused; then
+                // bring it back and wait until they are accepted again
+                // (space freed by the ingester's own rotations and
+                // persists).
+                self.s3.kill();
+                let mut store_down = true;
                 let refused_before = stats.exhausted.load(Ordering::Relaxed);
                 let phase = Instant::now();
                 let deadline = Instant::now() + Duration::from_secs(120);
@@ -372,16 +378,29 @@ impl Chaos {
                                 "soak: full WAL: first refusal {:.1}s after the restart",
                                 phase.elapsed().as_secs_f64()
                             );
-                            acked_after_refusal = Some(acked)
+                            acked_after_refusal = Some(acked);
+                            stats.set_chaos("FullWal: refused; starting s3s-fs");
+                            self.s3.start_again().await.expect("restart s3s-fs");
+                            self.s3_restarts += 1;
+                            store_down = false;
                         }
                         Some(a) if acked > a + 2 => break,
                         _ => {}
                     }
-                    assert!(
-                        Instant::now() < deadline,
-                        "full WAL phase: no refusal then resumption within 120 s \
-                         (refusals {refused_before} → {refused}, acked {acked})"
-                    );
+                    if Instant::now() >= deadline {
+                        if store_down {
+                            let _ = self.s3.start_again().await;
+                        }
+                        let log = self.ing.log();
+                        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+                        let status = self.ing.status().await;
+                        panic!(
+                            "full WAL phase: no refusal then resumption within 120 s \
+                             (refusals {refused_before} → {refused}, acked {acked}); \
+                             status {status:?}; log tail:\n{}",
+                            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                        );
+                    }
                 }
                 // Leave the phase with a clean stop under load.
                 self.sample();
