@@ -39,7 +39,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -179,8 +179,7 @@ impl Journal {
             }
             good_len
         };
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        file.seek(SeekFrom::End(0)).map_err(io)?;
         let recovered = recover(&records);
         let journal = Arc::new(Self {
             path,
@@ -244,14 +243,13 @@ impl Journal {
             // Undo a partial record so the next one starts at a boundary.
             let len = s.len;
             let _ = s.file.set_len(len);
-            use std::io::Seek;
-            let _ = s.file.seek(std::io::SeekFrom::Start(len));
+            let _ = s.file.seek(SeekFrom::Start(len));
             return Err(io(e));
         }
         s.len += bytes.len() as u64;
         if s.len >= s.compact_at {
             let oldest = self.oldest_live_segment();
-            match self.compact_locked(&mut s, oldest) {
+            match self.compact_filtered(&mut s, oldest, &[]) {
                 Ok(()) => s.compact_at = COMPACT_AT.max(s.len * 2),
                 Err(e) => {
                     tracing::warn!(error = %e, "persist journal: compaction failed; will retry");
@@ -284,10 +282,6 @@ impl Journal {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?
-    }
-
-    fn compact_locked(&self, s: &mut State, oldest: SegmentId) -> Result<(), JournalError> {
-        self.compact_filtered(s, oldest, &[])
     }
 
     fn compact_filtered(
@@ -336,8 +330,7 @@ impl Journal {
             .write(true)
             .open(&self.path)
             .map_err(io)?;
-        use std::io::Seek;
-        file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+        file.seek(SeekFrom::End(0)).map_err(io)?;
         s.file = file;
         s.len = out.len() as u64;
         Ok(())
