@@ -1,0 +1,131 @@
+//! `sluice-sink`: the floor under any gRPC ingester on this machine.
+//!
+//! A `WriteService` that does nothing with a write but receive it: tonic
+//! reads the HTTP/2 frames and decodes the protobuf, the handler counts
+//! the payload's bytes and answers. With `--fsync-file` it also appends
+//! each payload to a file and `fdatasync`s it before answering (one request
+//! at a time, no group commit): the least a durable write can cost.
+//!
+//! Driven by `sluice-loadgen` exactly as the ingester is
+//! (`e2e/scripts/bench-floor.sh`), it measures what the transport and the
+//! client cost per row and per request on this machine, so the ingester's
+//! figures can be read against it: whatever the sink spends, no ingester
+//! behind the same gRPC stack can spend less. It is a measuring instrument,
+//! not a server: it keeps nothing and refuses nothing.
+
+use std::fs::File;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_proto::v1::{self, write_request};
+use tonic::{Request, Response, Status};
+
+/// A gRPC `WriteService` that receives writes and drops them (see the
+/// module docs of `e2e/src/bin/sluice-sink.rs`).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to serve `WriteService` on.
+    #[arg(long, env = "SLUICE_SINK_GRPC_BIND", default_value = "127.0.0.1:8082")]
+    grpc_bind: SocketAddr,
+    /// Append every payload to this file and fdatasync it before answering.
+    #[arg(long, env = "SLUICE_SINK_FSYNC_FILE")]
+    fsync_file: Option<PathBuf>,
+}
+
+struct Sink {
+    file: Option<Arc<Mutex<File>>>,
+    bytes: AtomicU64,
+    requests: AtomicU64,
+}
+
+#[tonic::async_trait]
+impl v1::write_service_server::WriteService for Sink {
+    async fn write(
+        &self,
+        request: Request<v1::WriteRequest>,
+    ) -> Result<Response<v1::WriteResponse>, Status> {
+        let body = match request.into_inner().payload {
+            Some(write_request::Payload::LineProtocol(body)) => body,
+            Some(write_request::Payload::Arrow(a)) => a.ipc_stream,
+            None => return Err(Status::invalid_argument("empty write: no payload")),
+        };
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        if let Some(file) = &self.file {
+            let file = Arc::clone(file);
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let mut f = file.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+                f.write_all(&body)?;
+                f.sync_data()
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::unavailable(format!("sink file: {e}")))?;
+        }
+        Ok(Response::new(v1::WriteResponse::default()))
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let file = match &args.fsync_file {
+        Some(path) => Some(Arc::new(Mutex::new(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("open {}", path.display()))?,
+        ))),
+        None => None,
+    };
+    let sink = Arc::new(Sink {
+        file,
+        bytes: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.grpc_bind)
+            .await
+            .with_context(|| format!("bind {}", args.grpc_bind))?;
+        eprintln!("sluice-sink listening on {}", listener.local_addr()?);
+        let service = v1::write_service_server::WriteServiceServer::from_arc(Arc::clone(&sink))
+            .max_decoding_message_size(usize::MAX);
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(tokio_stream_incoming(listener), async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serve")
+    })?;
+    eprintln!(
+        "sluice-sink: {} requests, {} bytes",
+        sink.requests.load(Ordering::Relaxed),
+        sink.bytes.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Accepted connections as the stream tonic serves, with Nagle off as the
+/// ingester has it.
+fn tokio_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let conn = listener.accept().await.map(|(s, _)| {
+            let _ = s.set_nodelay(true);
+            s
+        });
+        Some((conn, listener))
+    })
+}
