@@ -9,7 +9,8 @@
 #
 # Phases, in order: install (PostgreSQL, s3s-fs, Python venv, helm/kubectl),
 # start services, cargo fmt --check, cargo clippy -D warnings, cargo nextest
-# (cargo test when nextest is missing), doc tests. A failing check does not
+# (cargo test when nextest is missing), a smoke run of every criterion
+# bench (each once, tiny input), doc tests. A failing check does not
 # stop the later ones; the script exits non-zero if any phase failed and ends
 # with a timing summary. Arguments go to nextest, e.g. `scripts/test.sh wal::`.
 #
@@ -19,8 +20,9 @@
 #   SLUICE_SKIP_FMT=1     skip cargo fmt --check
 #   SLUICE_SKIP_CLIPPY=1  skip cargo clippy
 #   SLUICE_SKIP_TESTS=1   skip cargo nextest (unit and integration tests)
+#   SLUICE_SKIP_BENCH_SMOKE=1 skip the criterion benches' smoke run
 #   SLUICE_SKIP_DOCTEST=1 skip cargo test --doc
-#   SLUICE_SKIP_CARGO=1   skip all four cargo phases above
+#   SLUICE_SKIP_CARGO=1   skip all five cargo phases above
 #   SLUICE_SKIP_SERVICES=1  do not install or start PostgreSQL and s3s-fs
 #   SLUICE_SKIP_PYTHON=1  do not build the Python venv (SLUICE_TEST_PYTHON unset)
 #   SLUICE_SKIP_HELM=1    do not install helm and kubectl
@@ -157,19 +159,26 @@ show_server_logs_on_failure() {
 # Each phase records its own failure in FAILED; `|| true` keeps set -e from
 # stopping the run so the later phases still report.
 cargo_phase SLUICE_SKIP_FMT "cargo fmt" cargo fmt --all --check || true
-# Build the binaries and tests once, with one feature unification: the e2e
-# harness runs the same command (a no-op then) and uses the binary built here.
-cargo_phase SLUICE_SKIP_TESTS "cargo build" cargo build "${CARGO_LOCKED[@]}" --workspace --bins --tests || true
+# Every cargo phase builds with one feature set, so sluice-ingester is
+# compiled once for all of them. The `benches` feature only changes
+# sluice-ingester's own features (no dependency is rebuilt): it exposes the
+# internals its criterion benches use.
+FEATURES=(--features sluice-ingester/benches)
+# Build the binaries and tests once; the e2e tests use the binary built here
+# (SLUICE_INGESTER_BIN).
+cargo_phase SLUICE_SKIP_TESTS "cargo build" cargo build "${CARGO_LOCKED[@]}" --workspace "${FEATURES[@]}" --bins --tests || true
 export SLUICE_INGESTER_BIN="$CARGO_TARGET_DIR/debug/sluice-ingester"
-# The `benches` feature only changes sluice-ingester's own features (no
-# dependency is re-checked) and brings its criterion benches under clippy.
 cargo_phase SLUICE_SKIP_CLIPPY "cargo clippy" \
-    cargo clippy "${CARGO_LOCKED[@]}" --workspace --all-targets --features sluice-ingester/benches -- -D warnings || true
+    cargo clippy "${CARGO_LOCKED[@]}" --workspace --all-targets "${FEATURES[@]}" -- -D warnings || true
 if cargo nextest --version >/dev/null 2>&1; then
-    TEST_CMD=(cargo nextest run "${CARGO_LOCKED[@]}" --workspace --no-fail-fast "$@")
+    TEST_CMD=(cargo nextest run "${CARGO_LOCKED[@]}" --workspace "${FEATURES[@]}" --no-fail-fast "$@")
 else
     log "cargo-nextest not found; falling back to cargo test"
-    TEST_CMD=(cargo test "${CARGO_LOCKED[@]}" --workspace --no-fail-fast "$@")
+    TEST_CMD=(cargo test "${CARGO_LOCKED[@]}" --workspace "${FEATURES[@]}" --no-fail-fast "$@")
 fi
 cargo_phase SLUICE_SKIP_TESTS "cargo ${TEST_CMD[1]}" "${TEST_CMD[@]}" || show_server_logs_on_failure
-cargo_phase SLUICE_SKIP_DOCTEST "doc tests" cargo test "${CARGO_LOCKED[@]}" --workspace --doc || true
+# Each criterion bench once, with a tiny input (criterion's test mode; see
+# ingester/benches/common `size`): the benches keep working, and cost seconds.
+cargo_phase SLUICE_SKIP_BENCH_SMOKE "bench smoke" \
+    cargo test "${CARGO_LOCKED[@]}" --workspace "${FEATURES[@]}" --bench '*' || true
+cargo_phase SLUICE_SKIP_DOCTEST "doc tests" cargo test "${CARGO_LOCKED[@]}" --workspace "${FEATURES[@]}" --doc || true

@@ -292,7 +292,20 @@ proptest! {
 struct ControlFixture {
     rt: tokio::runtime::Runtime,
     channel: tonic::transport::Channel,
+    /// Held for a whole case: the fixture is one server per process, and
+    /// `cargo test` (unlike nextest) runs both harnesses in one process at
+    /// once, where one case's `PrepareShutdown` would show up as a change
+    /// in the other's before/after comparison.
+    exclusive: std::sync::Mutex<()>,
     _dir: tempfile::TempDir,
+}
+
+impl ControlFixture {
+    /// The fixture for one case, to itself until the guard drops.
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A failed case poisons the lock; the next case still runs alone.
+        self.exclusive.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// The namespace and table the fixture writes to before every case, so
@@ -356,6 +369,7 @@ fn control_fixture() -> &'static ControlFixture {
         ControlFixture {
             rt,
             channel,
+            exclusive: std::sync::Mutex::new(()),
             _dir: dir,
         }
     })
@@ -551,6 +565,7 @@ proptest! {
         n in any::<u32>(),
     ) {
         let f = control_fixture();
+        let _alone = f.lock();
         let (before, result, after) = f.rt.block_on(async {
             f.settle(u64::from(n)).await;
             let before = f.observe().await;
@@ -604,6 +619,7 @@ proptest! {
         n in any::<u32>(),
     ) {
         let f = control_fixture();
+        let _alone = f.lock();
         let (before, result, after) = f.rt.block_on(async {
             f.settle(u64::from(n)).await;
             let mut c = f.control();

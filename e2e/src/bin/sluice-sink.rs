@@ -4,7 +4,8 @@
 //! reads the HTTP/2 frames and decodes the protobuf, the handler counts
 //! the payload's bytes and answers. With `--fsync-file` it also appends
 //! each payload to a file and `fdatasync`s it before answering (one request
-//! at a time, no group commit): the least a durable write can cost.
+//! at a time, no group commit, on the thread that received it, with no
+//! hand-off to another thread): the least a durable write can cost.
 //!
 //! Driven by `sluice-loadgen` exactly as the ingester is
 //! (`e2e/scripts/bench-floor.sh`), it measures what the transport and the
@@ -58,15 +59,15 @@ impl v1::write_service_server::WriteService for Sink {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         if let Some(file) = &self.file {
-            let file = Arc::clone(file);
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                let mut f = file.lock().map_err(|_| std::io::Error::other("poisoned"))?;
-                f.write_all(&body)?;
-                f.sync_data()
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::unavailable(format!("sink file: {e}")))?;
+            // On the runtime thread that received the request, blocking it:
+            // no hand-off to another thread and back, which is what makes
+            // this the floor (the runtime's other threads keep serving).
+            let mut f = file
+                .lock()
+                .map_err(|_| Status::internal("sink file lock poisoned"))?;
+            f.write_all(&body)
+                .and_then(|()| f.sync_data())
+                .map_err(|e| Status::unavailable(format!("sink file: {e}")))?;
         }
         Ok(Response::new(v1::WriteResponse::default()))
     }
