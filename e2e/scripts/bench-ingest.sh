@@ -18,6 +18,9 @@
 #   SLUICE_BENCH_KEEP=1  keep the data directory and server log
 #   SLUICE_PERF=SECONDS  also record a CPU profile of the server (perf,
 #                        software clock) for SECONDS after the warm-up start
+#   SLUICE_BENCH_THEN="ARGS"  after the run, a second loadgen run with ARGS
+#                        against the same server (e.g. Flight scans of the
+#                        rows the first run left in the buffer; target 5)
 #   SLUICE_BENCH_RESTART=1  after the load, kill -9 the server and start it
 #                        again on the same data directory: prints the WAL's
 #                        size and the time until /ready (replay; target 3b).
@@ -74,6 +77,12 @@ fi
 "$bin/sluice-loadgen" --addr "$addr" --query-addr "http://$grpc" --server-pid "$pid" \
   --metrics-url "http://$http/metrics" "$@"
 if [[ -n "${perf_pid:-}" ]]; then wait "$perf_pid" || true; fi
+if [[ -n "${SLUICE_BENCH_THEN:-}" ]]; then
+  echo "second run against the same server: ${SLUICE_BENCH_THEN}" >&2
+  # shellcheck disable=SC2086
+  "$bin/sluice-loadgen" --addr "$addr" --query-addr "http://$grpc" --server-pid "$pid" \
+    --metrics-url "http://$http/metrics" ${SLUICE_BENCH_THEN}
+fi
 
 # Buffered Arrow bytes against the server's resident memory (target 6).
 memory() {

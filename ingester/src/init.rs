@@ -61,7 +61,7 @@ pub enum InitError {
     Journal(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("persist executor: {0}")]
+    #[error("executor: {0}")]
     Executor(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -201,15 +201,24 @@ pub async fn serve_on(
         path: spill_dir.clone(),
         source,
     })?;
-    let threads = config.persist_threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     let executor = Arc::new(
-        Executor::new(threads, config.persist_memory_limit, spill_dir)
-            .map_err(|e| InitError::Executor(e.to_string()))?,
+        Executor::new(
+            config.persist_threads.unwrap_or(cpus),
+            config.persist_memory_limit,
+            spill_dir,
+        )
+        .map_err(|e| InitError::Executor(e.to_string()))?,
     );
+    let query_runtime = crate::dedicated::DedicatedRuntime::start(
+        "sluice-query",
+        config.query_threads.unwrap_or(cpus),
+        config.query_thread_nice,
+        Duration::from_secs(1),
+    )
+    .map_err(|e| InitError::Executor(format!("query threads: {e}")))?;
     let ingester_id: Arc<str> = config.ingester_id().into();
 
     let mut wal_config = WalConfig::new(config.wal_dir());
@@ -415,7 +424,11 @@ pub async fn serve_on(
         config.max_request_bytes,
     );
     let flight_svc = arrow_flight::flight_service_server::FlightServiceServer::new(
-        server::grpc::flight::FlightQueryService::new(Arc::clone(&query), Arc::clone(&ingester_id)),
+        server::grpc::flight::FlightQueryService::new(
+            Arc::clone(&query),
+            Arc::clone(&ingester_id),
+            query_runtime.handle().clone(),
+        ),
     )
     .max_encoding_message_size(usize::MAX);
     let catalog_svc = CatalogServiceServer::new(server::grpc::catalog::CatalogService::new(

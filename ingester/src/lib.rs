@@ -38,6 +38,7 @@ mod buffer_tree;
 #[allow(dead_code, unused_imports)]
 mod catalog;
 mod control;
+mod dedicated;
 mod dml_sink;
 mod ingest_state;
 mod init;

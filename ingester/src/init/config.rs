@@ -80,6 +80,18 @@ pub struct Config {
     #[arg(long, env = "SLUICE_PERSIST_THREADS")]
     pub persist_threads: Option<usize>,
 
+    /// Threads that encode Flight scans, apart from the threads serving
+    /// RPCs. [default: the number of CPUs]
+    #[arg(long, env = "SLUICE_QUERY_THREADS")]
+    pub query_threads: Option<usize>,
+
+    /// How many steps of CPU priority (nice) the query threads run below
+    /// the write path: under CPU contention, acknowledging writes goes
+    /// first and scans take the rest (0: equal footing; at most 19).
+    #[arg(long, env = "SLUICE_QUERY_THREAD_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub query_thread_nice: i32,
+
     /// A partition buffering more than this many bytes is persisted at once,
     /// without waiting for rotation.
     #[arg(long, env = "SLUICE_HOT_PARTITION_BYTES", default_value_t = 256 * 1024 * 1024)]
@@ -124,6 +136,8 @@ impl Config {
             persist_queue_depth: 64,
             persist_memory_limit: 512 * 1024 * 1024,
             persist_threads: None,
+            query_threads: None,
+            query_thread_nice: 10,
             hot_partition_bytes: 256 * 1024 * 1024,
             hot_partition_rows: 2_000_000,
             persist_on_shutdown: false,

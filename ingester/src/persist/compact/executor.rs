@@ -3,14 +3,13 @@
 //! Sorting and encoding a partition is CPU-bound for seconds at a time. On
 //! the runtime that serves RPCs it would starve write acknowledgements and
 //! queries of worker threads, so it runs on a separate multi-thread tokio
-//! runtime with its own OS threads (IOx's `DedicatedExecutor`). The OS
-//! scheduler shares the cores between the two runtimes instead.
+//! runtime with its own OS threads ([`DedicatedRuntime`]; IOx's
+//! `DedicatedExecutor`). The OS scheduler shares the cores between the two
+//! runtimes instead.
 //!
-//! The runtime lives on a control thread that blocks until the [`Executor`]
-//! is dropped, then shuts the runtime down there: dropping a runtime blocks,
-//! which must not happen inside another runtime's task. Drop never blocks:
-//! running tasks are cancelled at their next await point, and futures
-//! returned by [`Executor::spawn`] resolve to [`ExecutorError::ShutDown`].
+//! Dropping the [`Executor`] never blocks: running tasks are cancelled at
+//! their next await point, and futures returned by [`Executor::spawn`]
+//! resolve to [`ExecutorError::ShutDown`].
 //!
 //! The executor also owns the DataFusion [`RuntimeEnv`]: one memory pool
 //! shared by every job (a [`FairSpillPool`]: concurrent sorts each get a fair
@@ -35,6 +34,8 @@ use datafusion::execution::object_store::DefaultObjectStoreRegistry;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+
+use crate::dedicated::DedicatedRuntime;
 
 /// Rows per batch produced by the sort (DataFusion's default).
 const BATCH_SIZE: usize = 8192;
@@ -88,11 +89,10 @@ impl ExecutorError {
 /// behind an `Arc`; shuts down when dropped.
 #[derive(Debug)]
 pub(crate) struct Executor {
-    handle: Handle,
+    /// Shuts down (cancelling running jobs) when the executor is dropped.
+    runtime: DedicatedRuntime,
     runtime_env: Arc<RuntimeEnv>,
     session_config: SessionConfig,
-    /// Dropping this wakes the control thread, which shuts the runtime down.
-    _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Executor {
@@ -144,28 +144,13 @@ impl Executor {
         // 8 MiB for persist-sized inputs (DataFusion's default is 1 MiB).
         exec.sort_in_place_threshold_bytes = SORT_RUN_BYTES.min(memory_limit / 8);
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("sluice-compact")
-            .enable_all()
-            .build()
-            .map_err(ExecutorError::Start)?;
-        let handle = runtime.handle().clone();
-        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new()
-            .name("sluice-compact-ctl".into())
-            .spawn(move || {
-                // Resolves (with an error) when the sender is dropped.
-                let _ = runtime.block_on(stopped);
-                runtime.shutdown_timeout(SHUTDOWN_GRACE);
-            })
+        let runtime = DedicatedRuntime::start("sluice-compact", threads, 0, SHUTDOWN_GRACE)
             .map_err(ExecutorError::Start)?;
 
         Ok(Self {
-            handle,
+            runtime,
             runtime_env,
             session_config,
-            _shutdown: shutdown,
         })
     }
 
@@ -179,12 +164,12 @@ impl Executor {
         F: Future<Output = T> + Send + 'static,
         T: Send + 'static,
     {
-        Job(self.handle.spawn(fut))
+        Job(self.runtime.handle().spawn(fut))
     }
 
     /// The runtime handle, for work that outlives one call (lazy outputs).
     pub(super) fn handle(&self) -> &Handle {
-        &self.handle
+        self.runtime.handle()
     }
 
     /// A fresh DataFusion task context sharing the pool and disk manager.

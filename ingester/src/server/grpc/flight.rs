@@ -4,6 +4,14 @@
 //! `app_metadata` is the partition's `PartitionMetadata`, then its record
 //! batches (dictionaries resent, so tags stay `Dictionary(Int32, Utf8)`).
 //! Partitions are encoded one after another as the client reads.
+//!
+//! The encoding (IPC: copying every buffer of the scanned batches) runs on
+//! the query runtime, a [`DedicatedRuntime`](crate::dedicated) whose threads
+//! have a lower CPU priority than the ones that acknowledge writes: a burst
+//! of large scans takes the cores writes leave idle, not the writes' turn.
+//! A two-message channel hands the encoded messages to the RPC's stream,
+//! so a slow reader holds up its own scan only, and a reader that goes away
+//! ends it (the next send fails).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,12 +35,39 @@ use crate::query::{QueryError, QueryExec, QueryPlan};
 pub(crate) struct FlightQueryService<Q> {
     exec: Arc<Q>,
     ingester_id: Arc<str>,
+    /// Where scans are encoded (the query runtime).
+    encode_on: tokio::runtime::Handle,
 }
 
 impl<Q> FlightQueryService<Q> {
-    pub(crate) fn new(exec: Arc<Q>, ingester_id: Arc<str>) -> Self {
-        Self { exec, ingester_id }
+    pub(crate) fn new(
+        exec: Arc<Q>,
+        ingester_id: Arc<str>,
+        encode_on: tokio::runtime::Handle,
+    ) -> Self {
+        Self {
+            exec,
+            ingester_id,
+            encode_on,
+        }
     }
+}
+
+/// Polls `stream` on `rt`, handing its items over a two-slot channel.
+fn drive_on<T: Send + 'static>(
+    rt: &tokio::runtime::Handle,
+    mut stream: BoxStream<'static, Result<T, Status>>,
+) -> FlightStream<T> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    rt.spawn(async move {
+        while let Some(item) = stream.next().await {
+            if tx.send(item).await.is_err() {
+                // The reader went away: stop scanning.
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx).boxed()
 }
 
 fn query_status(e: &QueryError) -> Status {
@@ -129,7 +164,10 @@ impl<Q: QueryExec + 'static> FlightService for FlightQueryService<Q> {
                     })
                     .boxed()
             };
-        Ok(Response::new(stream.map_err(|e| stream_status(&e)).boxed()))
+        Ok(Response::new(drive_on(
+            &self.encode_on,
+            stream.map_err(|e| stream_status(&e)).boxed(),
+        )))
     }
 
     async fn handshake(
@@ -207,5 +245,54 @@ mod stream_status_tests {
         assert!(s.message().contains("connection refused"), "{s}");
         let e = FlightError::Arrow(ArrowError::ComputeError("bad".into()));
         assert_eq!(stream_status(&e).code(), tonic::Code::Internal);
+    }
+}
+
+#[cfg(test)]
+mod drive_on_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use crate::dedicated::DedicatedRuntime;
+
+    /// Items arrive in order, produced on the other runtime's threads; a
+    /// reader that goes away stops the producer after at most the
+    /// channel's two slots and one item in hand.
+    #[tokio::test]
+    async fn items_come_from_the_other_runtime_and_a_dropped_reader_stops_it() {
+        let rt =
+            DedicatedRuntime::start("test-query", 1, 0, Duration::from_secs(1)).expect("runtime");
+        let produced = Arc::new(AtomicUsize::new(0));
+        let p = Arc::clone(&produced);
+        let source = futures::stream::iter(0..1_000_000usize)
+            .map(move |i| {
+                p.fetch_add(1, Ordering::SeqCst);
+                Ok((i, std::thread::current().name().map(str::to_owned)))
+            })
+            .boxed();
+        let mut out = drive_on(rt.handle(), source);
+        for want in 0..10 {
+            let (i, thread) = out.next().await.expect("item").expect("ok");
+            assert_eq!(i, want);
+            assert_eq!(thread.as_deref(), Some("test-query"));
+        }
+        drop(out);
+        // The producer notices at its next send and stops.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut last = produced.load(Ordering::SeqCst);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = produced.load(Ordering::SeqCst);
+            if now == last {
+                break;
+            }
+            last = now;
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the producer kept going"
+            );
+        }
+        assert!(last <= 10 + 3, "produced {last} items for a reader of 10");
     }
 }
