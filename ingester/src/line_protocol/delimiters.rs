@@ -22,16 +22,20 @@ pub(super) struct Delimiters {
 }
 
 impl Delimiters {
-    /// Index the line `input[start..end]`, replacing the previous one. Bytes
-    /// after `end` may be read (it is cheaper than copying the last block)
-    /// but are never reported.
-    pub fn index(&mut self, input: &[u8], start: usize, end: usize) {
+    /// Index the line `input[start..end]`, replacing the previous one, and
+    /// tell whether the line is ASCII (no byte at or above 0x80), which
+    /// makes it valid UTF-8 without a separate pass. Bytes after `end` may
+    /// be read (it is cheaper than copying the last block) but are never
+    /// reported.
+    pub fn index(&mut self, input: &[u8], start: usize, end: usize) -> bool {
         self.len = end - start;
         self.words.clear();
         self.words.resize(self.len.div_ceil(64), 0);
+        let mut high = 0;
+        let mut last_high = 0;
         for (w, word) in self.words.iter_mut().enumerate() {
             let at = start + 64 * w;
-            *word = match input[at..].first_chunk::<64>() {
+            let (candidates, high_bits) = match input[at..].first_chunk::<64>() {
                 Some(chunk) => mask64(chunk),
                 None => {
                     // The input ends within these 64 bytes: pad with a byte
@@ -42,12 +46,21 @@ impl Delimiters {
                     mask64(&chunk)
                 }
             };
+            *word = candidates;
+            high |= last_high;
+            last_high = high_bits;
         }
-        if !self.len.is_multiple_of(64)
-            && let Some(last) = self.words.last_mut()
-        {
-            *last &= (1u64 << (self.len % 64)) - 1;
+        // Only the last word can hold bytes past the end of the line.
+        let tail_mask = if self.len.is_multiple_of(64) {
+            u64::MAX
+        } else {
+            (1u64 << (self.len % 64)) - 1
+        };
+        if let Some(last) = self.words.last_mut() {
+            *last &= tail_mask;
         }
+        high |= last_high & tail_mask;
+        high == 0
     }
 
     /// Offset of the first candidate at or after `from`, or the line length.
@@ -114,19 +127,28 @@ impl Iterator for Candidates<'_> {
     }
 }
 
-/// Candidate bits of 64 bytes (bit `i` for byte `i`).
+/// Candidate bits of 64 bytes (bit `i` for byte `i`), and the bits of the
+/// bytes at or above 0x80.
 #[inline(always)]
-fn mask64(chunk: &[u8; 64]) -> u64 {
+fn mask64(chunk: &[u8; 64]) -> (u64, u64) {
     let (blocks, _) = chunk.as_chunks::<16>();
-    blocks.iter().enumerate().fold(0, |acc, (k, block)| {
-        acc | u64::from(mask16(block)) << (16 * k)
-    })
+    blocks
+        .iter()
+        .enumerate()
+        .fold((0, 0), |(candidates, high), (k, block)| {
+            let (c, h) = mask16(block);
+            (
+                candidates | u64::from(c) << (16 * k),
+                high | u64::from(h) << (16 * k),
+            )
+        })
 }
 
-/// Candidate bits of 16 bytes (bit `i` for byte `i`).
+/// Candidate bits of 16 bytes (bit `i` for byte `i`), and the bits of the
+/// bytes at or above 0x80.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn mask16(block: &[u8; 16]) -> u16 {
+fn mask16(block: &[u8; 16]) -> (u16, u16) {
     // SAFETY: `mask16_sse2` only requires the `sse2` target feature, which
     // the `cfg` above guarantees is enabled for this build (it is part of the
     // x86_64 baseline).
@@ -136,7 +158,7 @@ fn mask16(block: &[u8; 16]) -> u16 {
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[target_feature(enable = "sse2")]
 #[inline]
-fn mask16_sse2(block: &[u8; 16]) -> u16 {
+fn mask16_sse2(block: &[u8; 16]) -> (u16, u16) {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x,
         _mm_set1_epi8,
@@ -151,13 +173,14 @@ fn mask16_sse2(block: &[u8; 16]) -> u16 {
     let equals = _mm_cmpeq_epi8(v, byte(b'='));
     let backslash = _mm_cmpeq_epi8(v, byte(b'\\'));
     let any = _mm_or_si128(_mm_or_si128(low, comma), _mm_or_si128(equals, backslash));
-    // `movemask` yields 16 bits in an i32; the cast keeps exactly those.
-    _mm_movemask_epi8(any) as u16
+    // `movemask` yields 16 bits in an i32 (one per byte's top bit); the
+    // casts keep exactly those.
+    (_mm_movemask_epi8(any) as u16, _mm_movemask_epi8(v) as u16)
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
-fn mask16(block: &[u8; 16]) -> u16 {
+fn mask16(block: &[u8; 16]) -> (u16, u16) {
     swar::mask16(block)
 }
 
@@ -174,6 +197,15 @@ mod swar {
         ((y & LOW7) + LOW7) | y
     }
 
+    /// One bit per byte from the high bits of `bits` (bytes of `x` in
+    /// little-endian order), packed into 8 bits.
+    #[inline(always)]
+    fn gather(bits: u64) -> u8 {
+        // Gather one bit per byte into the top byte: the partial products
+        // land on distinct bits, so nothing carries.
+        (((bits & HIGH) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+    }
+
     /// Candidate bits of 8 bytes (little-endian `x`), packed into 8 bits.
     #[inline(always)]
     fn mask8(x: u64) -> u8 {
@@ -184,18 +216,16 @@ mod swar {
             & nonzero(x ^ (ONES * u64::from(b',')))
             & nonzero(x ^ (ONES * u64::from(b'=')))
             & nonzero(x ^ (ONES * u64::from(b'\\')));
-        let candidates = (!keep & HIGH) >> 7;
-        // Gather one bit per byte into the top byte: the partial products
-        // land on distinct bits, so nothing carries.
-        (candidates.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u8
+        gather(!keep)
     }
 
     #[inline(always)]
-    pub(super) fn mask16(block: &[u8; 16]) -> u16 {
+    pub(super) fn mask16(block: &[u8; 16]) -> (u16, u16) {
         let (halves, _) = block.as_chunks::<8>();
-        let lo = mask8(u64::from_le_bytes(halves[0]));
-        let hi = mask8(u64::from_le_bytes(halves[1]));
-        u16::from(lo) | u16::from(hi) << 8
+        let (lo, hi) = (u64::from_le_bytes(halves[0]), u64::from_le_bytes(halves[1]));
+        let candidates = u16::from(mask8(lo)) | u16::from(mask8(hi)) << 8;
+        let high = u16::from(gather(lo)) | u16::from(gather(hi)) << 8;
+        (candidates, high)
     }
 }
 
@@ -213,7 +243,10 @@ mod tests {
             for position in 0..16 {
                 let mut block = [b'a'; 16];
                 block[position] = b;
-                let expected = if is_candidate(b) { 1 << position } else { 0 };
+                let expected = (
+                    if is_candidate(b) { 1 << position } else { 0 },
+                    if b >= 0x80 { 1 << position } else { 0 },
+                );
                 assert_eq!(mask16(&block), expected, "byte {b:#x} at {position}");
                 assert_eq!(
                     swar::mask16(&block),
@@ -224,11 +257,31 @@ mod tests {
         }
         // Neighbours do not disturb each other (no borrow or carry).
         let block: [u8; 16] = *b"\0\x01 !,-=>\\]\x7f\x80\xff\t\n\r";
-        let expected = (0..16)
-            .filter(|&i| is_candidate(block[i]))
-            .fold(0u16, |m, i| m | 1 << i);
+        let bits = |f: fn(u8) -> bool| {
+            (0..16)
+                .filter(|&i| f(block[i]))
+                .fold(0u16, |m, i| m | 1 << i)
+        };
+        let expected = (bits(is_candidate), bits(|b| b >= 0x80));
         assert_eq!(mask16(&block), expected);
         assert_eq!(swar::mask16(&block), expected);
+    }
+
+    #[test]
+    fn ascii_is_judged_on_the_line_only() {
+        let mut delimiters = Delimiters::default();
+        // A non-ASCII byte at every position of lines of several lengths,
+        // with non-ASCII bytes right after the line (read, not reported).
+        for len in [1, 15, 16, 63, 64, 65, 130] {
+            let mut input = vec![b'a'; len];
+            input.extend_from_slice(&[0xC3, 0xA9].repeat(40));
+            assert!(delimiters.index(&input, 0, len), "len {len}");
+            for at in 0..len {
+                let mut bad = input.clone();
+                bad[at] = 0xFF;
+                assert!(!delimiters.index(&bad, 0, len), "len {len}, at {at}");
+            }
+        }
     }
 
     #[test]
@@ -249,7 +302,8 @@ mod tests {
             (290, 300),
         ] {
             let line = &input[start..end];
-            delimiters.index(&input, start, end);
+            let ascii = delimiters.index(&input, start, end);
+            assert_eq!(ascii, line.is_ascii(), "line {start}..{end}");
             for from in 0..=line.len() + 1 {
                 let expected: Vec<usize> = (from..line.len())
                     .filter(|&i| is_candidate(line[i]))

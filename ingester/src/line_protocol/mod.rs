@@ -89,11 +89,12 @@
 //! # How it is fast
 //!
 //! Per line: `memchr` finds the line's end (`scan.rs`, exact InfluxDB
-//! splitting only for lines holding a `"`), `str::from_utf8` validates it, and
-//! an index of its delimiter bytes is built 16 bytes at a time
-//! (`delimiters.rs`: SSE2 on x86_64 behind one `unsafe` call whose only
-//! requirement, the `sse2` target feature, the build guarantees; portable
-//! SWAR elsewhere). A plain line (no escapes, single spaces, the common case)
+//! splitting only for lines holding a `"`), and an index of its delimiter
+//! bytes is built 16 bytes at a time (`delimiters.rs`: SSE2 on x86_64 behind
+//! one `unsafe` call whose only requirement, the `sse2` target feature, the
+//! build guarantees; portable SWAR elsewhere). The same pass notes whether
+//! the line is ASCII, which makes it valid UTF-8; only other lines go through
+//! `str::from_utf8`. A plain line (no escapes, single spaces, the common case)
 //! is then parsed by walking its delimiters (`fast.rs`); anything else, and
 //! every error, goes through the general parser (`line.rs`), which is the
 //! reference: a property test checks that both agree. Digits are read 8 at
@@ -214,15 +215,21 @@ impl<'a> Parser<'a> {
             if scan::count_blanks(bytes) == bytes.len() {
                 continue;
             }
-            let text = match std::str::from_utf8(bytes) {
-                Ok(text) => text,
-                Err(e) => {
-                    let at = start + e.valid_up_to();
-                    let kind = ParseErrorKind::InvalidUtf8;
-                    return Some(Err(self.error(start, line_number, at, kind)));
+            let ascii = self.delimiters.index(input, start, end);
+            let text = if ascii {
+                // SAFETY: every byte of `bytes` is below 0x80 (the index
+                // just checked them all), and ASCII is valid UTF-8.
+                unsafe { std::str::from_utf8_unchecked(bytes) }
+            } else {
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        let at = start + e.valid_up_to();
+                        let kind = ParseErrorKind::InvalidUtf8;
+                        return Some(Err(self.error(start, line_number, at, kind)));
+                    }
                 }
             };
-            self.delimiters.index(input, start, end);
             let (tags, fields) = (&mut self.tags, &mut self.fields);
             let parsed = match fast::parse_plain(text, &self.delimiters, tags, fields) {
                 Some(line) => Ok(line),

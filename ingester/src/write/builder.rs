@@ -80,6 +80,10 @@ struct Column {
     first_line: usize,
     /// Not in the cached catalog schema: must be added to the catalog.
     new: bool,
+    /// `rows + 1` once [`TableBuilder::resolve_field`] gave this column to a
+    /// field of the current row: a second field of the row naming it is a
+    /// duplicate.
+    mark: usize,
 }
 
 /// A field value to append (tags go through `append_tag`).
@@ -161,7 +165,7 @@ impl TableBuilder {
     fn column(&mut self, name: &str, t: ColumnType, line: usize) -> Result<usize, WriteError> {
         // Fast path: same key at the same position as in the previous row.
         let idx = match self.hint.get(self.hint_pos) {
-            Some(&i) if self.columns[i].name == name => i,
+            Some(&i) if same_name(&self.columns[i].name, name) => i,
             _ => match self.index.get(name) {
                 Some(&i) => i,
                 None => self.create_column(name, t, line)?,
@@ -221,9 +225,94 @@ impl TableBuilder {
             len: self.rows,
             first_line: line,
             new,
+            mark: 0,
         });
         self.index.insert(name.to_string(), idx);
         Ok(idx)
+    }
+
+    /// The fast path for a row's fields, step 1 of 2: the column of field
+    /// `name`, if the table already has it and no other field of this row
+    /// resolved to it. Nothing is appended: the caller resolves every field
+    /// of the row first, then appends them with
+    /// [`append_resolved`](Self::append_resolved). On `None` it must call
+    /// [`abandon_fields`](Self::abandon_fields) with what
+    /// [`fields_start`](Self::fields_start) returned, and take the general
+    /// path ([`append`](Self::append)), which creates columns and reports
+    /// duplicates. Rows of one table usually repeat their keys in the same
+    /// order, so the name is compared with the previous row's column at the
+    /// same position before any hashing.
+    #[inline]
+    pub(crate) fn resolve_field(&mut self, name: &str) -> Option<u32> {
+        let idx = match self.hint.get(self.hint_pos) {
+            Some(&i) if same_name(&self.columns[i].name, name) => i,
+            _ => *self.index.get(name)?,
+        };
+        let mark = self.rows + 1;
+        let col = &mut self.columns[idx];
+        if col.mark == mark {
+            return None;
+        }
+        col.mark = mark;
+        if self.hint_pos < self.hint.len() {
+            self.hint[self.hint_pos] = idx;
+        } else {
+            self.hint.push(idx);
+        }
+        self.hint_pos += 1;
+        // Column positions are bounded by the request's names, far below 2^32.
+        u32::try_from(idx).ok()
+    }
+
+    /// Where the fields of the current row start in the hints (see
+    /// [`resolve_field`](Self::resolve_field)).
+    #[inline]
+    pub(crate) fn fields_start(&self) -> usize {
+        self.hint_pos
+    }
+
+    /// Gives up the fast path for the current row's fields (see
+    /// [`resolve_field`](Self::resolve_field)).
+    #[cold]
+    pub(crate) fn abandon_fields(&mut self, start: usize) {
+        self.hint_pos = start;
+        // Marks of this row stay set; only `resolve_field` reads them, and
+        // the general path that follows does not call it.
+    }
+
+    /// The fast path for a row's fields, step 2: appends `value` to column
+    /// `idx` from [`resolve_field`](Self::resolve_field). The same checks
+    /// and errors as [`append`](Self::append) (no duplicate can reach here).
+    #[inline]
+    pub(crate) fn append_resolved(
+        &mut self,
+        idx: u32,
+        value: Value<'_>,
+        line: usize,
+    ) -> Result<(), WriteError> {
+        let col = &mut self.columns[idx as usize];
+        match (&mut col.data, value) {
+            (ColumnData::F64(b), Value::F64(v)) => b.append_value(v),
+            (ColumnData::I64(b), Value::I64(v)) => b.append_value(v),
+            (ColumnData::U64(b), Value::U64(v)) => b.append_value(v),
+            (ColumnData::Bool(b), Value::Bool(v)) => b.append_value(v),
+            (ColumnData::String(b), Value::String(v)) => b.append_value(v),
+            _ => return Err(self.type_conflict(idx as usize, value.column_type(), line)),
+        }
+        col.len += 1;
+        Ok(())
+    }
+
+    #[cold]
+    fn type_conflict(&self, idx: usize, requested: ColumnType, line: usize) -> WriteError {
+        let col = &self.columns[idx];
+        WriteError::ColumnTypeConflict {
+            line: Some(line),
+            table: self.name.clone(),
+            column: col.name.clone(),
+            existing: col.column_type,
+            requested,
+        }
     }
 
     /// Appends tag `name` = `value` to the current row; returns the column
@@ -361,5 +450,61 @@ impl TableBuilder {
             new_columns,
             cached: self.cached,
         })
+    }
+}
+
+/// `a == b` for column names, inline: names are short, and a call to
+/// `memcmp` per field of every row was a visible share of the write path.
+/// Names of 8 to 16 bytes (most field and tag keys) are compared as two
+/// overlapping 8-byte words.
+#[inline(always)]
+fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
+        a.first_chunk::<8>(),
+        a.last_chunk::<8>(),
+        b.first_chunk::<8>(),
+        b.last_chunk::<8>(),
+    ) && a.len() <= 16
+    {
+        return (u64::from_ne_bytes(*a0) ^ u64::from_ne_bytes(*b0))
+            | (u64::from_ne_bytes(*a1) ^ u64::from_ne_bytes(*b1))
+            == 0;
+    }
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_name;
+
+    #[test]
+    fn same_name_is_string_equality() {
+        let names = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "usage_u",
+            "usage_us",
+            "usage_use",
+            "usage_user",
+            "usage_usex",
+            "xsage_user",
+            "usage_guest_nice",
+            "usage_guest_nicf",
+            "usage_guest_nice_",
+            "usage_guest_nice_x",
+            "ü",
+            "u\u{308}",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} vs {b:?}");
+            }
+        }
     }
 }

@@ -24,6 +24,18 @@ pub(crate) fn build_tables(
     default_time: i64,
     cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
 ) -> Result<Vec<BuiltTable>, WriteError> {
+    build_tables_with(body, precision, default_time, cached, true)
+}
+
+/// [`build_tables`], with the fields' fast path (`fast_fields`) or only
+/// the general one (the reference the tests compare the fast path with).
+pub(crate) fn build_tables_with(
+    body: &[u8],
+    precision: Precision,
+    default_time: i64,
+    cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
+    fast_fields: bool,
+) -> Result<Vec<BuiltTable>, WriteError> {
     let mut tables: Vec<TableBuilder> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
@@ -33,6 +45,8 @@ pub(crate) fn build_tables(
     let mut skip: Vec<bool> = Vec::new();
     // The current line's tags as (column, dictionary key), for the cache.
     let mut tag_keys: Vec<(u32, i32)> = Vec::new();
+    // The current line's field columns (the fast path of `resolve_field`).
+    let mut field_cols: Vec<u32> = Vec::new();
 
     let mut parser = Parser::new(body);
     while let Some(line) = parser.next_line() {
@@ -80,42 +94,70 @@ pub(crate) fn build_tables(
                 })?,
         };
 
-        // Duplicate keys within the line: the last one wins. Detected with
-        // a quadratic scan over raw names, cheap for the handful of keys a
-        // line has; skipped entirely for lines without duplicates.
+        // Duplicate keys within the line: the last one wins. Tags and
+        // fields are separate (a name used as both is a type conflict).
         // Tags: a tag section already seen in this request (byte for byte)
         // reuses its dictionary keys; see `tag_dictionary.rs`.
         let series = tag_section(body, &line);
         let tags_done = series.is_some_and(|raw| table.append_cached_tags(raw));
-        let has_dup = (!tags_done && has_duplicates(line.tags.iter().map(|(k, _)| k.raw())))
-            || has_duplicates(line.fields.iter().map(|(k, _)| k.raw()));
-        if has_dup {
-            skip.clear();
-            mark_overridden(line.tags.iter().map(|(k, _)| k.unescaped()), &mut skip);
-            let ntags = skip.len();
-            mark_overridden(line.fields.iter().map(|(k, _)| k.unescaped()), &mut skip);
-            if !tags_done {
-                tag_keys.clear();
+        if !tags_done {
+            tag_keys.clear();
+            // A quadratic scan over raw names, cheap for the handful of
+            // tags a line has.
+            if has_duplicates(line.tags.iter().map(|(k, _)| k.raw())) {
+                skip.clear();
+                mark_overridden(line.tags.iter().map(|(k, _)| k.unescaped()), &mut skip);
                 for (i, (k, v)) in line.tags.iter().enumerate() {
                     if !skip[i] {
                         tag_keys.push(table.append_tag(&k.unescaped(), &v.unescaped(), n)?);
                     }
                 }
-            }
-            for (i, (k, v)) in line.fields.iter().enumerate() {
-                if !skip[ntags + i] {
-                    append_field(table, &k.unescaped(), v, n)?;
-                }
-            }
-        } else {
-            if !tags_done {
-                tag_keys.clear();
+            } else {
                 for (k, v) in line.tags {
                     tag_keys.push(table.append_tag(&k.unescaped(), &v.unescaped(), n)?);
                 }
             }
-            for (k, v) in line.fields {
-                append_field(table, &k.unescaped(), v, n)?;
+        }
+        // Fields: the fast path finds every field's existing column, all
+        // distinct (so no duplicate), before appending anything; a new
+        // column or a repeated name sends the line to the general path.
+        let start = table.fields_start();
+        field_cols.clear();
+        for (k, _) in line.fields.iter().filter(|_| fast_fields) {
+            match table.resolve_field(&k.unescaped()) {
+                Some(idx) => field_cols.push(idx),
+                None => break,
+            }
+        }
+        if fast_fields && field_cols.len() == line.fields.len() {
+            for ((_, v), &idx) in line.fields.iter().zip(&field_cols) {
+                let s: Cow<'_, str>;
+                let value = match v {
+                    FieldValue::F64(x) => Value::F64(*x),
+                    FieldValue::I64(x) => Value::I64(*x),
+                    FieldValue::U64(x) => Value::U64(*x),
+                    FieldValue::Bool(x) => Value::Bool(*x),
+                    FieldValue::String(x) => {
+                        s = x.unescaped();
+                        Value::String(&s)
+                    }
+                };
+                table.append_resolved(idx, value, n)?;
+            }
+        } else {
+            table.abandon_fields(start);
+            if has_duplicates(line.fields.iter().map(|(k, _)| k.raw())) {
+                skip.clear();
+                mark_overridden(line.fields.iter().map(|(k, _)| k.unescaped()), &mut skip);
+                for (i, (k, v)) in line.fields.iter().enumerate() {
+                    if !skip[i] {
+                        append_field(table, &k.unescaped(), v, n)?;
+                    }
+                }
+            } else {
+                for (k, v) in line.fields {
+                    append_field(table, &k.unescaped(), v, n)?;
+                }
             }
         }
         if !tags_done && let Some(raw) = series {

@@ -87,6 +87,7 @@ impl TagDictionary {
     }
 
     /// Appends a key [`append_value`](Self::append_value) returned.
+    #[inline]
     pub(crate) fn append_key(&mut self, key: i32) {
         debug_assert!((key as usize) < self.offsets.len() - 1);
         self.keys.push(key);

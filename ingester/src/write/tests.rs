@@ -533,7 +533,69 @@ fn tag_rows(batch: &arrow::record_batch::RecordBatch) -> Vec<Vec<(String, String
     rows
 }
 
+/// A body's batches (or error message), for comparisons.
+fn built(body: &str, fast_fields: bool) -> Result<Vec<(String, RecordBatchDebug)>, String> {
+    lp::build_tables_with(
+        body.as_bytes(),
+        Precision::Nanoseconds,
+        0,
+        &|_| None,
+        fast_fields,
+    )
+    .map(|tables| {
+        tables
+            .into_iter()
+            .map(|t| {
+                let new: Vec<String> = t
+                    .new_columns
+                    .iter()
+                    .map(|c| format!("{} {:?} {}", c.name, c.column_type, c.first_line))
+                    .collect();
+                (t.name, RecordBatchDebug(t.batch, new))
+            })
+            .collect()
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// A batch and its new columns, compared by value.
+#[derive(Debug, PartialEq)]
+struct RecordBatchDebug(arrow::record_batch::RecordBatch, Vec<String>);
+
 proptest::proptest! {
+    /// The fields' fast path (every key found in the previous row's column
+    /// order, no duplicate) gives exactly the batches, or the error, of the
+    /// general path: lines mixing repeated, escaped, new and duplicate keys,
+    /// type conflicts and keys that are also tags.
+    #[test]
+    fn fast_field_path_matches_the_general_path(
+        lines in proptest::collection::vec(
+            (
+                0usize..3,
+                proptest::collection::vec((0usize..7, 0usize..6), 1..6),
+            ),
+            1..30,
+        ),
+        shuffle in proptest::bool::ANY,
+    ) {
+        const TAGS: [&str; 3] = ["cpu,host=a", "cpu,host=b,dc=x", "mem,host=a"];
+        const KEYS: [&str; 7] = ["usage_user", "usage_idle", "f", "g\\ x", "g x", "host", "usage_guest_nice"];
+        const VALUES: [&str; 6] = ["1.5", "58.13171323049762", "2i", "3u", "t", "\"s\""];
+        let mut body = String::new();
+        for (i, (tags, fields)) in lines.iter().enumerate() {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|&(k, v)| {
+                    // Mostly floats, so rows repeat their keys' types.
+                    let v = if shuffle { v } else { v % 2 };
+                    format!("{}={}", KEYS[k].replace("g x", "g\\=x"), VALUES[v])
+                })
+                .collect();
+            body.push_str(&format!("{} {} {i}\n", TAGS[*tags], fields.join(",")));
+        }
+        proptest::prop_assert_eq!(built(&body, true), built(&body, false), "{}", body);
+    }
+
     /// The tag-set cache changes nothing: a body whose lines repeat tag
     /// sections (with escapes and duplicate keys) gives every row the tags
     /// it gets when each line is a request of its own.
