@@ -116,6 +116,12 @@ pub struct Args {
     /// Concurrent Flight full scans of the table while writing.
     #[arg(long, default_value_t = 0)]
     pub query_concurrency: usize,
+    /// Run the scanners on threads of their own, this many nice steps below
+    /// the writers (0: the writers' runtime). Stands in for queriers on
+    /// other machines, so the scanners' own decoding only takes CPU the
+    /// writers leave.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub query_nice: i32,
     /// Flight (gRPC) address for the scans; default: --addr for gRPC targets,
     /// http://127.0.0.1:8082 otherwise.
     #[arg(long)]
@@ -387,9 +393,31 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             TargetKind::Http => "http://127.0.0.1:8082".into(),
             _ => addr.clone(),
         });
+    let scan_rt = if args.query_nice > 0 && args.query_concurrency > 0 {
+        let nice = args.query_nice;
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("loadgen-scan")
+                // SAFETY: nice(2) changes only the calling thread's priority
+                // (Linux keeps it per thread).
+                .on_thread_start(move || unsafe {
+                    let _ = libc::nice(nice);
+                })
+                .enable_all()
+                .build()
+                .context("start the scanners' runtime")?,
+        )
+    } else {
+        None
+    };
+    let scan_handle = scan_rt
+        .as_ref()
+        .map(|rt| rt.handle().clone())
+        .unwrap_or_else(tokio::runtime::Handle::current);
     let scanners: Vec<_> = (0..args.query_concurrency)
         .map(|_| {
-            tokio::spawn(query::scanner(
+            scan_handle.spawn(query::scanner(
                 query_addr.clone(),
                 auth.clone(),
                 args.namespace.clone(),
@@ -439,6 +467,10 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
         if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(60), s).await {
             scans.push(st);
         }
+    }
+    if let Some(rt) = scan_rt {
+        // Dropping a runtime inside another one must not block.
+        rt.shutdown_background();
     }
     if let Some(p) = progress {
         let _ = p.await;
@@ -529,6 +561,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
             rows: args.rows,
             warmup_s: warm_up.as_secs_f64(),
             query_concurrency: args.query_concurrency,
+            query_nice: args.query_nice,
             machine_load_before: load_before,
         },
         elapsed_s: secs,

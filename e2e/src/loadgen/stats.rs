@@ -278,6 +278,8 @@ pub struct RunConfig {
     pub rows: Option<u64>,
     pub warmup_s: f64,
     pub query_concurrency: usize,
+    /// Nice steps of the scanners' threads below the writers (0: shared).
+    pub query_nice: i32,
     pub machine_load_before: String,
 }
 
@@ -347,7 +349,9 @@ impl Report {
             c.rate_rows_per_sec
                 .map(|r| format!(" rate={}", thousands(r)))
                 .unwrap_or_default(),
-            if c.query_concurrency > 0 {
+            if c.query_concurrency > 0 && c.query_nice > 0 {
+                format!(" scans={} (nice {})", c.query_concurrency, c.query_nice)
+            } else if c.query_concurrency > 0 {
                 format!(" scans={}", c.query_concurrency)
             } else {
                 String::new()
