@@ -80,6 +80,9 @@ pub(super) struct PackedKey {
 pub(super) enum Keys<'a> {
     Narrow(&'a [i128]),
     Wide(&'a FixedSizeBinaryArray),
+    /// Column-wise key words, as from [`PackedKey::key_words`] (the
+    /// in-memory sort's output).
+    Words(&'a [Vec<u64>]),
 }
 
 impl PackedKey {
@@ -216,6 +219,50 @@ impl PackedKey {
         self.tags.iter().position(|t| t.name == name)
     }
 
+    /// Number of 64-bit words in a row's dedup key (tags and `time`,
+    /// without the arrival number).
+    pub(super) fn num_words(&self) -> usize {
+        self.key_len / WORD
+    }
+
+    /// The dedup key of `batch`'s rows as `num_words` words, column-wise:
+    /// `words[w][row]` is the key's `w`-th big-endian word (for a narrow key:
+    /// the tag word, if any, then `time ^ sign`). Comparing rows' words in
+    /// order, as unsigned integers, is comparing their keys. `words` is
+    /// resized to fit; its vectors are reused.
+    pub(super) fn key_words(
+        &self,
+        batch: &RecordBatch,
+        words: &mut Vec<Vec<u64>>,
+    ) -> Result<(), ArrowError> {
+        let n = batch.num_rows();
+        let time = batch
+            .column_by_name(TIME_COLUMN)
+            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+            .ok_or_else(|| {
+                ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column"))
+            })?;
+        words.resize_with(self.num_words(), Vec::new);
+        for (w, out) in words.iter_mut().enumerate() {
+            out.clear();
+            let offset = w * WORD;
+            if offset == self.time {
+                out.extend(time.values().iter().map(|&t| (t as u64) ^ SIGN));
+                continue;
+            }
+            out.resize(n, 0);
+            if let Some((_, tags)) = self.words.iter().find(|(o, _)| *o == offset) {
+                for &t in tags {
+                    let tag = &self.tags[t];
+                    if let Some(col) = batch.column_by_name(&tag.name) {
+                        tag.ranks.add_codes(col.as_ref(), tag.shift, out)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The keys of `batch`'s rows (a tag missing from it is null); a wide
     /// key ends with the arrival numbers `first_arrival..`. `time` must be
     /// present.
@@ -298,15 +345,25 @@ impl PackedKey {
             )?));
         }
         let mask = u64::MAX >> (u64::BITS - tag.bits);
-        let code = |i: usize| (self.read(keys, i, tag.word) >> tag.shift) & mask;
-        let codes: Vec<u64> = match rows {
-            Some(rows) => rows.iter().map(|&i| code(i as usize)).collect(),
-            None => (0..keys.len()).map(code).collect(),
+        // Code c > 0 is rank c - 1; 0 (null) becomes rank -1 until the
+        // null buffer is known, then 0 (any valid key under a null slot).
+        let rank = |word: u64| (((word >> tag.shift) & mask) as i32).wrapping_sub(1);
+        let mut ranks: Vec<i32> = match (rows, keys) {
+            (None, Keys::Words(w)) => w[tag.word / WORD].iter().map(|&w| rank(w)).collect(),
+            (Some(rows), _) => rows
+                .iter()
+                .map(|&i| rank(self.read(keys, i as usize, tag.word)))
+                .collect(),
+            (None, _) => (0..keys.len())
+                .map(|i| rank(self.read(keys, i, tag.word)))
+                .collect(),
         };
-        let nulls = codes
-            .contains(&0)
-            .then(|| NullBuffer::new(BooleanBuffer::collect_bool(codes.len(), |i| codes[i] != 0)));
-        let ranks: Vec<i32> = codes.iter().map(|&c| c.saturating_sub(1) as i32).collect();
+        let nulls = ranks.contains(&-1).then(|| {
+            let valid =
+                NullBuffer::new(BooleanBuffer::collect_bool(ranks.len(), |i| ranks[i] >= 0));
+            ranks.iter_mut().for_each(|r| *r = (*r).max(0));
+            valid
+        });
         let dict = DictionaryArray::<Int32Type>::try_new(
             Int32Array::new(ranks.into(), nulls),
             tag.ranks.values(),
@@ -317,9 +374,13 @@ impl PackedKey {
     /// `time` of the rows `rows` (all rows when `None`).
     pub(super) fn decode_time(&self, keys: &Keys<'_>, rows: Option<&[u32]>) -> ArrayRef {
         let time = |i: usize| (self.read(keys, i, self.time) ^ SIGN) as i64;
-        let values: Vec<i64> = match rows {
-            Some(rows) => rows.iter().map(|&i| time(i as usize)).collect(),
-            None => (0..keys.len()).map(time).collect(),
+        let values: Vec<i64> = match (rows, keys) {
+            (None, Keys::Words(w)) => w[self.time / WORD]
+                .iter()
+                .map(|&t| (t ^ SIGN) as i64)
+                .collect(),
+            (Some(rows), _) => rows.iter().map(|&i| time(i as usize)).collect(),
+            (None, _) => (0..keys.len()).map(time).collect(),
         };
         Arc::new(
             TimestampNanosecondArray::new(values.into(), None)
@@ -340,6 +401,7 @@ impl PackedKey {
                 b.copy_from_slice(&k.value(row)[offset..offset + WORD]);
                 u64::from_be_bytes(b)
             }
+            Keys::Words(w) => w[offset / WORD][row],
         }
     }
 }
@@ -349,6 +411,7 @@ impl Keys<'_> {
         match self {
             Keys::Narrow(k) => k.len(),
             Keys::Wide(k) => k.len(),
+            Keys::Words(w) => w.first().map_or(0, Vec::len),
         }
     }
 }

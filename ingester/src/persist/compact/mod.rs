@@ -7,6 +7,12 @@
 //!       ─▶ write_parquet (zstd, statistics, multipart upload to the object store)
 //! ```
 //!
+//! [`compact`] (a persist: all input in memory, tags ranked into a packed
+//! key) takes a shortcut when the sort index fits in its share of the
+//! memory pool: a radix sort of (key, source row) pairs, dedup on the
+//! sorted index and one gather per field ([`memsort`]), with exactly the
+//! same output. Otherwise, and for [`compact_sources`], the path above.
+//!
 //! ## Guarantees
 //!
 //! - **Order.** Output rows are sorted by the partition's sort key: the tag
@@ -35,7 +41,7 @@
 //! [`write_parquet`] (which encodes on the executor). Dropping it cancels the
 //! work.
 //!
-//! The sort reserves its memory from the executor's DataFusion pool
+//! The sort (either path) reserves its memory from the executor's DataFusion pool
 //! (`memory_limit` bytes, shared fairly by concurrent jobs) and spills
 //! sorted runs to the spill directory when its share is exhausted, so a
 //! partition several times larger than the pool still compacts. The input
@@ -49,6 +55,7 @@ mod executor;
 mod input;
 mod key;
 mod layout;
+mod memsort;
 mod output;
 mod pipeline;
 mod ranks;

@@ -32,6 +32,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use super::dedup::Dedup;
 use super::input::{InputPartition, OpenInputs, Tagged};
 use super::layout::Layout;
+use super::memsort;
 use super::{CompactError, CompactOutput, Executor, TIME_COLUMN};
 
 /// One input of [`compact_sources`]. Sources are given in arrival order:
@@ -59,6 +60,18 @@ pub(crate) async fn compact(
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
     sort_key: &[String],
+) -> Result<CompactOutput, CompactError> {
+    compact_with(exec, schema, batches, sort_key, true).await
+}
+
+/// [`compact`], with the in-memory sort ([`memsort`](super::memsort))
+/// allowed or not (tests compare the two paths).
+pub(super) async fn compact_with(
+    exec: &Executor,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    sort_key: &[String],
+    in_memory: bool,
 ) -> Result<CompactOutput, CompactError> {
     let sort_key = sort_key.to_vec();
     let ctx = exec.task_context();
@@ -93,10 +106,19 @@ pub(crate) async fn compact(
             }
         }
 
-        let open: OpenInputs = Box::new(move |_ctx| {
-            futures::stream::iter(batches.into_iter().enumerate().map(Ok)).boxed()
-        });
-        let pipeline = sort_dedup(Arc::clone(&layout), ctx, open, None);
+        let batch_size = ctx.session_config().batch_size();
+        let pipeline = match in_memory
+            .then(|| memsort::try_sort(&layout, &batches, ctx.memory_pool(), batch_size))
+            .flatten()
+        {
+            Some(sorted) => sorted,
+            None => {
+                let open: OpenInputs = Box::new(move |_ctx| {
+                    futures::stream::iter(batches.into_iter().enumerate().map(Ok)).boxed()
+                });
+                sort_dedup(Arc::clone(&layout), ctx, open, None)
+            }
+        };
         Ok(CompactOutput::new(
             Arc::clone(&layout.output_schema),
             layout.output_sort_columns(),

@@ -75,17 +75,22 @@ pub(crate) async fn write_parquet(
     let path = path.clone();
     let (handle, job) = output.into_job();
     let task = handle.spawn(async move {
-        let props = writer_properties(&job.schema, &job.sort_columns, kv_metadata)
-            .map_err(|source| encode_error(&path, source))?;
+        let sort_columns = job.sort_columns;
+        let props = move |schema: &arrow::datatypes::SchemaRef, first: Option<&RecordBatch>| {
+            writer_properties(schema, &sort_columns, kv_metadata, first)
+        };
         encode(store, &path, job.schema, job.batches, props).await
     });
     AbortOnDrop(Some(task)).join().await
 }
 
+/// The writer settings for `schema`; `first`, the first batch to be
+/// written (if any), decides whether numeric fields try a dictionary.
 fn writer_properties(
     schema: &arrow::datatypes::SchemaRef,
     sort_columns: &[String],
     kv: Vec<(String, String)>,
+    first: Option<&RecordBatch>,
 ) -> Result<WriterProperties, ParquetError> {
     // Top-level columns map 1:1 to Parquet leaves: no nested types here.
     let sorting: Vec<SortingColumn> = sort_columns
@@ -105,8 +110,19 @@ fn writer_properties(
         .set_key_value_metadata(Some(
             kv.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect(),
         ));
-    for f in schema.fields() {
+    for (i, f) in schema.fields().iter().enumerate() {
         let path = ColumnPath::from(f.name().as_str());
+        // A numeric field whose first values are nearly all distinct
+        // (random-looking gauges, counters) would fill the dictionary with
+        // hashed values until it gives up at the page size limit (128 Ki
+        // 8-byte values) only to fall back: skip it from the start.
+        if matches!(
+            f.data_type(),
+            DataType::Float64 | DataType::Int64 | DataType::UInt64
+        ) && first.is_some_and(|b| mostly_distinct(b.column(i).as_ref()))
+        {
+            builder = builder.set_column_dictionary_enabled(path.clone(), false);
+        }
         builder = match f.data_type() {
             // High cardinality, and sorted by series then time: small,
             // regular deltas. Dictionary encoding would only cost hashing.
@@ -130,15 +146,52 @@ fn writer_properties(
     Ok(builder.build())
 }
 
+/// Values sampled by [`mostly_distinct`].
+const DISTINCT_SAMPLE: usize = 1024;
+
+/// Whether the first [`DISTINCT_SAMPLE`] non-null values of a `Float64`,
+/// `Int64` or `UInt64` column are over 3/4 distinct (by bit pattern).
+/// Too few values to judge: `false` (the dictionary stays, as by default).
+fn mostly_distinct(col: &dyn arrow::array::Array) -> bool {
+    fn bits<T: arrow::datatypes::ArrowPrimitiveType>(
+        col: &dyn arrow::array::Array,
+        f: impl Fn(T::Native) -> u64,
+    ) -> Vec<u64> {
+        col.as_primitive_opt::<T>()
+            .map(|a| a.iter().flatten().take(DISTINCT_SAMPLE).map(f).collect())
+            .unwrap_or_default()
+    }
+    let mut v = match col.data_type() {
+        DataType::Float64 => bits::<arrow::datatypes::Float64Type>(col, f64::to_bits),
+        DataType::Int64 => bits::<arrow::datatypes::Int64Type>(col, |x| x as u64),
+        DataType::UInt64 => bits::<arrow::datatypes::UInt64Type>(col, |x| x),
+        _ => return false,
+    };
+    let n = v.len();
+    if n < DISTINCT_SAMPLE / 4 {
+        return false;
+    }
+    v.sort_unstable();
+    v.dedup();
+    v.len() * 4 > n * 3
+}
+
 async fn encode(
     store: Arc<dyn ObjectStore>,
     path: &Path,
     schema: arrow::datatypes::SchemaRef,
-    mut batches: futures::stream::BoxStream<'static, Result<RecordBatch, CompactError>>,
-    props: WriterProperties,
+    batches: futures::stream::BoxStream<'static, Result<RecordBatch, CompactError>>,
+    props: impl FnOnce(
+        &arrow::datatypes::SchemaRef,
+        Option<&RecordBatch>,
+    ) -> Result<WriterProperties, ParquetError>,
 ) -> Result<ParquetFileMeta, CompactError> {
     let err = |source| encode_error(path, source);
     let time = schema.index_of(TIME_COLUMN).ok();
+    // The first batch tunes the writer (see `writer_properties`).
+    let mut batches = batches.peekable();
+    let first = std::pin::Pin::new(&mut batches).peek().await;
+    let props = props(&schema, first.and_then(|b| b.as_ref().ok())).map_err(err)?;
     let mut encoder = ParallelEncoder::new(schema, props, ROW_GROUP_ROWS).map_err(err)?;
     let mut upload = Upload(
         BufWriter::with_capacity(store, path.clone(), UPLOAD_PART_BYTES)
@@ -230,5 +283,32 @@ impl<T> Drop for AbortOnDrop<T> {
         if let Some(t) = &self.0 {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, Int64Array, UInt64Array};
+
+    use super::*;
+
+    #[test]
+    fn dictionary_is_skipped_only_for_mostly_distinct_numbers() {
+        let random: Float64Array = (0..2000).map(|i| Some(f64::from(i) * 1.37)).collect();
+        assert!(mostly_distinct(&random));
+        // A gauge with a few hundred values in 1024: keeps the dictionary.
+        let gauge: Float64Array = (0..2000).map(|i| Some(f64::from(i % 300))).collect();
+        assert!(!mostly_distinct(&gauge));
+        let status: Int64Array = (0..2000).map(|i| Some(i % 5)).collect();
+        assert!(!mostly_distinct(&status));
+        let counter: UInt64Array = (0..2000u64).map(Some).collect();
+        assert!(mostly_distinct(&counter));
+        // Too few values to judge; nulls are not values.
+        let few: Float64Array = (0..100).map(|i| Some(f64::from(i))).collect();
+        assert!(!mostly_distinct(&few));
+        let sparse: Float64Array = (0..2000)
+            .map(|i| (i % 10 == 0).then_some(f64::from(i)))
+            .collect();
+        assert!(!mostly_distinct(&sparse));
     }
 }
