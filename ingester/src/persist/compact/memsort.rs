@@ -11,15 +11,20 @@
 //! ```text
 //!  per row: (key words, batch, row)  ─▶  stable LSD radix sort on the key
 //!   ─▶ groups of equal keys (arrival order within: the sort is stable)
+//!   ─▶ fields copied in sorted order run by run (runs of ~64 Ki input rows:
+//!      random reads that stay in the cache)
 //!   ─▶ per output batch: pick the latest row of each group (latest non-null
-//!      per nullable field), tags and time decoded from the key, every field
-//!      gathered once from the input batches (`interleave`)
+//!      per nullable field), tags and time decoded from the key, fields
+//!      gathered from the sorted runs (sequential reads in each)
 //! ```
+//!
+//! That is the same two copies as the general path (sorted runs, then their
+//! merge), without its comparisons: the merge order is already known.
 //!
 //! The radix sort skips the key bytes that are equal in every row (the high
 //! bits of a tag word, the high bytes of `time`), so a typical partition
-//! takes 8–11 byte passes. Its index (two arrays of entries) is reserved
-//! from the DataFusion memory pool; when the reservation is refused the
+//! takes 8–11 byte passes. Its index (two arrays of entries) and the sorted
+//! copies are reserved from the DataFusion memory pool; when the reservation is refused the
 //! caller takes the spilling `SortExec` path instead, so the memory bound
 //! holds either way. Output rows and values are exactly those of the
 //! general path (a proptest compares them).
@@ -42,8 +47,13 @@ use super::layout::{Layout, Mode, Out};
 /// keys take the general path.
 const MAX_WORDS: usize = 4;
 
+/// Input rows per run (see [`Sorter::new`]): a run's values of one column
+/// (about 512 KiB of 8-byte values) stay in the cache while it is gathered.
+const RUN_ROWS: usize = 64 * 1024;
+
 /// One row of the sort index: its key words, then where it comes from
-/// (`batch << 32 | row`, increasing in arrival order).
+/// (`batch << 32 | row`, increasing in arrival order; after the sort,
+/// `run << 32 | position` in the run's sorted copy).
 #[derive(Clone, Copy)]
 struct Entry<const N: usize> {
     key: [u64; N],
@@ -59,7 +69,8 @@ fn index_bytes(rows: usize, words: usize) -> usize {
 /// The sorted, deduplicated output of `batches` (checked against the
 /// layout, arrival order), in batches of up to `batch_size` rows, or
 /// `None` (nothing consumed) when the layout is not packed, the key is
-/// too wide, or the pool refuses the index's memory.
+/// too wide, or the pool refuses the memory of the index and of the
+/// sorted copies of the fields.
 pub(super) fn try_sort(
     layout: &Arc<Layout>,
     batches: &[RecordBatch],
@@ -77,7 +88,21 @@ pub(super) fn try_sort(
     let reservation = MemoryConsumer::new("sluice compact in-memory sort")
         .with_can_spill(true)
         .register(pool);
-    reservation.try_grow(index_bytes(rows, words)).ok()?;
+    // The index, and the sorted copies of the fields.
+    let fields: usize = batches
+        .iter()
+        .flat_map(|b| {
+            layout.outputs.iter().filter_map(move |o| match *o {
+                Out::Column { pos, .. } => b
+                    .column_by_name(layout.sort_schema.field(pos).name())
+                    .map(|c| c.get_array_memory_size()),
+                Out::Tag(_) | Out::Time => None,
+            })
+        })
+        .sum();
+    reservation
+        .try_grow(index_bytes(rows, words).saturating_add(fields))
+        .ok()?;
     let layout = Arc::clone(layout);
     let batches = batches.to_vec();
     let batch_size = batch_size.max(1);
@@ -121,8 +146,9 @@ struct Sorter<const N: usize> {
     layout: Arc<Layout>,
     /// Sorted by key; equal keys in arrival order.
     entries: Vec<Entry<N>>,
-    /// Per output field column (`Out::Column`), its array in each batch
-    /// (all null where the batch lacks it) and whether any value is null.
+    /// Per output field column (`Out::Column`), its sorted copy of each
+    /// run (all null where a batch lacks it) and whether any value is
+    /// null. An entry's `src` is (run, position in the copy).
     fields: Vec<Option<(Vec<ArrayRef>, bool)>>,
     _reservation: MemoryReservation,
 }
@@ -160,6 +186,35 @@ impl<const N: usize> Sorter<N> {
         }
         radix_sort(&mut entries);
 
+        // Runs: consecutive batches of about RUN_ROWS rows. Each run's rows
+        // are gathered in sorted order first (random reads within a run,
+        // which stays in cache), then the output gathers from the sorted
+        // runs (sequential reads in each). One gather from all the input
+        // at once would miss the cache (and the TLB) on nearly every value.
+        let mut run_of: Vec<usize> = Vec::with_capacity(batches.len());
+        let mut run_first: Vec<usize> = Vec::new();
+        let mut in_run = 0usize;
+        for (b, batch) in batches.iter().enumerate() {
+            if run_first.is_empty() || in_run >= RUN_ROWS {
+                run_first.push(b);
+                in_run = 0;
+            }
+            run_of.push(run_first.len() - 1);
+            in_run += batch.num_rows();
+        }
+        // Each run's rows in sorted order (batch within the run, row); each
+        // entry's source becomes its place in its run's sorted copy.
+        let mut run_rows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); run_first.len()];
+        for e in entries.iter_mut() {
+            let (b, r) = source(e.src);
+            let run = run_of[b];
+            let list = &mut run_rows[run];
+            e.src = ((run as u64) << 32) | list.len() as u64;
+            list.push((b - run_first[run], r));
+        }
+        let run_batches =
+            |run: usize| run_first[run]..run_first.get(run + 1).copied().unwrap_or(batches.len());
+
         let fields = layout
             .outputs
             .iter()
@@ -174,11 +229,20 @@ impl<const N: usize> Sorter<N> {
                         })
                         .collect();
                     let nulls = arrays.iter().any(|a| a.null_count() > 0);
-                    Some((arrays, nulls))
+                    let runs = (0..run_first.len())
+                        .map(|run| {
+                            let sources: Vec<&dyn Array> = arrays[run_batches(run)]
+                                .iter()
+                                .map(|a| a.as_ref())
+                                .collect();
+                            interleave(&sources, &run_rows[run])
+                        })
+                        .collect::<Result<Vec<ArrayRef>, _>>()?;
+                    Ok(Some((runs, nulls)))
                 }
-                Out::Tag(_) | Out::Time => None,
+                Out::Tag(_) | Out::Time => Ok(None),
             })
-            .collect();
+            .collect::<Result<_, ArrowError>>()?;
         Ok(Self {
             layout,
             entries,
@@ -356,9 +420,10 @@ mod tests {
         let layout = Arc::new(
             Layout::new(table, &cols, &[], Some(std::slice::from_ref(&b))).expect("layout"),
         );
-        let small: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(index_bytes(3, 2) - 1));
+        // The index alone is not enough: the sorted copy of `f` too.
+        let small: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(index_bytes(3, 2)));
         assert!(try_sort(&layout, std::slice::from_ref(&b), &small, 8).is_none());
-        let enough: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(index_bytes(3, 2)));
+        let enough: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1 << 20));
         assert!(try_sort(&layout, std::slice::from_ref(&b), &enough, 8).is_some());
         // Columns mode (no packed key): never in memory.
         let columns = Arc::new(

@@ -370,7 +370,8 @@ async fn input_four_times_the_memory_limit_spills_and_is_correct() {
 
 #[tokio::test]
 async fn input_within_the_memory_limit_sorts_in_memory_and_is_correct() {
-    let (hosts, times) = (300, 200);
+    // Over 2 × 64 Ki rows: several runs of the in-memory sort.
+    let (hosts, times) = (600, 250);
     let input = big_input(hosts, times);
     let (exec, _dir) = executor(256 << 20);
     let out = compact(&exec, schema(), input, &strs(&["host", "time"]))
