@@ -37,15 +37,16 @@ struct Args {
     /// Append every payload to this file and fdatasync it before answering.
     #[arg(long, env = "SLUICE_SINK_FSYNC_FILE")]
     fsync_file: Option<PathBuf>,
-    /// HTTP/2 stream receive window (bytes; default: hyper's).
-    #[arg(long, env = "SLUICE_SINK_STREAM_WINDOW")]
-    stream_window: Option<u32>,
-    /// HTTP/2 connection receive window (bytes; default: hyper's).
-    #[arg(long, env = "SLUICE_SINK_CONN_WINDOW")]
-    conn_window: Option<u32>,
-    /// Largest HTTP/2 frame the client may send (bytes; default 16 KiB).
-    #[arg(long, env = "SLUICE_SINK_MAX_FRAME")]
-    max_frame: Option<u32>,
+    /// HTTP/2 stream receive window (bytes; the ingester's by default).
+    #[arg(long, env = "SLUICE_SINK_STREAM_WINDOW", default_value_t = 8 << 20)]
+    stream_window: u32,
+    /// HTTP/2 connection receive window (bytes; the ingester's by default).
+    #[arg(long, env = "SLUICE_SINK_CONN_WINDOW", default_value_t = 16 << 20)]
+    conn_window: u32,
+    /// Largest HTTP/2 frame the client may send (bytes; the ingester's by
+    /// default; HTTP/2's own default is 16384).
+    #[arg(long, env = "SLUICE_SINK_MAX_FRAME", default_value_t = 1 << 20)]
+    max_frame: u32,
 }
 
 struct Sink {
@@ -111,9 +112,9 @@ fn main() -> anyhow::Result<()> {
         let service = v1::write_service_server::WriteServiceServer::from_arc(Arc::clone(&sink))
             .max_decoding_message_size(usize::MAX);
         tonic::transport::Server::builder()
-            .initial_stream_window_size(args.stream_window)
-            .initial_connection_window_size(args.conn_window)
-            .max_frame_size(args.max_frame)
+            .initial_stream_window_size(Some(args.stream_window))
+            .initial_connection_window_size(Some(args.conn_window))
+            .max_frame_size(Some(args.max_frame))
             .add_service(service)
             .serve_with_incoming_shutdown(tokio_stream_incoming(listener), async {
                 let _ = tokio::signal::ctrl_c().await;
