@@ -76,13 +76,12 @@ macro_rules! escaped_view {
             }
 
             /// The logical value; borrows unless the raw text holds escapes.
+            #[inline]
             pub fn unescaped(&self) -> Cow<'a, str> {
                 if self.escaping == Escaping::Plain {
                     return Cow::Borrowed(self.raw);
                 }
-                let mut out = String::with_capacity(self.raw.len());
-                for_each_chunk(self.raw, self.escaping, |chunk| out.push_str(chunk));
-                Cow::Owned(out)
+                Cow::Owned(unescape(self.raw, self.escaping))
             }
 
             /// Length in bytes of the logical (unescaped) value.
@@ -167,6 +166,16 @@ macro_rules! escaped_view {
 
 escaped_view!(Name);
 escaped_view!(StrValue);
+
+/// The unescaped value of `raw` (out of line: the hot path is the
+/// borrow in `unescaped`, called for every name of every line).
+#[cold]
+#[inline(never)]
+fn unescape(raw: &str, escaping: Escaping) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for_each_chunk(raw, escaping, |chunk| out.push_str(chunk));
+    out
+}
 
 /// Calls `emit` with consecutive pieces of the unescaped value of `raw`.
 ///

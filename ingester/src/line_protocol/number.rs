@@ -195,13 +195,8 @@ fn plain_decimal(b: &[u8], start: usize, end: usize) -> Option<f64> {
     let (w1, w2) = (u64::from_le_bytes(words[0]), u64::from_le_bytes(words[1]));
     // The high bit of each byte of the fraction, in both words.
     let (n1, n2) = (frac_digits.min(8), frac_digits.saturating_sub(8));
-    let in_frac = |n: usize| {
-        if n == 8 {
-            HIGH
-        } else {
-            HIGH & ((1u64 << (8 * n)) - 1)
-        }
-    };
+    // The high bits of the first `n` (0..=8) bytes of a word; branch-free.
+    let in_frac = |n: usize| HIGH & ((1u128 << (8 * n)) - 1) as u64;
     if (non_digit_bytes(w1) & in_frac(n1)) | (non_digit_bytes(w2) & in_frac(n2)) != 0 {
         return None;
     }
