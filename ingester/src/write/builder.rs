@@ -91,6 +91,11 @@ impl ColumnData {
     }
 
     fn append_nulls(&mut self, n: usize) {
+        // A column created on the first row gets zero nulls: that must not
+        // create a validity bitmap, which every later value would extend.
+        if n == 0 {
+            return;
+        }
         match self {
             Self::Tag(b) => b.append_nulls(n),
             Self::I64(b) => b.append_nulls(n),

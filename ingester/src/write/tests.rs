@@ -513,6 +513,26 @@ fn columns_are_sized_to_the_body_even_when_the_first_line_is_long() {
     assert!(v <= 5000 * 8 * 13 / 10, "{v} bytes for 5,000 floats");
 }
 
+#[test]
+fn columns_without_missing_values_have_no_validity_bitmap() {
+    let body = "cpu,host=a f=1,i=2i,u=3u,b=t,s=\"x\" 1\ncpu,host=b f=2,i=3i,u=4u,b=f,s=\"y\" 2\n";
+    let t = lp::build_tables(body.as_bytes(), Precision::Nanoseconds, 0, &|_| None).unwrap();
+    for (f, col) in t[0]
+        .batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(t[0].batch.columns())
+    {
+        assert!(col.nulls().is_none(), "column {} has a bitmap", f.name());
+    }
+    // A column that appears on a later line has nulls before it.
+    let body = "cpu f=1 1\ncpu f=2,g=3 2\n";
+    let t = lp::build_tables(body.as_bytes(), Precision::Nanoseconds, 0, &|_| None).unwrap();
+    let g = t[0].batch.column_by_name("g").unwrap();
+    assert_eq!((g.null_count(), g.is_valid(1)), (1, true));
+}
+
 /// Tag values of every column of `batch`, by column name, row by row.
 fn tag_rows(batch: &arrow::record_batch::RecordBatch) -> Vec<Vec<(String, String)>> {
     let mut rows = vec![Vec::new(); batch.num_rows()];
