@@ -236,12 +236,7 @@ impl PackedKey {
         words: &mut Vec<Vec<u64>>,
     ) -> Result<(), ArrowError> {
         let n = batch.num_rows();
-        let time = batch
-            .column_by_name(TIME_COLUMN)
-            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-            .ok_or_else(|| {
-                ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column"))
-            })?;
+        let time = time_column(batch)?;
         words.resize_with(self.num_words(), Vec::new);
         for (w, out) in words.iter_mut().enumerate() {
             out.clear();
@@ -272,12 +267,7 @@ impl PackedKey {
         first_arrival: u64,
     ) -> Result<ArrayRef, ArrowError> {
         let n = batch.num_rows();
-        let time = batch
-            .column_by_name(TIME_COLUMN)
-            .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-            .ok_or_else(|| {
-                ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column"))
-            })?;
+        let time = time_column(batch)?;
         let mut word = vec![0u64; n];
         let fill = |tags: &[usize], word: &mut [u64]| -> Result<(), ArrowError> {
             word.iter_mut().for_each(|w| *w = 0);
@@ -414,6 +404,14 @@ impl Keys<'_> {
             Keys::Words(w) => w.first().map_or(0, Vec::len),
         }
     }
+}
+
+/// `batch`'s nanosecond `time` column.
+fn time_column(batch: &RecordBatch) -> Result<&TimestampNanosecondArray, ArrowError> {
+    batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| ArrowError::SchemaError(format!("no nanosecond {TIME_COLUMN:?} column")))
 }
 
 #[cfg(test)]
