@@ -131,18 +131,7 @@ pub(crate) fn build_tables_with(
         }
         if fast_fields && field_cols.len() == line.fields.len() {
             for ((_, v), &idx) in line.fields.iter().zip(&field_cols) {
-                let s: Cow<'_, str>;
-                let value = match v {
-                    FieldValue::F64(x) => Value::F64(*x),
-                    FieldValue::I64(x) => Value::I64(*x),
-                    FieldValue::U64(x) => Value::U64(*x),
-                    FieldValue::Bool(x) => Value::Bool(*x),
-                    FieldValue::String(x) => {
-                        s = x.unescaped();
-                        Value::String(&s)
-                    }
-                };
-                table.append_resolved(idx, value, n)?;
+                with_value(v, |value| table.append_resolved(idx, value, n))?;
             }
         } else {
             table.abandon_fields(start);
@@ -201,18 +190,20 @@ fn append_field(
     v: &FieldValue<'_>,
     line: usize,
 ) -> Result<(), WriteError> {
-    let s: Cow<'_, str>;
-    let value = match v {
-        FieldValue::I64(x) => Value::I64(*x),
-        FieldValue::U64(x) => Value::U64(*x),
-        FieldValue::F64(x) => Value::F64(*x),
-        FieldValue::Bool(x) => Value::Bool(*x),
-        FieldValue::String(x) => {
-            s = x.unescaped();
-            Value::String(&s)
-        }
-    };
-    table.append(name, value, line)
+    with_value(v, |value| table.append(name, value, line))
+}
+
+/// Calls `f` with a parsed field as a column value (a string unescaped
+/// only if it has escapes).
+#[inline]
+fn with_value<R>(v: &FieldValue<'_>, f: impl FnOnce(Value<'_>) -> R) -> R {
+    match v {
+        FieldValue::I64(x) => f(Value::I64(*x)),
+        FieldValue::U64(x) => f(Value::U64(*x)),
+        FieldValue::F64(x) => f(Value::F64(*x)),
+        FieldValue::Bool(x) => f(Value::Bool(*x)),
+        FieldValue::String(x) => f(Value::String(&x.unescaped())),
+    }
 }
 
 fn has_duplicates<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> bool {
