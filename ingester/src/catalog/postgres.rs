@@ -102,6 +102,7 @@ fn decode_sort_key(key: SortKeyDb) -> Result<Vec<String>, CatalogError> {
 sql_catalog_impl! {
     catalog: PostgresCatalog,
     executor: PgExecutor,
+    connection: PgConnection,
 
     async fn add_columns(
         &self,
@@ -132,42 +133,7 @@ sql_catalog_impl! {
             }
             // After the lock: this statement's snapshot includes every column
             // committed by earlier holders.
-            let schema = load_table(&mut *tx, OP, table_id).await?;
-            for (name, column_type) in plan_new_columns(&schema, columns)? {
-                let inserted: Option<i64> = query_scalar(
-                    "INSERT INTO columns (table_id, name, column_type) VALUES ($1, $2, $3) \
-                     ON CONFLICT (table_id, name) DO NOTHING RETURNING id",
-                )
-                .bind(table_id.0)
-                .bind(name)
-                .bind(column_type.as_i16())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db(OP))?;
-                if inserted.is_some() {
-                    continue;
-                }
-                // The UNIQUE constraint kept another writer's column: re-read its type.
-                // Dropping `tx` on the error path rolls back what we inserted.
-                let code: i16 = query_scalar(
-                    "SELECT column_type FROM columns WHERE table_id = $1 AND name = $2",
-                )
-                .bind(table_id.0)
-                .bind(name)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db(OP))?;
-                let existing = column_type_from_db(code, table_id.0, name)?;
-                if existing != column_type {
-                    return Err(CatalogError::ColumnTypeConflict {
-                        table: schema.name.clone(),
-                        column: name.to_owned(),
-                        existing,
-                        requested: column_type,
-                    });
-                }
-            }
-            let schema = load_table(&mut *tx, OP, table_id).await?;
+            let schema = insert_new_columns(&mut tx, OP, table_id, columns).await?;
             tx.commit().await.map_err(db(OP))?;
             Ok(schema)
         })

@@ -175,7 +175,54 @@ pub(super) fn db(operation: &'static str) -> impl Fn(sqlx::Error) -> CatalogErro
 /// the imports the bodies name. A macro rather than generics over `sqlx::Database`:
 /// sqlx's executor bounds make generic code far harder to read than this.
 macro_rules! sql_catalog_impl {
-    (catalog: $catalog:ty, executor: $executor:ident, $($own:tt)*) => {
+    (catalog: $catalog:ty, executor: $executor:ident, connection: $conn:ty, $($own:tt)*) => {
+/// Inserts the columns of `columns` that table `table_id` lacks, inside the
+/// caller's transaction, which must already hold the table's lock (so the first
+/// read is the latest state), and returns the schema afterwards. A column another
+/// writer added meanwhile is accepted if its type matches, else the conflict is
+/// returned (and dropping the transaction rolls back what was inserted).
+async fn insert_new_columns(
+    conn: &mut $conn,
+    op: &'static str,
+    table_id: TableId,
+    columns: &[(String, ColumnType)],
+) -> Result<TableSchema, CatalogError> {
+    let schema = load_table(&mut *conn, op, table_id).await?;
+    for (name, column_type) in plan_new_columns(&schema, columns)? {
+        let inserted: Option<i64> = query_scalar(
+            "INSERT INTO columns (table_id, name, column_type) VALUES ($1, $2, $3) \
+             ON CONFLICT (table_id, name) DO NOTHING RETURNING id",
+        )
+        .bind(table_id.0)
+        .bind(name)
+        .bind(column_type.as_i16())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db(op))?;
+        if inserted.is_some() {
+            continue;
+        }
+        // The UNIQUE constraint kept another writer's column: re-read its type.
+        let code: i16 =
+            query_scalar("SELECT column_type FROM columns WHERE table_id = $1 AND name = $2")
+                .bind(table_id.0)
+                .bind(name)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(db(op))?;
+        let existing = column_type_from_db(code, table_id.0, name)?;
+        if existing != column_type {
+            return Err(CatalogError::ColumnTypeConflict {
+                table: schema.name.clone(),
+                column: name.to_owned(),
+                existing,
+                requested: column_type,
+            });
+        }
+    }
+    load_table(&mut *conn, op, table_id).await
+}
+
 /// The table with id `table_id` and its columns.
 async fn load_table<'e>(
     ex: impl $executor<'e>,
