@@ -24,6 +24,7 @@ use sluice_proto::v1;
 
 pub mod data;
 pub mod loadgen;
+pub mod pki;
 pub mod soak;
 
 /// What a client knows about one write it sent.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use arrow_flight::Ticket;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use prost::Message;
+use sluice_e2e::pki::Pki;
 use sluice_e2e::{Ingester, ingester_bin, within};
 use sluice_proto::v1;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -285,112 +286,31 @@ where
 
 // ---------------------------------------------------------------- certificates
 
+/// The ingester's test PKI: CA `ca`, server certificates `server` and
+/// `server-expired` for localhost / 127.0.0.1, client certificates `client`
+/// and `client-expired`.
 struct Certs {
-    dir: PathBuf,
+    pki: Pki,
 }
 
 impl Certs {
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+        self.pki.path(name)
     }
 
     fn s(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
 
-    fn openssl(&self, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("run openssl (needed by the TLS tests)");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// A CA, plus server and client certificates it signs.
     fn new(dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("cert dir");
-        let c = Self {
-            dir: dir.to_path_buf(),
-        };
-        c.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=sluice test CA",
-        ]);
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("ext");
-        std::fs::write(
-            dir.join("client.ext"),
-            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
-        )
-        .expect("ext");
-        c.issue("server", "server.ext", "365");
-        c.issue("server-expired", "server.ext", "-1");
-        c.issue("client", "client.ext", "365");
-        c.issue("client-expired", "client.ext", "-1");
-        c
-    }
-
-    /// `<name>.pem` and `<name>.key`; `days` -1 makes it already expired.
-    fn issue(&self, name: &str, ext: &str, days: &str) {
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=localhost",
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            days,
-            "-extfile",
-            ext,
-        ]);
+        let pki = Pki::new(dir);
+        let san = "DNS:localhost,IP:127.0.0.1";
+        pki.ca("ca");
+        pki.server("server", "ca", san);
+        pki.expired_server("server-expired", "ca", san);
+        pki.client("client", "ca", "localhost");
+        pki.expired_client("client-expired", "ca", "localhost");
+        Self { pki }
     }
 
     /// Installs `<name>.pem/.key` as the server's `live.pem/.key` (atomic

@@ -33,8 +33,9 @@ use serde_json::json;
 use sluice_e2e::Ingester as Proc;
 use sluice_operator::crd::{Ingester, IngesterStatus};
 use sluice_operator::driver::{
-    Cluster, ClusterError, ControlAccess, Driver, GrpcPodControl, IngesterRef, PodInfo, PodSet,
-    SecretData, StatefulSetState, StepOutcome,
+    Action, Cluster, ClusterError, ControlAccess, ControlError, Driver, GrpcPodControl,
+    IngesterRef, PodControl, PodFigures, PodInfo, PodSet, SecretData, StatefulSetState,
+    StepOutcome, Target,
 };
 use sluice_operator::metrics::Metrics;
 use sluice_operator::reconcile::build::build;
@@ -791,6 +792,74 @@ pub async fn run_until(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A rolling restart of a one-pod Ingester: sets a new update revision and
+/// steps the driver until the pod is up to date again (60 s at most). The pod
+/// was drained (`PrepareShutdown`) and deleted once, and every action
+/// succeeded.
+pub async fn restart_the_one_pod(
+    d: &TestDriver,
+    v: &ValidatedIngester,
+    clock: &Clock,
+    prev: &mut Option<IngesterStatus>,
+    what: &str,
+) {
+    d.cluster().set_update_revision("rev-2").await;
+    let outs = run_until(d, v, clock, prev, Duration::from_secs(60), what, |st, _| {
+        st.phase.as_deref() == Some("Ready") && st.pods.iter().all(|p| p.up_to_date)
+    })
+    .await;
+    let acts: Vec<&Action> = outs.iter().flat_map(|o| o.plan.actions.iter()).collect();
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::PrepareShutdown { pod, .. } if pod == "ingest-0")),
+        "{what}: {acts:?}"
+    );
+    for o in &outs {
+        for (a, r) in &o.results {
+            assert!(r.is_ok(), "{what}: {a:?} failed: {r:?}");
+        }
+    }
+    assert_eq!(d.cluster().deleted().await, ["ingest-0"]);
+}
+
+/// Pod `ingest-0`'s Status at `url` through a fresh control client using
+/// `access`.
+pub async fn pod_status(url: &str, access: &ControlAccess) -> Result<PodFigures, ControlError> {
+    GrpcPodControl::new(Duration::from_secs(10))
+        .status(&Target {
+            pod: "ingest-0",
+            url,
+            access,
+        })
+        .await
+}
+
+/// One driver step of a one-pod Ingester due for a restart, with credentials
+/// the pod refuses: nothing is done (no action, no restart), the pod is
+/// `Unknown`, and the returned `Degraded` condition is true.
+pub async fn refused_step(
+    d: &TestDriver,
+    v: &ValidatedIngester,
+    bad: &ControlAccess,
+    prev: Option<&IngesterStatus>,
+    clock: &Clock,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    d.cluster().set_update_revision("rev-3").await;
+    let (st, out) = d.tick(v, bad, prev, clock.now()).await.expect("step");
+    assert!(out.plan.actions.is_empty(), "{:?}", out.plan.actions);
+    let c = condition(&st, "Degraded").clone();
+    assert_eq!(c.status, "True", "{}", c.message);
+    assert!(
+        c.message.contains("ingest-0 refused the operator"),
+        "{}",
+        c.message
+    );
+    assert_eq!(st.pods[0].state, "Unknown");
+    assert_eq!(d.cluster().deleted().await, ["ingest-0"], "no restart");
+    d.cluster().set_update_revision("rev-2").await;
+    c
 }
 
 pub fn condition<'a>(

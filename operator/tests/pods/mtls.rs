@@ -19,13 +19,11 @@ use std::time::Duration;
 
 use serde_json::json;
 use sluice_e2e::within;
-use sluice_operator::driver::{
-    Action, ControlAccess, ControlError, GrpcPodControl, PodControl, Refusal, Target,
-};
+use sluice_operator::driver::{ControlAccess, ControlError, Refusal};
 use sluice_operator::metrics::Metrics;
 
 use super::harness::*;
-use super::tls::Pki;
+use super::tls::pod_pki;
 
 fn spec() -> serde_json::Value {
     json!({
@@ -47,7 +45,7 @@ fn access(spec: serde_json::Value, secrets: &Secrets) -> ControlAccess {
 async fn driver_presents_its_client_certificate_and_probes_need_none() {
     within(Duration::from_secs(150), "mutual TLS", async {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let pki = Pki::new(&tmp.path().join("pki"));
+        let pki = pod_pki(&tmp.path().join("pki"));
         pki.ca("client-ca");
         pki.client("operator", "client-ca", "sluice-operator");
         pki.client("rogue", "other-ca", "sluice-operator");
@@ -105,44 +103,13 @@ async fn driver_presents_its_client_certificate_and_probes_need_none() {
         let st = prev.clone().expect("status");
         assert_eq!(st.pods[0].state, "Ready", "{st:#?}");
         assert_eq!(condition(&st, "Degraded").status, "False");
-        cluster.set_update_revision("rev-2").await;
-        let outs = run_until(
-            &d,
-            &v,
-            &clock,
-            &mut prev,
-            Duration::from_secs(60),
-            "rolling restart over mTLS",
-            |st, _| st.phase.as_deref() == Some("Ready") && st.pods.iter().all(|p| p.up_to_date),
-        )
-        .await;
-        let acts: Vec<&Action> = outs.iter().flat_map(|o| o.plan.actions.iter()).collect();
-        assert!(
-            acts.iter()
-                .any(|a| matches!(a, Action::PrepareShutdown { pod, .. } if pod == "ingest-0")),
-            "{acts:?}"
-        );
-        for o in &outs {
-            for (a, r) in &o.results {
-                assert!(r.is_ok(), "{a:?} failed over mTLS: {r:?}");
-            }
-        }
-        assert_eq!(cluster.deleted().await, ["ingest-0"]);
+        restart_the_one_pod(&d, &v, &clock, &mut prev, "rolling restart over mTLS").await;
 
         // 2. What the pod refuses, named by its alert.
         let url = cluster.url(0).await.expect("pod 0 runs again");
-        let pc = GrpcPodControl::new(Duration::from_secs(10));
         let status = |a: ControlAccess| {
-            let pc = pc.clone();
             let url = url.clone();
-            async move {
-                pc.status(&Target {
-                    pod: "ingest-0",
-                    url: &url,
-                    access: &a,
-                })
-                .await
-            }
+            async move { pod_status(&url, &a).await }
         };
         let refused = |r: Result<_, ControlError>, needle: &str| {
             let e = r.expect_err("refused");
@@ -174,28 +141,9 @@ async fn driver_presents_its_client_certificate_and_probes_need_none() {
 
         // 3. The driver refused: Degraded with the cause, nothing done.
         for bad in [no_cert, rogue] {
-            cluster.set_update_revision("rev-3").await;
-            let (st, out) = d
-                .tick(&v, &bad, prev.as_ref(), clock.now())
-                .await
-                .expect("step");
-            assert!(out.plan.actions.is_empty(), "{:?}", out.plan.actions);
-            let c = condition(&st, "Degraded");
-            assert_eq!(
-                (c.status.as_str(), c.reason.as_str()),
-                ("True", "ControlClientCertRefused"),
-                "{}",
-                c.message
-            );
-            assert!(
-                c.message.contains("ingest-0 refused the operator")
-                    && c.message.contains("spec.tls.clientAuth"),
-                "{}",
-                c.message
-            );
-            assert_eq!(st.pods[0].state, "Unknown");
-            assert_eq!(cluster.deleted().await, ["ingest-0"], "no restart");
-            cluster.set_update_revision("rev-2").await;
+            let c = refused_step(&d, &v, &bad, prev.as_ref(), &clock).await;
+            assert_eq!(c.reason, "ControlClientCertRefused", "{}", c.message);
+            assert!(c.message.contains("spec.tls.clientAuth"), "{}", c.message);
         }
 
         // 4. The operator's certificate again: the condition clears.

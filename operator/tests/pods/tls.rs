@@ -11,15 +11,14 @@
 //! at all, the pod refuses, the error says why, and the `Ingester` turns
 //! `Degraded` with a reason naming the cause; no action is taken.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use sluice_e2e::pki::Pki;
 use sluice_e2e::{ingester_bin, within};
-use sluice_operator::driver::{
-    Action, ControlAccess, ControlError, GrpcPodControl, PodControl, Refusal, Target,
-};
+use sluice_operator::driver::{ControlAccess, ControlError, Refusal};
 use sluice_operator::metrics::Metrics;
 use tokio::io::AsyncWriteExt;
 
@@ -32,121 +31,14 @@ const ROWS: usize = 200;
 /// The pod's DNS name for Ingester `ingest` in namespace `e2e`.
 const POD_DNS: &str = "ingest-0.ingest-pods.e2e.svc.cluster.local";
 
-/// Certificates made with the `openssl` CLI (as e2e/tests/security.rs).
-pub(super) struct Pki {
-    pub(super) dir: PathBuf,
-}
-
-impl Pki {
-    fn openssl(&self, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir)
-            .output()
-            .expect("run openssl (needed by the TLS tests)");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    pub(super) fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.join(name)).expect("read PEM")
-    }
-
-    pub(super) fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
-    }
-
-    /// `<name>.pem`/`.key`, a server certificate for `dns` signed by `ca`.
-    pub(super) fn server(&self, name: &str, ca: &str, dns: &str) {
-        self.leaf(
-            name,
-            ca,
-            dns,
-            "30",
-            &format!("subjectAltName=DNS:{dns}\nextendedKeyUsage=serverAuth\n"),
-        );
-    }
-
-    /// `<name>.pem`/`.key`, a client certificate for `cn` signed by `ca`.
-    pub(super) fn client(&self, name: &str, ca: &str, cn: &str) {
-        self.leaf(name, ca, cn, "30", "extendedKeyUsage=clientAuth\n");
-    }
-
-    /// As [`Self::client`], but already expired.
-    pub(super) fn expired_client(&self, name: &str, ca: &str, cn: &str) {
-        self.leaf(name, ca, cn, "-1", "extendedKeyUsage=clientAuth\n");
-    }
-
-    /// `days` -1 makes it already expired.
-    fn leaf(&self, name: &str, ca: &str, cn: &str, days: &str, ext: &str) {
-        std::fs::write(
-            self.dir.join(format!("{name}.ext")),
-            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
-        )
-        .expect("ext");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            days,
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
-    }
-
-    pub(super) fn new(dir: &Path) -> Self {
-        std::fs::create_dir_all(dir).expect("pki dir");
-        let p = Self {
-            dir: dir.to_path_buf(),
-        };
-        p.ca("ca");
-        p.ca("other-ca");
-        p.server("pod", "ca", POD_DNS);
-        p
-    }
+/// The pod's PKI: CAs `ca` and `other-ca`, and `pod`, the pod's server
+/// certificate signed by `ca`.
+pub(super) fn pod_pki(dir: &Path) -> Pki {
+    let p = Pki::new(dir);
+    p.ca("ca");
+    p.ca("other-ca");
+    p.server("pod", "ca", &format!("DNS:{POD_DNS}"));
+    p
 }
 
 /// The tokens-file line of `token`, made by `sluice-ingester token hash`.
@@ -226,7 +118,7 @@ fn spec() -> serde_json::Value {
 async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
     within(Duration::from_secs(150), "TLS and tokens", async {
         let tmp = tempfile::tempdir().expect("tempdir");
-        let pki = Pki::new(&tmp.path().join("pki"));
+        let pki = pod_pki(&tmp.path().join("pki"));
         let tokens = format!(
             "# hashes only\n{}\n{}\n{}\n",
             token_line(CONTROL_TOKEN, "control").await,
@@ -274,29 +166,7 @@ async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
         assert_eq!(st.pods[0].buffered_rows, ROWS as i64, "{st:#?}");
         prev = Some(st);
 
-        cluster.set_update_revision("rev-2").await;
-        let outs = run_until(
-            &d,
-            &v,
-            &clock,
-            &mut prev,
-            Duration::from_secs(60),
-            "rolling restart over TLS",
-            |st, _| st.phase.as_deref() == Some("Ready") && st.pods.iter().all(|p| p.up_to_date),
-        )
-        .await;
-        let acts: Vec<&Action> = outs.iter().flat_map(|o| o.plan.actions.iter()).collect();
-        assert!(
-            acts.iter()
-                .any(|a| matches!(a, Action::PrepareShutdown { pod, .. } if pod == "ingest-0")),
-            "{acts:?}"
-        );
-        for o in &outs {
-            for (a, r) in &o.results {
-                assert!(r.is_ok(), "{a:?} failed over TLS: {r:?}");
-            }
-        }
-        assert_eq!(cluster.deleted().await, ["ingest-0"]);
+        restart_the_one_pod(&d, &v, &clock, &mut prev, "rolling restart over TLS").await;
         // The drain persisted every row before the pod went: the restarted
         // pod buffers nothing (no WAL left to replay) and serves all of
         // them from Parquet.
@@ -314,18 +184,9 @@ async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
         assert_eq!(csv.lines().count(), ROWS + 1, "header + rows:\n{csv}");
 
         // 2. What the pod refuses, each told apart and named.
-        let pc = GrpcPodControl::new(Duration::from_secs(10));
         let status = |a: ControlAccess| {
-            let pc = pc.clone();
             let url = url.clone();
-            async move {
-                pc.status(&Target {
-                    pod: "ingest-0",
-                    url: &url,
-                    access: &a,
-                })
-                .await
-            }
+            async move { pod_status(&url, &a).await }
         };
         let refused = |r: Result<_, ControlError>, want: Refusal, needle: &str| {
             let e = r.expect_err("refused");
@@ -376,22 +237,8 @@ async fn driver_verifies_the_pods_certificate_and_sends_its_control_token() {
             (access(spec(), &write_only), "ControlPermissionDenied"),
             (access(spec(), &wrong_ca), "ControlTlsFailed"),
         ] {
-            cluster.set_update_revision("rev-3").await;
-            let (st, out) = d
-                .tick(&v, &bad, prev.as_ref(), clock.now())
-                .await
-                .expect("step");
-            assert!(out.plan.actions.is_empty(), "{:?}", out.plan.actions);
-            let c = condition(&st, "Degraded");
-            assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason));
-            assert!(
-                c.message.contains("ingest-0 refused the operator"),
-                "{}",
-                c.message
-            );
-            assert_eq!(st.pods[0].state, "Unknown");
-            assert_eq!(cluster.deleted().await, ["ingest-0"], "no restart");
-            cluster.set_update_revision("rev-2").await;
+            let c = refused_step(&d, &v, &bad, prev.as_ref(), &clock).await;
+            assert_eq!(c.reason, reason, "{}", c.message);
         }
 
         // 4. Fixed credentials: the condition clears.
