@@ -1,6 +1,7 @@
 //! Prometheus metrics of the WAL.
 //!
-//! Counters and histograms are updated by the writer thread only; the gauges
+//! Counters and histograms are updated by whoever commits (the writer thread,
+//! or an appender committing inline) under the writer's lock; the gauges
 //! also by `delete_segment`. All are registered on the registry given to
 //! `Wal::open` (so opening two WALs on one registry fails with
 //! [`WalError::Metrics`](super::WalError::Metrics)).
@@ -10,6 +11,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     pub(crate) syncs: IntCounter,
+    pub(crate) inline_commits: IntCounter,
     pub(crate) sync_duration: Histogram,
     pub(crate) ops_per_sync: Histogram,
     pub(crate) bytes_written: IntCounter,
@@ -25,6 +27,10 @@ impl Metrics {
             syncs: IntCounter::new(
                 "sluice_wal_syncs_total",
                 "WAL entries written and fdatasynced (one per group commit)",
+            )?,
+            inline_commits: IntCounter::new(
+                "sluice_wal_inline_commits_total",
+                "WAL commits of one small op done on the appending thread (the WAL was idle)",
             )?,
             sync_duration: Histogram::with_opts(
                 HistogramOpts::new(
@@ -70,6 +76,7 @@ impl Metrics {
             )?,
         };
         registry.register(Box::new(m.syncs.clone()))?;
+        registry.register(Box::new(m.inline_commits.clone()))?;
         registry.register(Box::new(m.sync_duration.clone()))?;
         registry.register(Box::new(m.ops_per_sync.clone()))?;
         registry.register(Box::new(m.bytes_written.clone()))?;

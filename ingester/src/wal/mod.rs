@@ -30,6 +30,11 @@
 //!  ◀── oneshot: Ok(segment id) ───────── └──────────────────────────────────────────┘
 //! ```
 //!
+//! Exception: a small op appended while the WAL is idle (nothing queued,
+//! nobody committing) is committed by the appending task itself, on its own
+//! thread, under the same lock the writer thread commits under (see
+//! `writer.rs`, and `WalConfig::inline_max_bytes`).
+//!
 //! The op record (header + payload copy) is built in the appending task, in
 //! parallel across writers; the single writer thread only checksums and
 //! writes. Payloads are stored uncompressed (see `segment.rs` for why).
@@ -66,7 +71,11 @@ use std::{
     collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
-    sync::{Arc, mpsc as std_mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc as std_mpsc,
+    },
     time::Duration,
 };
 
@@ -84,7 +93,7 @@ pub(crate) use wal_sink::WalSink;
 
 use metrics::Metrics;
 use recovery::Recovered;
-use writer::{Faults, PendingAppend, Request, Writer, create_segment};
+use writer::{Core, CoreCell, Faults, PendingAppend, Request, Writer, create_segment};
 
 /// Default size at which a segment is rotated.
 pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 128 << 20;
@@ -92,6 +101,10 @@ pub const DEFAULT_MAX_SEGMENT_BYTES: u64 = 128 << 20;
 pub const DEFAULT_MAX_SEGMENT_AGE: Duration = Duration::from_secs(15 * 60);
 /// Default cap on the records of one group commit.
 pub const DEFAULT_MAX_GROUP_BYTES: usize = 8 << 20;
+/// Default size limit of a record committed on the appending thread: a
+/// write of a few hundred lines; fdatasync of that much takes about as long
+/// as of one line.
+pub const DEFAULT_INLINE_MAX_BYTES: usize = 64 << 10;
 
 /// Name of the lock file in the WAL directory.
 const LOCK_FILE: &str = "LOCK";
@@ -111,6 +124,12 @@ pub struct WalConfig {
     /// Cap on the bytes of op records in one group commit: bounds the latency
     /// of the ops in it and the writer's memory.
     pub max_group_bytes: usize,
+    /// An op record up to this size, appended while the WAL is idle, is
+    /// written and synced on the appending thread instead of the writer
+    /// thread (see `writer.rs`): two thread wake-ups less per write. Larger
+    /// ones always go to the writer thread, so a long fdatasync never holds
+    /// up an async worker. 0 turns it off.
+    pub inline_max_bytes: usize,
 }
 
 impl WalConfig {
@@ -121,6 +140,7 @@ impl WalConfig {
             max_segment_bytes: DEFAULT_MAX_SEGMENT_BYTES,
             max_segment_age: Some(DEFAULT_MAX_SEGMENT_AGE),
             max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
+            inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
         }
     }
 }
@@ -310,6 +330,11 @@ pub struct Wal {
 struct Inner {
     tx: std_mpsc::Sender<Request>,
     shared: Arc<Shared>,
+    /// The file and its state, shared with the writer thread.
+    core: CoreCell,
+    /// Requests sent to the writer thread and not yet fully handled.
+    queued: Arc<AtomicUsize>,
+    inline_max_bytes: usize,
 }
 
 impl fmt::Debug for Wal {
@@ -403,19 +428,25 @@ impl Wal {
         tracing::info!(dir = %dir.display(), existing = files.len(), open = %seg.id, "WAL opened");
 
         let (tx, rx) = std_mpsc::channel();
-        let writer = Writer {
-            rx,
+        let core = Arc::new(parking_lot::Mutex::new(Some(Core {
             shared: Arc::clone(&shared),
             dir: dir.clone(),
             max_segment_bytes: config.max_segment_bytes,
             max_segment_age: config.max_segment_age,
-            max_group_bytes: config.max_group_bytes,
             next_id: seg.id.get().saturating_add(1),
             seg,
             faults,
             _lock: lock,
             failed: None,
             rotate_retry_at: None,
+        })));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let writer = Writer {
+            rx,
+            core: Arc::clone(&core),
+            queued: Arc::clone(&queued),
+            max_group_bytes: config.max_group_bytes,
+            deadline: None,
             group: Vec::new(),
         };
         std::thread::Builder::new()
@@ -423,24 +454,72 @@ impl Wal {
             .spawn(move || writer.run())
             .map_err(|e| WalError::io("start WAL writer thread for", &dir, e))?;
         let wal = Self {
-            inner: Arc::new(Inner { tx, shared }),
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                core,
+                queued,
+                inline_max_bytes: config.inline_max_bytes,
+            }),
         };
         Ok((wal, files))
+    }
+
+    /// Sends `req` to the writer thread, counted in `queued` until handled.
+    fn send(&self, req: Request) -> Result<(), WalError> {
+        self.inner.queued.fetch_add(1, Ordering::AcqRel);
+        self.inner.tx.send(req).map_err(|_| {
+            self.inner.queued.fetch_sub(1, Ordering::AcqRel);
+            WalError::ShutDown
+        })
+    }
+
+    /// The inline path of [`Self::append`]: `Some` if this thread committed
+    /// `record` itself (nothing queued, nobody committing), else `None` with
+    /// the record given back.
+    fn try_append_inline(
+        &self,
+        sequence_number: u64,
+        record: Vec<u8>,
+    ) -> Result<Result<SegmentId, WalError>, Vec<u8>> {
+        let inner = &*self.inner;
+        if record.len() > inner.inline_max_bytes || inner.queued.load(Ordering::Acquire) != 0 {
+            return Err(record);
+        }
+        let Some(mut cell) = inner.core.try_lock() else {
+            return Err(record);
+        };
+        // Checked again under the lock: a request sent before this append
+        // (a rotation, say) must not be overtaken.
+        if inner.queued.load(Ordering::Acquire) != 0 {
+            return Err(record);
+        }
+        let Some(core) = cell.as_mut() else {
+            return Ok(Err(WalError::ShutDown));
+        };
+        let (result, wake) = core.commit_inline(sequence_number, &record);
+        drop(cell);
+        if wake {
+            // Best effort: the thread is gone only after a shutdown.
+            let _ = self.send(Request::Wake);
+        }
+        Ok(result)
     }
 
     /// Append `op`; resolves once it is durable, with the id of the segment
     /// holding it. Its record is built here, in the caller's task.
     pub async fn append(&self, op: &WalOp) -> Result<SegmentId, WalError> {
         let record = segment::encode_op(op.sequence_number, &op.payload)?;
+        let record = match self.try_append_inline(op.sequence_number, record) {
+            Ok(result) => return result,
+            Err(record) => record,
+        };
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Request::Append(PendingAppend {
-                sequence_number: op.sequence_number,
-                record,
-                reply,
-            }))
-            .map_err(|_| WalError::ShutDown)?;
+        self.send(Request::Append(PendingAppend {
+            sequence_number: op.sequence_number,
+            record,
+            reply,
+        }))?;
         rx.await.unwrap_or(Err(WalError::ShutDown))
     }
 
@@ -450,10 +529,7 @@ impl Wal {
     /// empty `sequence_numbers`).
     pub async fn rotate(&self) -> Result<ClosedSegment, WalError> {
         let (reply, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Request::Rotate(reply))
-            .map_err(|_| WalError::ShutDown)?;
+        self.send(Request::Rotate(reply))?;
         rx.await.unwrap_or(Err(WalError::ShutDown))
     }
 
@@ -530,7 +606,7 @@ impl Wal {
     /// at the next open. Calling it again is a no-op.
     pub async fn shutdown(&self) -> Result<(), WalError> {
         let (reply, rx) = oneshot::channel();
-        if self.inner.tx.send(Request::Shutdown(reply)).is_err() {
+        if self.send(Request::Shutdown(reply)).is_err() {
             return Ok(());
         }
         rx.await.unwrap_or(Ok(()))

@@ -17,6 +17,21 @@
 //! Rotation and shutdown travel on the same channel, so they are ordered with
 //! appends: an append sent before `rotate()` is in the closed segment.
 //!
+//! Lone small appends skip the thread: when nothing is queued and nobody is
+//! committing, an appender whose record is at most `inline_max_bytes` takes
+//! the [`Core`] (the file and its state) itself and writes, syncs and
+//! answers on its own thread. That removes two thread hand-offs (appender →
+//! writer thread → appender) from the latency of every such write: each is
+//! a wake-up of a parked thread, and on a virtual machine under load those
+//! wake-ups, not the disk, made the tail of one-line writes (see
+//! docs/benchmarks.md, target 2b). Everything else — groups, rotation,
+//! shutdown, age rotation — runs on the thread as before, and both paths
+//! commit through the same [`Core::commit`] under the same lock, so an entry
+//! is an entry whichever thread wrote it. `queued` counts requests sent to
+//! the thread and not yet fully handled; an inline commit requires it to be
+//! zero while holding the lock, so a request sent earlier (a rotation, say)
+//! is never overtaken.
+//!
 //! Failure: if the write or fdatasync fails, every op of the group gets an
 //! error (none is acknowledged) and the file is truncated back to the end of
 //! the last durable entry and synced, so the segment stays replayable and the
@@ -32,10 +47,15 @@ use std::{
     fs::File,
     io::{self, IoSlice, Seek, SeekFrom, Write},
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     time::{Duration, Instant},
 };
 
+use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{
@@ -54,6 +74,8 @@ pub(crate) enum Request {
     Append(PendingAppend),
     Rotate(oneshot::Sender<Result<ClosedSegment, WalError>>),
     Shutdown(oneshot::Sender<Result<(), WalError>>),
+    /// An inline commit started a segment: recompute the age deadline.
+    Wake,
 }
 
 /// One op waiting to be made durable.
@@ -129,22 +151,92 @@ pub(crate) fn create_segment(
     })
 }
 
-pub(crate) struct Writer {
-    pub(crate) rx: mpsc::Receiver<Request>,
+/// The writer's state: the open segment and everything a commit or a
+/// rotation changes. `None` once shut down (the file and the directory lock
+/// are released then).
+pub(crate) type CoreCell = Arc<Mutex<Option<Core>>>;
+
+pub(crate) struct Core {
     pub(crate) shared: Arc<Shared>,
     pub(crate) dir: PathBuf,
     pub(crate) max_segment_bytes: u64,
     pub(crate) max_segment_age: Option<Duration>,
-    pub(crate) max_group_bytes: usize,
     pub(crate) seg: OpenSegment,
     pub(crate) next_id: u64,
     pub(crate) faults: Faults,
-    /// Advisory lock on the directory, held as long as this thread runs.
+    /// Advisory lock on the directory, held as long as the WAL is open.
     pub(crate) _lock: File,
     pub(crate) failed: Option<Arc<str>>,
     pub(crate) rotate_retry_at: Option<Instant>,
+}
+
+/// The writer thread.
+pub(crate) struct Writer {
+    pub(crate) rx: mpsc::Receiver<Request>,
+    pub(crate) core: CoreCell,
+    /// Requests sent and not yet fully handled (see the module doc).
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) max_group_bytes: usize,
+    /// The open segment's age deadline as of the last request handled, so
+    /// waiting for the next one takes no lock (an inline commit would find
+    /// the core busy). Stale at worst: checked again under the lock.
+    pub(crate) deadline: Option<Instant>,
     /// The group being assembled; its allocation is reused.
     pub(crate) group: Vec<PendingAppend>,
+}
+
+/// An op as a commit sees it.
+pub(crate) trait Op {
+    fn sequence_number(&self) -> u64;
+    fn record(&self) -> &[u8];
+}
+
+impl Op for PendingAppend {
+    fn sequence_number(&self) -> u64 {
+        self.sequence_number
+    }
+    fn record(&self) -> &[u8] {
+        &self.record
+    }
+}
+
+impl Op for (u64, &[u8]) {
+    fn sequence_number(&self) -> u64 {
+        self.0
+    }
+    fn record(&self) -> &[u8] {
+        self.1
+    }
+}
+
+/// Why a group was not made durable; every op of the group gets it.
+#[derive(Clone)]
+pub(crate) enum GroupError {
+    Failed(Arc<str>),
+    Write {
+        segment: SegmentId,
+        path: PathBuf,
+        source: Arc<io::Error>,
+    },
+}
+
+impl GroupError {
+    fn to_error(&self) -> WalError {
+        match self {
+            Self::Failed(reason) => WalError::Failed {
+                reason: reason.clone(),
+            },
+            Self::Write {
+                segment,
+                path,
+                source,
+            } => WalError::Write {
+                segment: *segment,
+                path: path.clone(),
+                source: Arc::clone(source),
+            },
+        }
+    }
 }
 
 impl Writer {
@@ -166,6 +258,14 @@ impl Writer {
                     None => break,
                 },
             };
+            let mut cell = self.core.lock();
+            let Some(core) = cell.as_mut() else {
+                // Shut down already (cannot happen: only this thread shuts
+                // down, and it returns). Dropping `req` refuses it.
+                return;
+            };
+            let mut handled = 1;
+            let mut answer = None;
             match req {
                 Request::Append(first) => {
                     let mut bytes = first.record.len();
@@ -175,6 +275,7 @@ impl Writer {
                             Ok(Request::Append(a)) if bytes + a.record.len() <= cap => {
                                 bytes += a.record.len();
                                 self.group.push(a);
+                                handled += 1;
                             }
                             Ok(other) => {
                                 pending = Some(other);
@@ -183,23 +284,39 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    self.commit();
-                    self.maybe_rotate();
+                    answer = Some(core.commit(&self.group));
+                    core.maybe_rotate();
                 }
                 Request::Rotate(reply) => {
-                    let _ = reply.send(self.rotate(RotationReason::Requested));
+                    let _ = reply.send(core.rotate(RotationReason::Requested));
                 }
+                Request::Wake => {}
                 Request::Shutdown(reply) => {
-                    let res = self.close();
+                    let res = core.close();
                     // Release the file and the directory lock before answering,
                     // so the caller may reopen the WAL right away.
-                    drop(self);
+                    *cell = None;
+                    self.queued.fetch_sub(handled, Ordering::AcqRel);
+                    drop(cell);
                     let _ = reply.send(res);
                     return;
                 }
             }
+            self.deadline = core.age_deadline();
+            self.queued.fetch_sub(handled, Ordering::AcqRel);
+            // Answer only now: a waiter woken while this thread still held the
+            // lock (or had the group counted as queued) would find the WAL
+            // busy and queue its next append instead of committing inline.
+            drop(cell);
+            if let Some(outcome) = answer {
+                for a in self.group.drain(..) {
+                    let _ = a.reply.send(outcome.clone().map_err(|e| e.to_error()));
+                }
+            }
         }
-        if let Err(e) = self.close() {
+        if let Some(mut core) = self.core.lock().take()
+            && let Err(e) = core.close()
+        {
             tracing::error!(error = %e, "WAL: closing the open segment failed");
         }
     }
@@ -208,12 +325,18 @@ impl Writer {
     /// first entry gets too old while idle. `None` once all handles are gone.
     fn next_request(&mut self) -> Option<Request> {
         loop {
-            let Some(deadline) = self.age_deadline() else {
+            let Some(deadline) = self.deadline else {
                 return self.rx.recv().ok();
             };
             let now = Instant::now();
             if now >= deadline {
-                self.rotate_and_report(RotationReason::Age);
+                let mut cell = self.core.lock();
+                let core = cell.as_mut()?;
+                // An inline commit may have rotated meanwhile.
+                if core.age_deadline().is_some_and(|d| Instant::now() >= d) {
+                    core.rotate_and_report(RotationReason::Age);
+                }
+                self.deadline = core.age_deadline();
                 continue;
             }
             match self.rx.recv_timeout(deadline - now) {
@@ -222,6 +345,27 @@ impl Writer {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return None,
             }
         }
+    }
+}
+
+impl Core {
+    /// Commits one op on the caller's thread (see the module doc): written,
+    /// synced and, if the segment is full, rotated before it returns. The
+    /// caller holds the lock and has seen no request queued. Also returns
+    /// whether the writer thread must recompute its age deadline (this op
+    /// started the segment's age).
+    pub(crate) fn commit_inline(
+        &mut self,
+        sequence_number: u64,
+        record: &[u8],
+    ) -> (Result<SegmentId, WalError>, bool) {
+        let started_age = self.seg.first_entry_at.is_none();
+        let res = self.commit(&[(sequence_number, record)]);
+        self.shared.metrics.inline_commits.inc();
+        let wake =
+            started_age && self.seg.first_entry_at.is_some() && self.max_segment_age.is_some();
+        self.maybe_rotate();
+        (res.map_err(|e| e.to_error()), wake)
     }
 
     /// When the open segment must be rotated by age; `None` without an age
@@ -235,22 +379,17 @@ impl Writer {
         Some(self.rotate_retry_at.map_or(due, |r| r.max(due)))
     }
 
-    /// Write and sync `self.group` as one entry and answer its waiters.
-    fn commit(&mut self) {
-        let mut group = std::mem::take(&mut self.group);
+    /// Write and sync `ops` as one entry: the segment holding them, or why
+    /// none of them was made durable. Answering is the caller's, after it
+    /// lets go of the lock.
+    fn commit<O: Op>(&mut self, ops: &[O]) -> Result<SegmentId, GroupError> {
         if let Some(reason) = &self.failed {
-            for a in group.drain(..) {
-                let _ = a.reply.send(Err(WalError::Failed {
-                    reason: reason.clone(),
-                }));
-            }
-            self.group = group;
-            return;
+            return Err(GroupError::Failed(reason.clone()));
         }
-        let prefix = entry_prefix(group.iter().map(|a| a.record.as_slice()));
-        let entry_len = (prefix.len() + group.iter().map(|a| a.record.len()).sum::<usize>()) as u64;
+        let prefix = entry_prefix(ops.iter().map(Op::record));
+        let entry_len = (prefix.len() + ops.iter().map(|o| o.record().len()).sum::<usize>()) as u64;
 
-        let res = self.write_entry(&prefix, &group).and_then(|()| {
+        let res = self.write_entry(&prefix, ops).and_then(|()| {
             let started = Instant::now();
             let r = self.faults.sync().and_then(|()| self.seg.file.sync_data());
             self.shared
@@ -263,19 +402,14 @@ impl Writer {
         match res {
             Ok(()) => {
                 self.seg.len += entry_len;
-                self.seg
-                    .seqs
-                    .extend(group.iter().map(|a| a.sequence_number));
+                self.seg.seqs.extend(ops.iter().map(Op::sequence_number));
                 self.seg.first_entry_at.get_or_insert_with(Instant::now);
                 let m = &self.shared.metrics;
                 m.syncs.inc();
-                m.ops_per_sync.observe(group.len() as f64);
+                m.ops_per_sync.observe(ops.len() as f64);
                 m.bytes_written.inc_by(entry_len);
                 self.shared.set_open_bytes(self.seg.len);
-                let id = self.seg.id;
-                for a in group.drain(..) {
-                    let _ = a.reply.send(Ok(id));
-                }
+                Ok(self.seg.id)
             }
             Err(e) => {
                 self.shared.metrics.write_errors.inc();
@@ -283,28 +417,25 @@ impl Writer {
                     segment = %self.seg.id,
                     file = %self.seg.path.display(),
                     offset = self.seg.len,
-                    ops = group.len(),
+                    ops = ops.len(),
                     error = %e,
                     "WAL write failed; refusing the group's operations"
                 );
                 let source = Arc::new(e);
                 self.undo_failed_entry(&source);
-                for a in group.drain(..) {
-                    let _ = a.reply.send(Err(WalError::Write {
-                        segment: self.seg.id,
-                        path: self.seg.path.clone(),
-                        source: Arc::clone(&source),
-                    }));
-                }
+                Err(GroupError::Write {
+                    segment: self.seg.id,
+                    path: self.seg.path.clone(),
+                    source,
+                })
             }
         }
-        self.group = group;
     }
 
-    fn write_entry(&mut self, prefix: &[u8], group: &[PendingAppend]) -> io::Result<()> {
-        let mut slices = Vec::with_capacity(group.len() + 1);
+    fn write_entry<O: Op>(&mut self, prefix: &[u8], ops: &[O]) -> io::Result<()> {
+        let mut slices = Vec::with_capacity(ops.len() + 1);
         slices.push(IoSlice::new(prefix));
-        slices.extend(group.iter().map(|a| IoSlice::new(&a.record)));
+        slices.extend(ops.iter().map(|o| IoSlice::new(o.record())));
         self.faults.write(&mut self.seg.file, &slices)?;
         write_all_vectored(&mut self.seg.file, &mut slices)
     }
