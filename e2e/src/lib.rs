@@ -38,6 +38,17 @@ pub enum Outcome {
     Unknown,
 }
 
+/// Whether `s`, the answer to a write, is one of the ingester's refusals,
+/// which apply none of the write: invalid input, a resource limit, or
+/// `UNAVAILABLE` saying the ingester is not accepting writes (draining,
+/// shutting down). Any other error leaves the outcome unknown.
+pub fn is_refusal(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
+    ) || (s.code() == tonic::Code::Unavailable && s.message().starts_with("the ingester is"))
+}
+
 /// The `sluice-ingester` binary.
 pub fn ingester_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

@@ -306,13 +306,7 @@ async fn writer(
                             assert_eq!(resp.rows, n, "rows acknowledged");
                             Outcome::Acked
                         }
-                        Ok(Err(s))
-                            if matches!(
-                                s.code(),
-                                tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
-                            ) || (s.code() == tonic::Code::Unavailable
-                                && s.message().starts_with("the ingester is")) =>
-                        {
+                        Ok(Err(s)) if sluice_e2e::is_refusal(&s) => {
                             eprintln!("crash: gRPC write refused: {s}");
                             Outcome::Refused
                         }

@@ -742,13 +742,7 @@ async fn writer(w: u32, grpc: String, http: String, stop: Arc<AtomicBool>, stats
                     assert_eq!(resp.rows, ROWS_PER_WRITE, "rows acknowledged");
                     Outcome::Acked
                 }
-                Ok(Err(s))
-                    if matches!(
-                        s.code(),
-                        tonic::Code::InvalidArgument | tonic::Code::ResourceExhausted
-                    ) || (s.code() == tonic::Code::Unavailable
-                        && s.message().starts_with("the ingester is")) =>
-                {
+                Ok(Err(s)) if sluice_e2e::is_refusal(&s) => {
                     if s.code() == tonic::Code::ResourceExhausted
                         && s.message().contains("WAL volume")
                     {
