@@ -131,7 +131,9 @@ pub(crate) fn build_tables_with(
         }
         if fast_fields && field_cols.len() == line.fields.len() {
             for ((_, v), &idx) in line.fields.iter().zip(&field_cols) {
-                with_value(v, |value| table.append_resolved(idx, value, n))?;
+                if !table.push_field(idx, v) {
+                    return Err(table.field_type_conflict(idx, v, n));
+                }
             }
         } else {
             table.abandon_fields(start);
