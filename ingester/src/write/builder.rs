@@ -400,7 +400,18 @@ impl TableBuilder {
         value: &str,
         line: usize,
     ) -> Result<(u32, i32), WriteError> {
-        let idx = self.column(name, ColumnType::Tag, line)?;
+        // The previous row's tag at this position, inline (the common
+        // case); anything else through `column`.
+        let idx = match self.hint.get(self.hint_pos) {
+            Some(&i)
+                if self.columns[i].column_type == ColumnType::Tag
+                    && same_name(&self.columns[i].name, name) =>
+            {
+                self.hint_pos += 1;
+                i
+            }
+            _ => self.column(name, ColumnType::Tag, line)?,
+        };
         let col = &mut self.columns[idx];
         if col.len > self.rows {
             return Err(WriteError::DuplicateColumn {
@@ -423,11 +434,14 @@ impl TableBuilder {
     /// Appends the tags of a line whose raw tag section `raw` (measurement
     /// included) an earlier line of this request had: the same bytes give
     /// the same tags, so their keys are reused without looking at names or
-    /// values. Returns false when `raw` was not seen (append the tags one
-    /// by one, then [`remember_tags`](Self::remember_tags)).
-    pub(crate) fn append_cached_tags(&mut self, raw: &[u8]) -> bool {
-        let Some(pairs) = self.series.get(raw) else {
-            return false;
+    /// values. `Err` with the section's hash when `raw` was not seen: append
+    /// the tags one by one, then [`remember_tags`](Self::remember_tags)
+    /// with that hash.
+    #[inline]
+    pub(crate) fn append_cached_tags(&mut self, raw: &[u8]) -> Result<(), u64> {
+        let hash = self.series.hash(raw);
+        let Some(pairs) = self.series.get(hash, raw) else {
+            return Err(hash);
         };
         for &(idx, key) in pairs {
             let col = &mut self.columns[idx as usize];
@@ -439,13 +453,13 @@ impl TableBuilder {
         }
         // Field hints follow the tags' positions.
         self.hint_pos = pairs.len();
-        true
+        Ok(())
     }
 
     /// Records what the tag section `raw` produced (see
-    /// [`append_cached_tags`](Self::append_cached_tags)).
-    pub(crate) fn remember_tags(&mut self, raw: &[u8], pairs: &[(u32, i32)]) {
-        self.series.insert(raw, pairs);
+    /// [`append_cached_tags`](Self::append_cached_tags), which gave `hash`).
+    pub(crate) fn remember_tags(&mut self, hash: u64, raw: &[u8], pairs: &[(u32, i32)]) {
+        self.series.insert(hash, raw, pairs);
     }
 
     /// Appends `value` to column `name` of the current row.
@@ -545,7 +559,12 @@ impl TableBuilder {
 /// overlapping 8-byte words.
 #[inline(always)]
 fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same_name`] for bytes (tag values, in `tag_dictionary.rs`).
+#[inline(always)]
+pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

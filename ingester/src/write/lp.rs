@@ -99,7 +99,12 @@ pub(crate) fn build_tables_with(
         // Tags: a tag section already seen in this request (byte for byte)
         // reuses its dictionary keys; see `tag_dictionary.rs`.
         let series = tag_section(body, &line);
-        let tags_done = series.is_some_and(|raw| table.append_cached_tags(raw));
+        // `Some(hash)`: a tag section not seen yet, to remember.
+        let miss = match series {
+            Some(raw) => table.append_cached_tags(raw).err(),
+            None => None,
+        };
+        let tags_done = series.is_some() && miss.is_none();
         if !tags_done {
             tag_keys.clear();
             // A quadratic scan over raw names, cheap for the handful of
@@ -151,8 +156,8 @@ pub(crate) fn build_tables_with(
                 }
             }
         }
-        if !tags_done && let Some(raw) = series {
-            table.remember_tags(raw, &tag_keys);
+        if let (Some(raw), Some(hash)) = (series, miss) {
+            table.remember_tags(hash, raw, &tag_keys);
         }
         table.finish_row(time);
     }

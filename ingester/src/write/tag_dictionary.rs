@@ -66,7 +66,9 @@ impl TagDictionary {
     pub(crate) fn append_value(&mut self, v: &str) -> Option<i32> {
         let v = v.as_bytes();
         let hash = self.hasher.hash_one(v);
-        let found = self.index.find(hash, |&k| self.value(k) == v);
+        let found = self
+            .index
+            .find(hash, |&k| super::builder::same_bytes(self.value(k), v));
         let key = match found {
             Some(&k) => k,
             None => {
@@ -148,24 +150,32 @@ pub(crate) struct SeriesCache {
 }
 
 impl SeriesCache {
-    /// The pairs recorded for the tag section `raw`, if any.
-    pub(crate) fn get(&self, raw: &[u8]) -> Option<&[(u32, i32)]> {
-        let hash = self.hasher.hash_one(raw);
+    /// The hash of tag section `raw`, for [`get`](Self::get) and
+    /// [`insert`](Self::insert) (one hash for both on a miss).
+    #[inline]
+    pub(crate) fn hash(&self, raw: &[u8]) -> u64 {
+        self.hasher.hash_one(raw)
+    }
+
+    /// The pairs recorded for the tag section `raw` (whose
+    /// [`hash`](Self::hash) is `hash`), if any.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, raw: &[u8]) -> Option<&[(u32, i32)]> {
         let &(_, _, _, first, n) = self.table.find(hash, |&(h, start, len, _, _)| {
             h == hash && &self.bytes[start as usize..(start + len) as usize] == raw
         })?;
         Some(&self.pairs[first as usize..(first + n) as usize])
     }
 
-    /// Records the pairs of tag section `raw` (ignored once full).
-    pub(crate) fn insert(&mut self, raw: &[u8], pairs: &[(u32, i32)]) {
+    /// Records the pairs of tag section `raw` (whose [`hash`](Self::hash)
+    /// is `hash`; ignored once full).
+    pub(crate) fn insert(&mut self, hash: u64, raw: &[u8], pairs: &[(u32, i32)]) {
         if self.table.len() >= MAX_SERIES
             || self.bytes.len() + raw.len() > u32::MAX as usize
             || self.pairs.len() + pairs.len() > u32::MAX as usize
         {
             return;
         }
-        let hash = self.hasher.hash_one(raw);
         let entry = (
             hash,
             self.bytes.len() as u32,
@@ -222,11 +232,12 @@ mod tests {
     #[test]
     fn series_cache_finds_exact_sections() {
         let mut c = SeriesCache::default();
-        c.insert(b"cpu,host=a", &[(0, 0)]);
-        c.insert(b"cpu,host=b", &[(0, 1), (2, 5)]);
-        assert_eq!(c.get(b"cpu,host=a"), Some(&[(0, 0)][..]));
-        assert_eq!(c.get(b"cpu,host=b"), Some(&[(0, 1), (2, 5)][..]));
-        assert_eq!(c.get(b"cpu,host=c"), None);
-        assert_eq!(c.get(b"cpu,host="), None);
+        let get = |c: &SeriesCache, raw: &[u8]| c.get(c.hash(raw), raw).map(<[_]>::to_vec);
+        c.insert(c.hash(b"cpu,host=a"), b"cpu,host=a", &[(0, 0)]);
+        c.insert(c.hash(b"cpu,host=b"), b"cpu,host=b", &[(0, 1), (2, 5)]);
+        assert_eq!(get(&c, b"cpu,host=a"), Some(vec![(0, 0)]));
+        assert_eq!(get(&c, b"cpu,host=b"), Some(vec![(0, 1), (2, 5)]));
+        assert_eq!(get(&c, b"cpu,host=c"), None);
+        assert_eq!(get(&c, b"cpu,host="), None);
     }
 }
