@@ -90,17 +90,20 @@
 //!
 //! Per line: `memchr` finds the line's end (`scan.rs`, exact InfluxDB
 //! splitting only for lines holding a `"`), and an index of its delimiter
-//! bytes is built 16 bytes at a time (`delimiters.rs`: SSE2 on x86_64 behind
-//! one `unsafe` call whose only requirement, the `sse2` target feature, the
-//! build guarantees; portable SWAR elsewhere). The same pass notes whether
+//! bytes is built 32 or 16 bytes at a time (`delimiters.rs`: AVX2 on x86_64
+//! CPUs that have it, checked once per parser; else SSE2, which the x86_64
+//! build guarantees; portable SWAR elsewhere; each behind one `unsafe` call
+//! whose only requirement is that target feature). The same pass notes whether
 //! the line is ASCII, which makes it valid UTF-8; only other lines go through
 //! `str::from_utf8`. A plain line (no escapes, single spaces, the common case)
 //! is then parsed by walking its delimiters (`fast.rs`); anything else, and
 //! every error, goes through the general parser (`line.rs`), which is the
 //! reference: a property test checks that both agree. Digits are read 8 at
-//! a time (`number.rs`) and long decimal mantissas are converted with a
-//! 128-bit reciprocal instead of `f64::from_str` (`float.rs`). No branch
-//! depends on name lengths, whose varying exits CPUs mispredict.
+//! a time, the last 16 of a float's fraction or a timestamp 16 at a time
+//! in one SSE2 register (`number.rs`), and long decimal mantissas are
+//! converted with a 128-bit reciprocal instead of `f64::from_str`
+//! (`float.rs`). No branch depends on name or number lengths, whose
+//! varying exits CPUs mispredict.
 
 mod delimiters;
 mod error;

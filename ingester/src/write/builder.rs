@@ -579,6 +579,26 @@ pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
             | (u64::from_ne_bytes(*a1) ^ u64::from_ne_bytes(*b1))
             == 0;
     }
+    // 4 to 7 bytes (`x64`-like tag values are common): two overlapping
+    // 4-byte words.
+    if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
+        a.first_chunk::<4>(),
+        a.last_chunk::<4>(),
+        b.first_chunk::<4>(),
+        b.last_chunk::<4>(),
+    ) && a.len() < 8
+    {
+        return (u32::from_ne_bytes(*a0) ^ u32::from_ne_bytes(*b0))
+            | (u32::from_ne_bytes(*a1) ^ u32::from_ne_bytes(*b1))
+            == 0;
+    }
+    // 1 to 3 bytes: the first, middle and last cover them all.
+    if let (Some(&a0), Some(&b0)) = (a.first(), b.first())
+        && a.len() < 4
+    {
+        let (mid, last) = (a.len() / 2, a.len() - 1);
+        return (a0 == b0) & (a[mid] == b[mid]) & (a[last] == b[last]);
+    }
     a == b
 }
 
@@ -608,11 +628,26 @@ mod tests {
 
     #[test]
     fn same_name_is_string_equality() {
+        // Every length class (0, 1–3, 4–7, 8–16, longer), differing at the
+        // start, the middle and the end.
         let names = [
             "",
             "a",
             "b",
             "ab",
+            "ba",
+            "aa",
+            "abc",
+            "acc",
+            "abd",
+            "xbc",
+            "abcd",
+            "abce",
+            "xbcd",
+            "abcdefg",
+            "abcdeff",
+            "xbcdefg",
+            "abcxefg",
             "usage_u",
             "usage_us",
             "usage_use",
