@@ -9,6 +9,10 @@
 //! A finished row group's column chunks are appended in schema order and
 //! its bytes handed back for upload, so at most one row group of encoded
 //! data (plus up to two batches per column) is held.
+//!
+//! Tag columns whose batches share one sorted values array (a persist's
+//! output) skip the Arrow writer: [`super::tag_chunk`] encodes them from
+//! their keys.
 
 use std::sync::Arc;
 
@@ -23,9 +27,12 @@ use parquet::arrow::arrow_writer::{
 };
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
-use parquet::file::writer::SerializedFileWriter;
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::schema::types::ColumnDescPtr;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use super::tag_chunk::{self, EncodedChunk, TagChunk};
 
 /// Batches queued per column task.
 const COLUMN_QUEUE: usize = 2;
@@ -34,6 +41,9 @@ pub(super) struct ParallelEncoder {
     schema: SchemaRef,
     file: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
+    /// Per column: its descriptor if it may take the tag chunk path.
+    tag_columns: Vec<Option<ColumnDescPtr>>,
+    props: Arc<WriterProperties>,
     row_group_rows: usize,
     /// The row group being encoded.
     current: Option<RowGroup>,
@@ -47,7 +57,25 @@ struct RowGroup {
 }
 
 /// Aborted if dropped unfinished (the encoder failed or was cancelled).
-struct ColumnTask(Option<JoinHandle<Result<ArrowColumnChunk, ParquetError>>>);
+struct ColumnTask(Option<JoinHandle<Result<ColumnChunk, ParquetError>>>);
+
+/// A column's encoded chunk, from either path.
+enum ColumnChunk {
+    Arrow(ArrowColumnChunk),
+    Tag(EncodedChunk),
+}
+
+impl ColumnChunk {
+    fn append_to_row_group(
+        self,
+        writer: &mut SerializedRowGroupWriter<'_, Vec<u8>>,
+    ) -> Result<(), ParquetError> {
+        match self {
+            Self::Arrow(chunk) => chunk.append_to_row_group(writer),
+            Self::Tag(chunk) => writer.append_column(&chunk.data, chunk.close),
+        }
+    }
+}
 
 impl Drop for ColumnTask {
     fn drop(&mut self) {
@@ -75,12 +103,27 @@ impl ParallelEncoder {
                 "nested columns are not supported".into(),
             ));
         }
-        let file = SerializedFileWriter::new(Vec::new(), parquet_schema.root_schema_ptr(), props)?;
+        let tag_columns = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let descr = parquet_schema.column(i);
+                tag_chunk::supported(f.data_type(), &descr, &props).then_some(descr)
+            })
+            .collect();
+        let file = SerializedFileWriter::new(
+            Vec::new(),
+            parquet_schema.root_schema_ptr(),
+            Arc::clone(&props),
+        )?;
         let factory = ArrowRowGroupWriterFactory::new(&file, Arc::clone(&schema));
         Ok(Self {
             schema,
             file,
             factory,
+            tag_columns,
+            props,
             row_group_rows: row_group_rows.max(1),
             current: None,
             row_groups: 0,
@@ -98,7 +141,12 @@ impl ParallelEncoder {
         while offset < batch.num_rows() {
             if self.current.is_none() {
                 let writers = self.factory.create_column_writers(self.row_groups)?;
-                self.current = Some(RowGroup::start(&self.schema, writers));
+                self.current = Some(RowGroup::start(
+                    &self.schema,
+                    writers,
+                    &self.tag_columns,
+                    &self.props,
+                ));
             }
             let group = self.current.as_mut().expect("started above");
             let take = (self.row_group_rows - group.rows).min(batch.num_rows() - offset);
@@ -142,15 +190,27 @@ impl ParallelEncoder {
 }
 
 impl RowGroup {
-    fn start(schema: &SchemaRef, writers: Vec<ArrowColumnWriter>) -> Self {
+    fn start(
+        schema: &SchemaRef,
+        writers: Vec<ArrowColumnWriter>,
+        tag_columns: &[Option<ColumnDescPtr>],
+        props: &Arc<WriterProperties>,
+    ) -> Self {
         let columns = schema
             .fields()
             .iter()
             .cloned()
             .zip(writers)
-            .map(|(field, writer)| {
+            .zip(tag_columns)
+            .map(|((field, writer), tag)| {
                 let (tx, rx) = mpsc::channel(COLUMN_QUEUE);
-                let task = tokio::spawn(encode_column(field, writer, rx));
+                let task = match tag {
+                    Some(descr) => {
+                        let chunk = TagChunk::new(Arc::clone(descr), Arc::clone(props));
+                        tokio::spawn(encode_tag_column(field, writer, chunk, rx))
+                    }
+                    None => tokio::spawn(encode_column(field, writer, rx)),
+                };
                 (tx, ColumnTask(Some(task)))
             })
             .collect();
@@ -178,13 +238,48 @@ async fn encode_column(
     field: FieldRef,
     mut writer: ArrowColumnWriter,
     mut rx: mpsc::Receiver<ArrayRef>,
-) -> Result<ArrowColumnChunk, ParquetError> {
+) -> Result<ColumnChunk, ParquetError> {
     while let Some(array) = rx.recv().await {
-        for leaf in compute_leaves(&field, &array)? {
-            writer.write(&leaf)?;
+        write_arrow(&field, &mut writer, &array)?;
+    }
+    writer.close().map(ColumnChunk::Arrow)
+}
+
+/// A tag column: [`TagChunk`] while the batches allow it, else (from the
+/// first batch it refuses, or at the end) the Arrow writer, fed what the
+/// tag chunk had taken first.
+async fn encode_tag_column(
+    field: FieldRef,
+    mut writer: ArrowColumnWriter,
+    mut chunk: TagChunk,
+    mut rx: mpsc::Receiver<ArrayRef>,
+) -> Result<ColumnChunk, ParquetError> {
+    while let Some(array) = rx.recv().await {
+        if !chunk.push(array.as_ref())? {
+            chunk.replay(&field, &mut writer)?;
+            drop(chunk);
+            write_arrow(&field, &mut writer, &array)?;
+            return encode_column(field, writer, rx).await;
         }
     }
-    writer.close()
+    match chunk.finish()? {
+        Some(encoded) => Ok(ColumnChunk::Tag(encoded)),
+        None => {
+            chunk.replay(&field, &mut writer)?;
+            writer.close().map(ColumnChunk::Arrow)
+        }
+    }
+}
+
+fn write_arrow(
+    field: &FieldRef,
+    writer: &mut ArrowColumnWriter,
+    array: &ArrayRef,
+) -> Result<(), ParquetError> {
+    for leaf in compute_leaves(field, array)? {
+        writer.write(&leaf)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ mod output;
 mod pipeline;
 mod ranks;
 mod sort_key;
+mod tag_chunk;
 mod writer;
 
 #[cfg(test)]
