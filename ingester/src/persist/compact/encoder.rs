@@ -90,8 +90,19 @@ impl ParallelEncoder {
     /// Arrow schema is embedded in the footer, as `ArrowWriter` does.
     pub(super) fn new(
         schema: SchemaRef,
+        props: WriterProperties,
+        row_group_rows: usize,
+    ) -> Result<Self, ParquetError> {
+        Self::with_tag_chunks(schema, props, row_group_rows, true)
+    }
+
+    /// [`Self::new`]; `tag_chunks: false` sends every column through the
+    /// Arrow writer (to compare the two paths).
+    pub(super) fn with_tag_chunks(
+        schema: SchemaRef,
         mut props: WriterProperties,
         row_group_rows: usize,
+        tag_chunks: bool,
     ) -> Result<Self, ParquetError> {
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let props = Arc::new(props);
@@ -109,7 +120,7 @@ impl ParallelEncoder {
             .enumerate()
             .map(|(i, f)| {
                 let descr = parquet_schema.column(i);
-                tag_chunk::supported(f.data_type(), &descr, &props).then_some(descr)
+                (tag_chunks && tag_chunk::supported(f.data_type(), &descr, &props)).then_some(descr)
             })
             .collect();
         let file = SerializedFileWriter::new(

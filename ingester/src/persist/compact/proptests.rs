@@ -248,3 +248,91 @@ fn compact_matches_reference() {
         prop_assert_eq!(got, want);
     });
 }
+
+/// A small deterministic generator for the tag chunk inputs below (whole
+/// dictionaries of random strings are too slow to shrink usefully).
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+/// Sorted distinct strings: lengths around the 64-byte statistics cut,
+/// multi-byte characters, and one that cannot be incremented.
+fn dictionary(rng: &mut SplitMix, n: usize) -> Vec<String> {
+    let mut v: Vec<String> = (0..n)
+        .map(|_| {
+            let len = rng.pick(&[0usize, 1, 2, 5, 12, 63, 64, 65, 100]);
+            (0..len)
+                .map(|_| rng.pick(&['a', 'b', 'z', 'é', '\u{7FF}', '\u{10FFFF}']))
+                .collect()
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The tag chunk path against the Arrow writer on random sorted tag
+/// columns (like a persist's output: sorted by the tags, nulls first):
+/// same decoded rows, chunk statistics, level histograms and page index,
+/// across random batch, page and row group sizes.
+#[test]
+fn tag_chunks_match_the_arrow_writer() {
+    use super::tag_chunk::tests::{check_against_arrow, tag_batches};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let config = ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    proptest!(config, |(
+        seed in any::<u64>(),
+        columns in 1usize..4,
+        n in 1usize..3000,
+        batch_rows in 1usize..500,
+        page_rows in 1usize..600,
+        row_group_rows in 1usize..2000,
+    )| {
+        let mut rng = SplitMix(seed);
+        let values: Vec<Vec<String>> = (0..columns)
+            .map(|_| {
+                let size = rng.pick(&[0usize, 1, 2, 3, 17, 300, 5000]);
+                dictionary(&mut rng, size)
+            })
+            .collect();
+        let null_percent: Vec<u64> = (0..columns).map(|_| rng.pick(&[0, 1, 30, 100])).collect();
+        let mut rows: Vec<Vec<Option<u32>>> = (0..n)
+            .map(|_| {
+                values
+                    .iter()
+                    .zip(&null_percent)
+                    .map(|(v, p)| {
+                        (!v.is_empty() && rng.next() % 100 >= *p)
+                            .then(|| (rng.next() % v.len() as u64) as u32)
+                    })
+                    .collect()
+            })
+            .collect();
+        rows.sort();
+        let keys: Vec<Vec<Option<u32>>> = (0..columns)
+            .map(|c| rows.iter().map(|r| r[c]).collect())
+            .collect();
+        let batches = tag_batches(&values, &keys, batch_rows);
+        rt.block_on(check_against_arrow(&batches, page_rows, row_group_rows));
+    });
+}

@@ -77,7 +77,11 @@ struct Run {
 }
 
 /// Whether a column of `data_type` written with `props` can take this path.
-pub(super) fn supported(data_type: &DataType, descr: &ColumnDescPtr, props: &WriterProperties) -> bool {
+pub(super) fn supported(
+    data_type: &DataType,
+    descr: &ColumnDescPtr,
+    props: &WriterProperties,
+) -> bool {
     let path = descr.path();
     matches!(data_type, DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8)
         && descr.physical_type() == PhysicalType::BYTE_ARRAY
@@ -353,7 +357,11 @@ fn page_rows(props: &WriterProperties, descr: &ColumnDescPtr, bit_width: u8) -> 
     let bits = usize::from(bit_width) + descr.max_def_level() as usize;
     let by_size = match bits {
         0 => usize::MAX,
-        b => (props.column_data_page_size_limit(descr.path()).saturating_mul(8) / b).max(8),
+        b => (props
+            .column_data_page_size_limit(descr.path())
+            .saturating_mul(8)
+            / b)
+            .max(8),
     };
     props.data_page_row_count_limit().min(by_size).max(1)
 }
@@ -371,7 +379,9 @@ impl Codec {
             Compression::ZSTD(level) => zstd::bulk::Compressor::new(level.compression_level())
                 .map(Self::Zstd)
                 .map_err(|e| ParquetError::External(Box::new(e))),
-            other => Err(ParquetError::NYI(format!("tag chunks compressed with {other}"))),
+            other => Err(ParquetError::NYI(format!(
+                "tag chunks compressed with {other}"
+            ))),
         }
     }
 
@@ -545,7 +555,11 @@ impl<'a> ChunkWriter<'a> {
             && self.props.write_page_header_statistics(self.descr.path()))
         .then(|| {
             stats.min_max.map(|(lo, hi)| {
-                self.chunk_statistics(Some((lo, hi)), stats.nulls, self.props.statistics_truncate_length())
+                self.chunk_statistics(
+                    Some((lo, hi)),
+                    stats.nulls,
+                    self.props.statistics_truncate_length(),
+                )
             })
         })
         .flatten();
@@ -713,7 +727,8 @@ fn upper_bound(v: &str, limit: Option<usize>) -> (Vec<u8>, bool) {
     {
         let prefix = &v[..cut];
         for (i, c) in prefix.char_indices().rev() {
-            if let Some(next) = char::from_u32(c as u32 + 1).filter(|n| n.len_utf8() == c.len_utf8())
+            if let Some(next) =
+                char::from_u32(c as u32 + 1).filter(|n| n.len_utf8() == c.len_utf8())
             {
                 let mut out = prefix.as_bytes()[..i].to_vec();
                 out.extend_from_slice(next.encode_utf8(&mut [0; 4]).as_bytes());
@@ -837,4 +852,532 @@ fn uleb128(out: &mut Vec<u8>, mut v: u64) {
         v >>= 7;
     }
     out.push(v as u8);
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    //! Round trips through the tag chunk path, and comparisons with the
+    //! Arrow writer's output for the same input.
+
+    use arrow::array::{RecordBatch, TimestampNanosecondArray};
+    use arrow::datatypes::{Field, Schema};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::basic::ZstdLevel;
+    use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
+    use parquet::file::page_index::column_index::ColumnIndexMetaData;
+    use parquet::file::page_index::offset_index::OffsetIndexMetaData;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+    use crate::persist::compact::encoder::ParallelEncoder;
+    use crate::persist::compact::test_util::{rows, tag_type, time_type};
+
+    /// Batches of `batch_rows` rows: tag column `t{i}` has keys `keys[i]`
+    /// into the shared values `values[i]` (sorted, distinct), then `time`
+    /// (the row number).
+    pub(in crate::persist::compact) fn tag_batches(
+        values: &[Vec<String>],
+        keys: &[Vec<Option<u32>>],
+        batch_rows: usize,
+    ) -> Vec<RecordBatch> {
+        let n = keys.first().map_or(0, Vec::len);
+        let mut fields: Vec<Field> = (0..keys.len())
+            .map(|i| Field::new(format!("t{i}"), tag_type(), true))
+            .collect();
+        fields.push(Field::new("time", time_type(), false));
+        let schema = Arc::new(Schema::new(fields));
+        let shared: Vec<ArrayRef> = values
+            .iter()
+            .map(|v| Arc::new(StringArray::from_iter_values(v)) as ArrayRef)
+            .collect();
+        let mut tags: Vec<ArrayRef> = keys
+            .iter()
+            .zip(&shared)
+            .map(|(k, v)| {
+                let keys: Int32Array = k.iter().map(|k| k.map(|k| k as i32)).collect();
+                Arc::new(DictionaryArray::try_new(keys, Arc::clone(v)).expect("keys in range"))
+                    as ArrayRef
+            })
+            .collect();
+        tags.push(Arc::new(
+            TimestampNanosecondArray::from_iter_values(0..n as i64).with_timezone("UTC"),
+        ));
+        let whole = RecordBatch::try_new(schema, tags).expect("batch");
+        (0..n)
+            .step_by(batch_rows.max(1))
+            .map(|at| whole.slice(at, batch_rows.min(n - at)))
+            .collect()
+    }
+
+    /// Persist's settings (zstd, page statistics) with small pages.
+    pub(in crate::persist::compact) fn props(page_rows: usize) -> WriterProperties {
+        WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level")))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(page_rows)
+            .build()
+    }
+
+    /// The Parquet file of `batches`, through the tag chunk path or not.
+    pub(in crate::persist::compact) async fn encode(
+        batches: &[RecordBatch],
+        props: WriterProperties,
+        row_group_rows: usize,
+        tag_chunks: bool,
+    ) -> Bytes {
+        let schema = batches.first().expect("a batch").schema();
+        let mut enc = ParallelEncoder::with_tag_chunks(schema, props, row_group_rows, tag_chunks)
+            .expect("encoder");
+        let mut file = Vec::new();
+        for b in batches {
+            if let Some(bytes) = enc.write(b).await.expect("write") {
+                file.extend_from_slice(&bytes);
+            }
+        }
+        let (last, size) = enc.finish().await.expect("finish");
+        file.extend_from_slice(&last);
+        assert_eq!(size, file.len() as u64);
+        Bytes::from(file)
+    }
+
+    pub(in crate::persist::compact) fn read(file: &Bytes) -> Vec<RecordBatch> {
+        ParquetRecordBatchReaderBuilder::try_new(file.clone())
+            .expect("reader")
+            .build()
+            .expect("build")
+            .collect::<Result<_, _>>()
+            .expect("read")
+    }
+
+    pub(in crate::persist::compact) fn metadata(file: &Bytes) -> ParquetMetaData {
+        ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(file)
+            .expect("metadata with page index")
+    }
+
+    /// Per row group and column: whether the chunk starts with a dictionary
+    /// page flagged sorted (only the tag chunk path writes those).
+    pub(in crate::persist::compact) fn sorted_dictionaries(file: &Bytes) -> Vec<Vec<bool>> {
+        let reader = SerializedFileReader::new(file.clone()).expect("reader");
+        (0..reader.num_row_groups())
+            .map(|g| {
+                let group = reader.get_row_group(g).expect("row group");
+                (0..group.num_columns())
+                    .map(|c| {
+                        let mut pages = group.get_column_page_reader(c).expect("pages");
+                        matches!(
+                            pages.get_next_page().expect("page"),
+                            Some(Page::DictionaryPage {
+                                is_sorted: true,
+                                ..
+                            })
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The two paths write the same values, statistics, level histograms
+    /// and page index; the tag chunk path was taken for every tag chunk.
+    pub(in crate::persist::compact) async fn check_against_arrow(
+        batches: &[RecordBatch],
+        page_rows: usize,
+        row_group_rows: usize,
+    ) -> Bytes {
+        let ours = encode(batches, props(page_rows), row_group_rows, true).await;
+        let arrow = encode(batches, props(page_rows), row_group_rows, false).await;
+        let want: Vec<String> = batches.iter().flat_map(rows).collect();
+        assert_eq!(read(&ours).iter().flat_map(rows).collect::<Vec<_>>(), want);
+        assert_eq!(read(&arrow).iter().flat_map(rows).collect::<Vec<_>>(), want);
+
+        let tags = batches[0].num_columns() - 1;
+        for groups in sorted_dictionaries(&ours) {
+            assert_eq!(groups[..tags], vec![true; tags], "tag chunk path taken");
+        }
+        let (m1, m2) = (metadata(&ours), metadata(&arrow));
+        assert_eq!(m1.num_row_groups(), m2.num_row_groups());
+        for g in 0..m1.num_row_groups() {
+            for c in 0..tags {
+                let (a, b) = (m1.row_group(g).column(c), m2.row_group(g).column(c));
+                let at = format!("row group {g} column {c}");
+                assert_eq!(a.statistics(), b.statistics(), "{at}");
+                assert_eq!(a.num_values(), b.num_values(), "{at}");
+                assert_eq!(
+                    a.definition_level_histogram(),
+                    b.definition_level_histogram(),
+                    "{at}"
+                );
+                assert_eq!(
+                    a.unencoded_byte_array_data_bytes(),
+                    b.unencoded_byte_array_data_bytes(),
+                    "{at}"
+                );
+                let (ia, ib) = (
+                    m1.column_index().expect("ci"),
+                    m2.column_index().expect("ci"),
+                );
+                let (oa, ob) = (
+                    m1.offset_index().expect("oi"),
+                    m2.offset_index().expect("oi"),
+                );
+                // The Arrow writer checks its page limits per written
+                // array, so its pages only sometimes split where ours do.
+                if first_rows(&oa[g][c]) == first_rows(&ob[g][c]) {
+                    assert_eq!(ia[g][c], ib[g][c], "{at}: column index");
+                    assert_eq!(
+                        oa[g][c].unencoded_byte_array_data_bytes(),
+                        ob[g][c].unencoded_byte_array_data_bytes(),
+                        "{at}: page value bytes"
+                    );
+                }
+            }
+        }
+        check_page_index(&m1, batches, page_rows, row_group_rows);
+        ours
+    }
+
+    fn first_rows(o: &OffsetIndexMetaData) -> Vec<i64> {
+        o.page_locations()
+            .iter()
+            .map(|p| p.first_row_index)
+            .collect()
+    }
+
+    /// The tag columns of `batches`, row by row.
+    fn tag_strings(batches: &[RecordBatch]) -> Vec<Vec<Option<String>>> {
+        let tags = batches[0].num_columns() - 1;
+        (0..tags)
+            .map(|c| {
+                batches
+                    .iter()
+                    .flat_map(|b| {
+                        let d = b.column(c).as_dictionary::<Int32Type>();
+                        let v = d.values().as_string::<i32>();
+                        d.keys()
+                            .iter()
+                            .map(|k| k.map(|k| v.value(k as usize).to_string()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Our page index against the data: pages of `page_rows` rows (the
+    /// last of a row group fewer), each with its null count, value bytes
+    /// and min/max bounds (truncated to 64 bytes like the Arrow writer's).
+    fn check_page_index(
+        md: &ParquetMetaData,
+        batches: &[RecordBatch],
+        page_rows: usize,
+        row_group_rows: usize,
+    ) {
+        let strings = tag_strings(batches);
+        let (ci, oi) = (
+            md.column_index().expect("column index"),
+            md.offset_index().expect("offset index"),
+        );
+        for (c, column) in strings.iter().enumerate() {
+            for (g, group) in column.chunks(row_group_rows).enumerate() {
+                let pages: Vec<&[Option<String>]> = group.chunks(page_rows).collect();
+                let at = format!("row group {g} column {c}");
+                let want_first: Vec<i64> =
+                    (0..pages.len()).map(|p| (p * page_rows) as i64).collect();
+                assert_eq!(first_rows(&oi[g][c]), want_first, "{at}");
+                let ColumnIndexMetaData::BYTE_ARRAY(index) = &ci[g][c] else {
+                    panic!("{at}: no byte array column index");
+                };
+                for (p, page) in pages.iter().enumerate() {
+                    let present = page.iter().flatten();
+                    let nulls = page.iter().filter(|v| v.is_none()).count();
+                    assert_eq!(index.null_count(p), Some(nulls as i64), "{at} page {p}");
+                    let bytes: usize = present.clone().map(String::len).sum();
+                    let page_bytes = oi[g][c].unencoded_byte_array_data_bytes().map(|b| b[p]);
+                    assert_eq!(page_bytes, Some(bytes as i64), "{at} page {p}");
+                    match (present.clone().min(), present.max()) {
+                        (Some(lo), Some(hi)) => {
+                            assert!(!index.is_null_page(p));
+                            let min = lower_bound(lo, Some(64)).0;
+                            let max = upper_bound(hi, Some(64)).0;
+                            assert_eq!(index.min_value(p), Some(&min[..]), "{at} page {p}");
+                            assert_eq!(index.max_value(p), Some(&max[..]), "{at} page {p}");
+                        }
+                        _ => assert!(index.is_null_page(p), "{at} page {p}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("v{i:07}")).collect()
+    }
+
+    /// `n` keys sorted, in runs of `run`, with a null run first.
+    fn sorted_keys(n: usize, distinct: u32, run: usize, nulls: usize) -> Vec<Option<u32>> {
+        (0..n)
+            .map(|i| (i >= nulls).then(|| ((i - nulls) / run.max(1)) as u32 % distinct.max(1)))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nulls_single_values_and_all_null_columns() {
+        let n = 5000;
+        // t0: sorted with a leading null run; t1: one value, with nulls
+        // scattered; t2: all null over an empty dictionary; t3: all null
+        // over a non-empty one; t4: one value, no nulls.
+        let values = vec![names(40), names(1), Vec::new(), names(3), names(1)];
+        let keys = vec![
+            sorted_keys(n, 40, 97, 300),
+            (0..n).map(|i| (i % 7 != 3).then_some(0)).collect(),
+            vec![None; n],
+            vec![None; n],
+            vec![Some(0); n],
+        ];
+        let batches = tag_batches(&values, &keys, 777);
+        let file = check_against_arrow(&batches, 1000, 3000).await;
+        let md = metadata(&file);
+        let chunk = md.row_group(0).column(2);
+        assert_eq!(
+            chunk.statistics().and_then(|s| s.null_count_opt()),
+            Some(3000)
+        );
+        assert!(
+            chunk
+                .statistics()
+                .is_some_and(|s| s.min_bytes_opt().is_none())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_distinct_values_bit_widths_pages_and_row_groups() {
+        // 70,000 distinct values (17-bit keys), runs of 1..3 and random
+        // keys (bit-packed), several pages and row groups.
+        let n = 150_000;
+        let distinct = 70_000;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let values = vec![names(distinct), names(distinct), names(300)];
+        let keys = vec![
+            sorted_keys(n, distinct as u32, 2, 0),
+            (0..n)
+                .map(|_| {
+                    let r = rand();
+                    (r % 50 != 0).then_some((r >> 8) as u32 % distinct as u32)
+                })
+                .collect(),
+            (0..n).map(|i| Some((i / 3 % 300) as u32)).collect(),
+        ];
+        let batches = tag_batches(&values, &keys, 8192);
+        let file = check_against_arrow(&batches, 4096, 60_000).await;
+        let md = metadata(&file);
+        assert_eq!(md.num_row_groups(), 3);
+        let pages = &md.offset_index().expect("offset index")[0][0];
+        assert_eq!(pages.page_locations().len(), 60_000usize.div_ceil(4096));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_referenced_values_in_each_dictionary() {
+        // Row group 0 uses values 0..10, row group 1 values 90..100.
+        let keys: Vec<Option<u32>> = (0..200)
+            .map(|i| Some(if i < 100 { i / 10 } else { 90 + (i - 100) / 10 }))
+            .collect();
+        let batches = tag_batches(&[names(100)], &[keys], 64);
+        let file = check_against_arrow(&batches, 1000, 100).await;
+        let reader = SerializedFileReader::new(file).expect("reader");
+        for g in 0..2 {
+            let mut pages = reader
+                .get_row_group(g)
+                .expect("group")
+                .get_column_page_reader(0)
+                .expect("pages");
+            let page = pages.get_next_page().expect("page").expect("dictionary");
+            assert_eq!(page.page_type(), PageType::DICTIONARY_PAGE);
+            assert_eq!(page.num_values(), 10, "row group {g}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_values_are_truncated_in_statistics_like_the_arrow_writer() {
+        let long = |c: char, n: usize| std::iter::repeat_n(c, n).collect::<String>();
+        // Multi-byte characters around the 64-byte cut, and a maximum
+        // that cannot be incremented in place ('\u{10FFFF}' at the end).
+        let mut values = vec![
+            format!("a{}", long('é', 40)),
+            format!("b{}", long('z', 100)),
+            format!("c{}x", long('\u{10FFFF}', 16)),
+            format!("{}\u{10FFFF}", long('d', 63)),
+        ];
+        values.sort();
+        let keys: Vec<Option<u32>> = (0..400).map(|i| Some(i / 100)).collect();
+        let batches = tag_batches(&[values], &[keys], 50);
+        check_against_arrow(&batches, 100, 1000).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_without_one_sorted_values_array_fall_back() {
+        // Unsorted values: refused at the first batch.
+        let unsorted = tag_batches(
+            &[vec!["b".into(), "a".into()]],
+            &[vec![Some(0), Some(1)]],
+            1,
+        );
+        // Sorted, but the second batch has its own values (equal content
+        // is still shared): refused mid row group, after a batch was taken.
+        let a = tag_batches(&[names(3)], &[vec![Some(0), Some(1), None]], 3);
+        let b = tag_batches(&[names(3)], &[vec![Some(2), Some(2)]], 2);
+        let c = tag_batches(&[names(4)], &[vec![Some(3), None]], 2);
+        for (batches, tag_path) in [
+            (unsorted, false),
+            ([a.clone(), b.clone()].concat(), true),
+            ([a, b, c].concat(), false),
+        ] {
+            let file = encode(&batches, props(1000), 1000, true).await;
+            let want: Vec<String> = batches.iter().flat_map(rows).collect();
+            assert_eq!(read(&file).iter().flat_map(rows).collect::<Vec<_>>(), want);
+            assert_eq!(sorted_dictionaries(&file)[0][0], tag_path, "{want:?}");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dictionary_over_the_page_limit_falls_back() {
+        let batches = tag_batches(&[names(1000)], &[(0..1000).map(Some).collect()], 100);
+        let props = WriterProperties::builder()
+            .set_dictionary_page_size_limit(1000)
+            .build();
+        let file = encode(&batches, props, 1000, true).await;
+        assert!(!sorted_dictionaries(&file)[0][0]);
+        let want: Vec<String> = batches.iter().flat_map(rows).collect();
+        assert_eq!(read(&file).iter().flat_map(rows).collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn keys_out_of_range_are_an_error() {
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let descr = parquet::arrow::ArrowSchemaConverter::new()
+            .convert(&Schema::new(vec![Field::new("t", tag_type(), true)]))
+            .expect("schema")
+            .column(0);
+        for bad in [2, -1] {
+            // -1 is the null run's key internally: still out of range.
+            let keys = Int32Array::from(vec![Some(0), None, Some(bad)]);
+            // Built unchecked, like a corrupt input would be.
+            let dict = unsafe { DictionaryArray::new_unchecked(keys, Arc::clone(&values)) };
+            let mut chunk = TagChunk::new(Arc::clone(&descr), Arc::new(props(10)));
+            assert!(chunk.push(&dict).is_err(), "key {bad}");
+        }
+    }
+
+    /// Decodes the hybrid encoding of `n` `width`-bit values.
+    fn decode_hybrid(mut data: &[u8], width: u8, n: usize) -> Vec<u32> {
+        let uleb = |data: &mut &[u8]| {
+            let mut v = 0u64;
+            let mut shift = 0;
+            loop {
+                let b = data[0];
+                *data = &data[1..];
+                v |= u64::from(b & 0x7f) << shift;
+                shift += 7;
+                if b < 0x80 {
+                    return v;
+                }
+            }
+        };
+        let mut out = Vec::new();
+        while out.len() < n {
+            let header = uleb(&mut data);
+            if header & 1 == 0 {
+                let bytes = usize::from(width).div_ceil(8);
+                let mut v = [0u8; 4];
+                v[..bytes].copy_from_slice(&data[..bytes]);
+                data = &data[bytes..];
+                out.extend(std::iter::repeat_n(
+                    u32::from_le_bytes(v),
+                    (header >> 1) as usize,
+                ));
+            } else {
+                let values = (header >> 1) as usize * 8;
+                for i in 0..values {
+                    let mut v = 0u32;
+                    for b in 0..usize::from(width) {
+                        let bit = i * usize::from(width) + b;
+                        v |= u32::from((data[bit / 8] >> (bit % 8)) & 1) << b;
+                    }
+                    out.push(v);
+                }
+                data = &data[values * usize::from(width) / 8..];
+            }
+        }
+        assert!(data.is_empty(), "trailing bytes");
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn hybrid_encoding_round_trips() {
+        let mut seed = 7u64;
+        for width in [0u8, 1, 2, 7, 8, 9, 17, 31] {
+            for _ in 0..50 {
+                let mut values = Vec::new();
+                let mut runs = Vec::new();
+                for _ in 0..(seed % 40) {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let v = if width == 0 {
+                        0
+                    } else {
+                        ((seed >> 33) as u32) & (u32::MAX >> (32 - u32::from(width)))
+                    };
+                    let len = [1, 2, 3, 7, 8, 9, 100][(seed >> 20) as usize % 7];
+                    values.extend(std::iter::repeat_n(v, len as usize));
+                    runs.push((v, len));
+                }
+                let (mut out, mut packed) = (Vec::new(), Vec::new());
+                let mut enc = Hybrid::new(width, &mut out, &mut packed);
+                for (v, n) in &runs {
+                    enc.put(*v, *n);
+                }
+                enc.finish();
+                assert_eq!(
+                    decode_hybrid(&out, width, values.len()),
+                    values,
+                    "width {width}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn statistics_bounds() {
+        assert_eq!(lower_bound("abcdef", Some(3)), (b"abc".to_vec(), false));
+        assert_eq!(upper_bound("abcdef", Some(3)), (b"abd".to_vec(), false));
+        assert_eq!(upper_bound("abc", Some(3)), (b"abc".to_vec(), true));
+        // 'é' is 2 bytes: the cut moves back to a character boundary.
+        assert_eq!(
+            lower_bound("aéé", Some(4)),
+            ("aé".as_bytes().to_vec(), false)
+        );
+        assert_eq!(
+            upper_bound("aéé", Some(4)),
+            ("aê".as_bytes().to_vec(), false)
+        );
+        // The last character cannot grow: the one before it is incremented.
+        assert_eq!(
+            upper_bound("a\u{10FFFF}bc", Some(5)),
+            (b"b".to_vec(), false)
+        );
+        assert_eq!(
+            upper_bound("\u{10FFFF}\u{10FFFF}", Some(4)),
+            ("\u{10FFFF}\u{10FFFF}".as_bytes().to_vec(), true)
+        );
+        assert_eq!(lower_bound("abc", None), (b"abc".to_vec(), true));
+    }
 }

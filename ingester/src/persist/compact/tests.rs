@@ -681,3 +681,223 @@ async fn dropping_the_output_cancels_the_pipeline() {
         4
     );
 }
+
+/// Files whose tag chunks took [`super::tag_chunk`], read by other readers:
+/// pyarrow and DataFusion (with pruning by statistics and page index).
+mod tag_chunk_readers {
+    use std::process::Command;
+
+    use bytes::Bytes;
+    use datafusion::physical_plan::metrics::MetricValue;
+    use datafusion::physical_plan::{ExecutionPlan, collect};
+    use datafusion::prelude::{Expr, ParquetReadOptions, SessionContext, col, lit};
+
+    use super::super::tag_chunk::tests::{encode, props, sorted_dictionaries, tag_batches};
+
+    const ROWS: usize = 60_000;
+    const PAGE_ROWS: usize = 4096;
+    const ROW_GROUP_ROWS: usize = 25_000;
+
+    /// Tag values per row: `t0` sorted over 3,000 values (runs of 20, a
+    /// leading null run), `t1` random over 70,000 values (17-bit keys,
+    /// ~10% nulls), `t2` all null.
+    fn input() -> (Vec<Vec<String>>, Vec<Vec<Option<u32>>>) {
+        let names = |n: usize| (0..n).map(|i| format!("v{i:07}")).collect::<Vec<_>>();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let keys = vec![
+            (0..ROWS)
+                .map(|i| (i >= 500).then(|| ((i - 500) / 20) as u32))
+                .collect(),
+            (0..ROWS)
+                .map(|_| {
+                    let r = rand();
+                    (r % 10 != 0).then_some((r >> 16) as u32 % 70_000)
+                })
+                .collect(),
+            vec![None; ROWS],
+        ];
+        (vec![names(3000), names(70_000), names(5)], keys)
+    }
+
+    async fn file(dir: &std::path::Path) -> (std::path::PathBuf, Vec<Vec<Option<String>>>) {
+        let (values, keys) = input();
+        let batches = tag_batches(&values, &keys, 5000);
+        let bytes: Bytes = encode(&batches, props(PAGE_ROWS), ROW_GROUP_ROWS, true).await;
+        for group in sorted_dictionaries(&bytes) {
+            assert_eq!(group[..3], [true; 3], "tag chunk path taken");
+        }
+        let path = dir.join("tags.parquet");
+        std::fs::write(&path, &bytes).expect("write file");
+        let strings = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| k.iter().map(|k| k.map(|k| v[k as usize].clone())).collect())
+            .collect();
+        (path, strings)
+    }
+
+    const PYARROW_SCRIPT: &str = r#"
+import json, sys
+import pyarrow.parquet as pq
+
+f = pq.ParquetFile(sys.argv[1])
+md = f.metadata
+groups = []
+for g in range(md.num_row_groups):
+    rg = md.row_group(g)
+    cols = []
+    for c in range(rg.num_columns):
+        col = rg.column(c)
+        if col.path_in_schema == "time":
+            continue
+        s = col.statistics
+        mm = s is not None and s.has_min_max
+        cols.append({
+            "name": col.path_in_schema,
+            "min": s.min if mm else None,
+            "max": s.max if mm else None,
+            "null_count": s.null_count if s is not None else None,
+        })
+    groups.append({"rows": rg.num_rows, "columns": cols})
+t = f.read()
+columns = {n: t.column(n).to_pylist() for n in t.column_names if n != "time"}
+filtered = pq.read_table(sys.argv[1], filters=[("t0", "=", sys.argv[2])]).num_rows
+print(json.dumps({"groups": groups, "columns": columns, "filtered": filtered}))
+"#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pyarrow_reads_values_and_statistics() {
+        let Some(python) = std::env::var_os("SLUICE_TEST_PYTHON") else {
+            println!("NOTICE: SLUICE_TEST_PYTHON is not set; skipping the pyarrow check");
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, want) = file(dir.path()).await;
+        let out = Command::new(python)
+            .args(["-c", PYARROW_SCRIPT])
+            .arg(&path)
+            .arg("v0001234")
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "pyarrow failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+
+        for (c, values) in want.iter().enumerate() {
+            let column: Vec<Option<String>> =
+                serde_json::from_value(got["columns"][format!("t{c}")].clone()).expect("column");
+            assert!(column == *values, "t{c} values differ");
+        }
+        let groups = got["groups"].as_array().expect("groups");
+        assert_eq!(groups.len(), ROWS.div_ceil(ROW_GROUP_ROWS));
+        for (g, group) in groups.iter().enumerate() {
+            let rows = g * ROW_GROUP_ROWS..((g + 1) * ROW_GROUP_ROWS).min(ROWS);
+            assert_eq!(group["rows"].as_u64(), Some(rows.len() as u64));
+            for (c, values) in want.iter().enumerate() {
+                let stats = &group["columns"][c];
+                assert_eq!(stats["name"], format!("t{c}"));
+                let present = values[rows.clone()].iter().flatten();
+                let nulls = values[rows.clone()].iter().filter(|v| v.is_none()).count();
+                assert_eq!(stats["null_count"].as_u64(), Some(nulls as u64), "{g}/{c}");
+                assert_eq!(
+                    stats["min"].as_str(),
+                    present.clone().min().map(String::as_str)
+                );
+                assert_eq!(stats["max"].as_str(), present.max().map(String::as_str));
+            }
+        }
+        let matching = want[0]
+            .iter()
+            .flatten()
+            .filter(|v| *v == "v0001234")
+            .count();
+        assert_eq!(matching, 20);
+        assert_eq!(got["filtered"].as_u64(), Some(matching as u64));
+    }
+
+    /// Rows (and rows pruned by the page index) of the file's rows where
+    /// `predicate` holds.
+    async fn query(ctx: &SessionContext, path: &str, predicate: Expr) -> (usize, usize) {
+        let plan = ctx
+            .read_parquet(path, ParquetReadOptions::default())
+            .await
+            .expect("read")
+            .filter(predicate)
+            .expect("filter")
+            .create_physical_plan()
+            .await
+            .expect("physical plan");
+        let batches = collect(plan.clone(), ctx.task_ctx()).await.expect("query");
+        fn pruned(plan: &dyn ExecutionPlan) -> usize {
+            let own = plan
+                .metrics()
+                .and_then(|m| m.sum_by_name("page_index_rows_pruned"))
+                .map_or(0, |v| match v {
+                    MetricValue::PruningMetrics {
+                        pruning_metrics, ..
+                    } => pruning_metrics.pruned(),
+                    _ => 0,
+                });
+            own + plan
+                .children()
+                .iter()
+                .map(|c| pruned(c.as_ref()))
+                .sum::<usize>()
+        }
+        let rows = batches.iter().map(|b| b.num_rows()).sum();
+        (rows, pruned(plan.as_ref()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn datafusion_prunes_by_tag_without_losing_rows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, want) = file(dir.path()).await;
+        let path = path.to_str().expect("utf-8 path");
+        let ctx = SessionContext::new();
+        let count = |c: usize, f: &dyn Fn(Option<&str>) -> bool| {
+            want[c].iter().filter(|v| f(v.as_deref())).count()
+        };
+        let is = |v: &'static str| move |x: Option<&str>| x == Some(v);
+        // First and last values, values at page and row group edges, one
+        // that is absent, a range, nulls.
+        let cases: Vec<(Expr, usize)> = vec![
+            (col("t0").eq(lit("v0000000")), count(0, &is("v0000000"))),
+            (col("t0").eq(lit("v0002974")), count(0, &is("v0002974"))),
+            (col("t0").eq(lit("v0001225")), count(0, &is("v0001225"))),
+            (col("t0").eq(lit("v0001226")), count(0, &is("v0001226"))),
+            (col("t0").eq(lit("v0000180")), count(0, &is("v0000180"))),
+            (col("t0").eq(lit("nope")), 0),
+            (
+                col("t0")
+                    .gt_eq(lit("v0001000"))
+                    .and(col("t0").lt(lit("v0001500"))),
+                count(0, &|v| {
+                    v.is_some_and(|v| ("v0001000".."v0001500").contains(&v))
+                }),
+            ),
+            (col("t0").is_null(), count(0, &|v| v.is_none())),
+            (col("t1").eq(lit("v0069999")), count(1, &is("v0069999"))),
+            (col("t1").is_null(), count(1, &|v| v.is_none())),
+            (col("t2").eq(lit("v0000001")), 0),
+            (col("t2").is_null(), ROWS),
+        ];
+        let mut pruned = 0;
+        for (predicate, expected) in cases {
+            let what = predicate.to_string();
+            let (rows, p) = query(&ctx, path, predicate).await;
+            assert_eq!(rows, expected, "{what}");
+            pruned += p;
+        }
+        // The page index was used (so a wrong one would have lost rows).
+        assert!(pruned > 0, "no page was pruned");
+    }
+}
