@@ -331,6 +331,14 @@ pub(super) fn timestamp(b: &[u8], start: usize, end: usize) -> Result<i64, Times
     if let Some(magnitude) = short_digits(b, digits_start, end) {
         return signed(negative, magnitude).ok_or(TimestampProblem::OutOfRange);
     }
+    timestamp_by_runs(b, start, end)
+}
+
+/// [`timestamp`] through the byte-run code only: the general path, and the
+/// reference the tests hold [`short_digits`] to.
+fn timestamp_by_runs(b: &[u8], start: usize, end: usize) -> Result<i64, TimestampProblem> {
+    let negative = b[start] == b'-';
+    let digits_start = start + usize::from(negative);
     let (digits_end, value) = digit_run(b, digits_start, end);
     if digits_start == end || digits_end != end {
         return Err(TimestampProblem::NotAnInteger);
@@ -555,25 +563,6 @@ mod tests {
         ] {
             assert_eq!(plain_decimal(line.as_bytes(), start, end), None, "{line}");
         }
-    }
-
-    /// The timestamp through the byte-run code only (the reference for
-    /// [`short_digits`]).
-    fn timestamp_by_runs(b: &[u8], start: usize, end: usize) -> Result<i64, TimestampProblem> {
-        let negative = b[start] == b'-';
-        let digits_start = start + usize::from(negative);
-        let (digits_end, value) = digit_run(b, digits_start, end);
-        if digits_start == end || digits_end != end {
-            return Err(TimestampProblem::NotAnInteger);
-        }
-        let magnitude = if end - digits_start <= 19 {
-            Some(value)
-        } else {
-            checked_digits(&b[digits_start..end])
-        };
-        magnitude
-            .and_then(|magnitude| signed(negative, magnitude))
-            .ok_or(TimestampProblem::OutOfRange)
     }
 
     #[test]
