@@ -30,23 +30,11 @@ impl Pki {
 
     /// `<name>.pem`/`.key`: a self-signed CA.
     pub fn ca(&self, name: &str) {
-        self.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "30",
-            "-subj",
-            &format!("/CN={name}"),
-        ]);
+        self.new_key(
+            name,
+            name,
+            &["-x509", "-out", &format!("{name}.pem"), "-days", "30"],
+        );
     }
 
     /// `<name>.pem`/`.key`: a server certificate signed by `ca` whose
@@ -77,20 +65,7 @@ impl Pki {
             format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
         )
         .expect("ext");
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}"),
-        ]);
+        self.new_key(name, cn, &["-out", &format!("{name}.csr")]);
         self.openssl(&[
             "x509",
             "-req",
@@ -108,6 +83,28 @@ impl Pki {
             "-extfile",
             &format!("{name}.ext"),
         ]);
+    }
+
+    /// `openssl req` with a new P-256 key in `<name>.key` for subject
+    /// `/CN={cn}`, plus `extra` (what to write: a self-signed certificate
+    /// or a signing request).
+    fn new_key(&self, name: &str, cn: &str, extra: &[&str]) {
+        let key = format!("{name}.key");
+        let subj = format!("/CN={cn}");
+        let mut args = vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            &subj,
+        ];
+        args.extend_from_slice(extra);
+        self.openssl(&args);
     }
 
     fn openssl(&self, args: &[&str]) {

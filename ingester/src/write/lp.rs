@@ -215,12 +215,11 @@ fn with_value<R>(v: &FieldValue<'_>, f: impl FnOnce(Value<'_>) -> R) -> R {
 
 fn has_duplicates<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> bool {
     let mut rest = keys.clone();
-    for (i, k) in keys.enumerate() {
+    for k in keys {
         rest.next();
         if rest.clone().any(|o| o == k) {
             return true;
         }
-        let _ = i;
     }
     false
 }
