@@ -44,7 +44,7 @@ use hdrhistogram::Histogram;
 
 use stats::{Latency, Report, RunConfig, ServerMetrics, ServerProcess, new_hist, record};
 use target::{PayloadGen, Sender, TargetConfig, TargetKind};
-use workload::{FIELD_KEYS, Workload, WorkloadConfig};
+use workload::{FIELD_KEYS, Reuse, Workload, WorkloadConfig};
 
 /// Command-line arguments of `sluice-loadgen`.
 #[derive(Parser, Debug, Clone)]
@@ -195,6 +195,8 @@ struct Writer {
     workload: Arc<Workload>,
     shared: Arc<Shared>,
     stats: Arc<Mutex<WriterStats>>,
+    /// The previous payload, for the next one to reuse.
+    reuse: Reuse,
     total_rows: Option<u64>,
     rate: Option<f64>,
     start: Instant,
@@ -217,7 +219,7 @@ impl Writer {
                 }
             }
             let g = Instant::now();
-            let payload = match self.gen_.build(b, first, n) {
+            let payload = match self.gen_.build(b, first, n, &mut self.reuse) {
                 Ok(p) => p,
                 Err(e) => {
                     // A generator bug, not a server error: stop loudly.
@@ -230,9 +232,13 @@ impl Writer {
                 .gen_nanos
                 .fetch_add(g.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let len = payload.len() as u64;
+            // A handle on the payload: once the request (and the client's
+            // copy of it) is gone, its buffer is ours again for the next one.
+            let sent_payload = payload.clone();
             let sent = Instant::now();
             let result = self.sender.send(payload).await;
             let done = Instant::now();
+            self.reuse.give_back(sent_payload);
             let measuring = self.shared.measuring.load(Ordering::Relaxed)
                 && !self.shared.stop.load(Ordering::Relaxed);
             let refused = result.is_err();
@@ -379,6 +385,7 @@ pub async fn run(args: Args) -> anyhow::Result<Report> {
                 workload: Arc::clone(&workload),
                 shared: Arc::clone(&shared),
                 stats,
+                reuse: Reuse::default(),
                 total_rows: args.rows,
                 rate: args.rate,
                 start,

@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use super::auth::ClientAuth;
 use super::http::HttpWriter;
-use super::workload::{ArrowGen, LineProtocolGen, MEASUREMENT, TAG_KEYS, Workload};
+use super::workload::{ArrowGen, LineProtocolGen, MEASUREMENT, Reuse, TAG_KEYS, Workload};
 
 /// The write protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -49,10 +49,11 @@ impl PayloadGen {
         }
     }
 
-    /// The payload of batch `b` (rows `first..first + n`).
-    pub fn build(&self, b: u64, first: u64, n: u64) -> anyhow::Result<Bytes> {
+    /// The payload of batch `b` (rows `first..first + n`), reusing the
+    /// writer's previous one where the format allows.
+    pub fn build(&self, b: u64, first: u64, n: u64, reuse: &mut Reuse) -> anyhow::Result<Bytes> {
         match self {
-            Self::Lp(g) => Ok(g.build(first, n)),
+            Self::Lp(g) => Ok(g.build_reusing(first, n, reuse)),
             Self::Arrow(g) => g.build(b, first, n),
         }
     }
