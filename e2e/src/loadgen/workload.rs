@@ -317,12 +317,13 @@ impl LineProtocolGen {
     pub fn build_reusing(&self, first: u64, n: u64, reuse: &mut Reuse) -> Bytes {
         let host0 = first % self.workload.config.hosts;
         let mut out = reuse.buf.take().unwrap_or_default();
-        if reuse.lines == n && reuse.host0 == host0 && out.len() == reuse.len {
-            if let Some(width) = reuse.time_width {
-                if self.patch_times(first, &mut out, &reuse.time_at, width) {
-                    return out.freeze();
-                }
-            }
+        if reuse.lines == n
+            && reuse.host0 == host0
+            && out.len() == reuse.len
+            && let Some(width) = reuse.time_width
+            && self.patch_times(first, &mut out, &reuse.time_at, width)
+        {
+            return out.freeze();
         }
         out.clear();
         out.reserve(self.avg_line * n as usize + 64);
