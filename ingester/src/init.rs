@@ -68,6 +68,8 @@ pub enum InitError {
     Store(#[from] crate::store::StoreError),
     #[error("executor: {0}")]
     Executor(String),
+    #[error("cannot start the buffer's merge thread: {0}")]
+    Merger(std::io::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("gRPC server: {0}")]
@@ -197,6 +199,7 @@ pub async fn serve_on(
         })?;
     let state = Arc::new(IngestState::new(config.buffer_limit_bytes));
     let buffer = Arc::new(BufferTree::new(Arc::clone(&state), &registry)?);
+    buffer.start_merger().map_err(InitError::Merger)?;
     let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
     let oracle = Arc::new(TimestampOracle::new(0));
 

@@ -71,6 +71,9 @@ pub(crate) struct BufferTree {
     /// more than one partition (the WAL reference tracker must wait for
     /// every partition's persist before releasing its segment).
     multi_partition: std::sync::OnceLock<MultiPartitionObserver>,
+    /// Where partitions with small batches to merge are sent (see
+    /// [`Self::start_merger`]); without it writes merge them inline.
+    merger: std::sync::OnceLock<std::sync::mpsc::Sender<Arc<PartitionData>>>,
     /// While replaying: the writes already in Parquet, skipped per
     /// partition (see `persist/journal.rs` for why).
     replay_filter: RwLock<Option<ReplayFilter>>,
@@ -122,6 +125,7 @@ impl BufferTree {
             bytes_gauge,
             hot: std::sync::OnceLock::new(),
             multi_partition: std::sync::OnceLock::new(),
+            merger: std::sync::OnceLock::new(),
             replay_filter: RwLock::new(None),
             batch_bases: RwLock::new(HashMap::new()),
         })
@@ -131,6 +135,33 @@ impl BufferTree {
     /// before replay).
     pub(crate) fn set_multi_partition_observer(&self, f: Box<dyn Fn(u64, u32) + Send + Sync>) {
         let _ = self.multi_partition.set(MultiPartitionObserver(f));
+    }
+
+    /// Starts the thread that merges partitions' small batches (once, at
+    /// start-up), so that no write waits for a merge: a stream of one-line
+    /// writes merges every 32nd write, about a millisecond of Arrow
+    /// `concat`. The thread ends with the tree.
+    pub(crate) fn start_merger(self: &Arc<Self>) -> std::io::Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<PartitionData>>();
+        let tree = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("sluice-merge".into())
+            .spawn(move || {
+                while let Ok(partition) = rx.recv() {
+                    let Some(tree) = tree.upgrade() else { return };
+                    // Cleared first: a write after this point queues it again.
+                    partition
+                        .merge_pending
+                        .store(false, std::sync::atomic::Ordering::Release);
+                    let mut delta = 0;
+                    while let Some(d) = partition.merge_small() {
+                        delta += d;
+                    }
+                    tree.account(delta);
+                }
+            })?;
+        let _ = self.merger.set(tx);
+        Ok(())
     }
 
     /// Enables hot-partition persistence (once, at start-up).
@@ -301,10 +332,28 @@ impl BufferTree {
                         }
                     }
                 };
-                let (d, bytes, rows) = partition.buffer_write(pw.batch, op.sequence_number);
-                delta += d;
+                let w = partition.buffer_write(pw.batch, op.sequence_number);
+                delta += w.delta;
+                if w.merge_due {
+                    match self.merger.get() {
+                        Some(tx) => {
+                            if !partition
+                                .merge_pending
+                                .swap(true, std::sync::atomic::Ordering::AcqRel)
+                            {
+                                // The merger lives as long as the tree.
+                                let _ = tx.send(Arc::clone(&partition));
+                            }
+                        }
+                        None => {
+                            while let Some(d) = partition.merge_small() {
+                                delta += d;
+                            }
+                        }
+                    }
+                }
                 if let Some(hot) = self.hot.get()
-                    && (bytes >= hot.max_bytes || rows >= hot.max_rows)
+                    && (w.bytes >= hot.max_bytes || w.rows >= hot.max_rows)
                     && !partition
                         .persist_pending
                         .swap(true, std::sync::atomic::Ordering::AcqRel)
