@@ -69,7 +69,7 @@ impl DedicatedRuntime {
 
 /// Lowers the calling thread's priority by `nice` steps (0 or less: no
 /// change). Best effort: a refusal leaves the thread as it was.
-fn lower_priority(nice: i32) {
+pub(crate) fn lower_priority(nice: i32) {
     if nice <= 0 {
         return;
     }

@@ -23,6 +23,9 @@ use crate::dml_sink::{DmlError, DmlSink};
 use crate::ingest_state::IngestState;
 use crate::write::DmlOperation;
 
+/// How many nice steps the merge thread runs below the write path.
+const MERGE_NICE: i32 = 10;
+
 #[derive(Debug)]
 pub(crate) struct TableData {
     pub(crate) id: TableId,
@@ -147,6 +150,9 @@ impl BufferTree {
         std::thread::Builder::new()
             .name("sluice-merge".into())
             .spawn(move || {
+                // Housekeeping: below the write path, which it would
+                // otherwise delay by a scheduler slice on a busy machine.
+                crate::dedicated::lower_priority(MERGE_NICE);
                 while let Ok(partition) = rx.recv() {
                     let Some(tree) = tree.upgrade() else { return };
                     // Cleared first: a write after this point queues it again.
