@@ -351,9 +351,19 @@ impl BufferTree {
                                 let _ = tx.send(Arc::clone(&partition));
                             }
                         }
+                        // No merger (unit tests, benches): merge here,
+                        // unless another write to the partition is.
                         None => {
-                            while let Some(d) = partition.merge_small() {
-                                delta += d;
+                            if !partition
+                                .merge_pending
+                                .swap(true, std::sync::atomic::Ordering::AcqRel)
+                            {
+                                while let Some(d) = partition.merge_small() {
+                                    delta += d;
+                                }
+                                partition
+                                    .merge_pending
+                                    .store(false, std::sync::atomic::Ordering::Release);
                             }
                         }
                     }

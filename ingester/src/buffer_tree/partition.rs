@@ -204,9 +204,19 @@ impl PartitionData {
             .sum();
         let new_bytes = merged.batch.get_array_memory_size();
         let mut g = self.inner.lock();
-        // Writes only append, so unless a persist moved the buffer away,
-        // `start..start + n` still holds the planned batches.
-        if g.persists_started != plan.generation {
+        // Writes only append, so unless a persist moved the buffer away (or
+        // another merge got there first, which the callers' flag rules out)
+        // `start..start + n` still holds the planned batches: checked by
+        // their first and last writes' sequence numbers.
+        let end = plan.start + plan.parts.len();
+        let same = |i: usize, planned: Option<&BufferedBatch>| {
+            g.buffer.get(i).map(|b| &b.sequence_numbers) == planned.map(|b| &b.sequence_numbers)
+        };
+        if g.persists_started != plan.generation
+            || end > g.buffer.len()
+            || !same(plan.start, plan.parts.first())
+            || !same(end - 1, plan.parts.last())
+        {
             return 0;
         }
         g.buffer
@@ -416,12 +426,7 @@ mod tests {
             })
             .collect();
         assert_eq!(seqs, (1..=n as u64).collect::<Vec<_>>());
-        let bytes: usize = g
-            .buffer
-            .iter()
-            .map(|b| b.batch.get_array_memory_size())
-            .sum();
-        assert_eq!(g.buffer_bytes, bytes);
+        assert_bytes_exact(&g);
         assert!(
             g.buffer
                 .iter()
@@ -454,6 +459,21 @@ mod tests {
             .collect()
     }
 
+    fn write_rows(p: &PartitionData, rows: std::ops::Range<i64>) {
+        for i in rows {
+            p.buffer_write(one_row(i), i as u64 + 1);
+        }
+    }
+
+    fn assert_bytes_exact(g: &Inner) {
+        let bytes: usize = g
+            .buffer
+            .iter()
+            .map(|b| b.batch.get_array_memory_size())
+            .sum();
+        assert_eq!(g.buffer_bytes, bytes);
+    }
+
     fn seqs(batches: &[BufferedBatch]) -> Vec<u64> {
         batches
             .iter()
@@ -466,13 +486,9 @@ mod tests {
     #[test]
     fn writes_during_a_merge_stay_after_it() {
         let p = partition();
-        for i in 0..32 {
-            p.buffer_write(one_row(i), i as u64 + 1);
-        }
+        write_rows(&p, 0..32);
         let plan = p.plan_merge().expect("32 small batches");
-        for i in 32..40 {
-            p.buffer_write(one_row(i), i as u64 + 1);
-        }
+        write_rows(&p, 32..40);
         let merged = plan.concat().expect("concat");
         assert!(p.finish_merge(plan, merged) < 0, "merging saves memory");
         let g = p.inner.lock();
@@ -480,13 +496,27 @@ mod tests {
         assert_eq!(g.buffer[0].batch.num_rows(), 32);
         assert_eq!(values(&g.buffer), (0..40).collect::<Vec<_>>());
         assert_eq!(seqs(&g.buffer), (1..=40).collect::<Vec<_>>());
-        let bytes: usize = g
-            .buffer
-            .iter()
-            .map(|b| b.batch.get_array_memory_size())
-            .sum();
-        assert_eq!(g.buffer_bytes, bytes);
+        assert_bytes_exact(&g);
         assert_eq!(g.buffer_rows, 40);
+    }
+
+    /// Two merges planned on the same batches: the second finds them gone
+    /// and changes nothing (no batch lost or doubled).
+    #[test]
+    fn a_second_merge_of_the_same_batches_changes_nothing() {
+        let p = partition();
+        write_rows(&p, 0..32);
+        let first = p.plan_merge().expect("32 small batches");
+        let second = p.plan_merge().expect("the same 32");
+        // Enough later writes that the planned range still fits the buffer.
+        write_rows(&p, 32..70);
+        let merged = first.concat().expect("concat");
+        assert!(p.finish_merge(first, merged) < 0);
+        let merged = second.concat().expect("concat");
+        assert_eq!(p.finish_merge(second, merged), 0);
+        let g = p.inner.lock();
+        assert_eq!(values(&g.buffer), (0..70).collect::<Vec<_>>());
+        assert_bytes_exact(&g);
     }
 
     /// A merge whose batches a persist took after it planned changes
@@ -495,25 +525,16 @@ mod tests {
     #[test]
     fn a_persist_during_a_merge_wins() {
         let p = partition();
-        for i in 0..32 {
-            p.buffer_write(one_row(i), i as u64 + 1);
-        }
+        write_rows(&p, 0..32);
         let plan = p.plan_merge().expect("32 small batches");
         let persisting = p.mark_persisting().expect("buffered");
-        for i in 32..34 {
-            p.buffer_write(one_row(i), i as u64 + 1);
-        }
+        write_rows(&p, 32..34);
         let merged = plan.concat().expect("concat");
         assert_eq!(p.finish_merge(plan, merged), 0);
         assert_eq!(values(&persisting.batches), (0..32).collect::<Vec<_>>());
         let g = p.inner.lock();
         assert_eq!(values(&g.buffer), vec![32, 33]);
         assert_eq!(seqs(&g.buffer), vec![33, 34]);
-        let bytes: usize = g
-            .buffer
-            .iter()
-            .map(|b| b.batch.get_array_memory_size())
-            .sum();
-        assert_eq!(g.buffer_bytes, bytes);
+        assert_bytes_exact(&g);
     }
 }
