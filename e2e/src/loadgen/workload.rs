@@ -316,15 +316,21 @@ impl LineProtocolGen {
     /// there is one.
     pub fn build_reusing(&self, first: u64, n: u64, reuse: &mut Reuse) -> Bytes {
         let host0 = first % self.workload.config.hosts;
-        let mut out = reuse.buf.take().unwrap_or_default();
-        if reuse.lines == n
-            && reuse.host0 == host0
-            && out.len() == reuse.len
-            && let Some(width) = reuse.time_width
-            && self.patch_times(first, &mut out, &reuse.time_at, width)
-        {
-            return out.freeze();
-        }
+        let mut out = match reuse.buf.take() {
+            // `time_at` describes the buffer given back: same shape, patch.
+            Some(mut out)
+                if reuse.time_at.len() as u64 == n
+                    && reuse.host0 == host0
+                    && let Some(width) = reuse.time_width =>
+            {
+                if self.patch_times(first, &mut out, &reuse.time_at, width) {
+                    return out.freeze();
+                }
+                out
+            }
+            Some(out) => out,
+            None => BytesMut::new(),
+        };
         out.clear();
         out.reserve(self.avg_line * n as usize + 64);
         reuse.time_at.clear();
@@ -344,8 +350,6 @@ impl LineProtocolGen {
         }
         reuse.time_width = width.filter(|_| same_width);
         reuse.host0 = host0;
-        reuse.lines = n;
-        reuse.len = out.len();
         out.freeze()
     }
 
@@ -377,14 +381,12 @@ impl LineProtocolGen {
 pub struct Reuse {
     /// The buffer, once the request that carried it is gone.
     buf: Option<BytesMut>,
-    /// Where each line's timestamp starts.
+    /// Where each line's timestamp starts (one entry per line).
     time_at: Vec<usize>,
     /// The timestamps' digit count, if they all had the same.
     time_width: Option<usize>,
-    /// The batch's first host, line count and byte length.
+    /// The batch's first host.
     host0: u64,
-    lines: u64,
-    len: usize,
 }
 
 impl Reuse {

@@ -159,11 +159,7 @@ impl BufferTree {
                     partition
                         .merge_pending
                         .store(false, std::sync::atomic::Ordering::Release);
-                    let mut delta = 0;
-                    while let Some(d) = partition.merge_small() {
-                        delta += d;
-                    }
-                    tree.account(delta);
+                    tree.account(partition.merge_all());
                 }
             })?;
         let _ = self.merger.set(tx);
@@ -340,31 +336,21 @@ impl BufferTree {
                 };
                 let w = partition.buffer_write(pw.batch, op.sequence_number);
                 delta += w.delta;
-                if w.merge_due {
+                // One merge per partition at a time: the merger thread's,
+                // or (without it: unit tests, benches) this write's.
+                if w.merge_due
+                    && !partition
+                        .merge_pending
+                        .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
                     match self.merger.get() {
-                        Some(tx) => {
-                            if !partition
-                                .merge_pending
-                                .swap(true, std::sync::atomic::Ordering::AcqRel)
-                            {
-                                // The merger lives as long as the tree.
-                                let _ = tx.send(Arc::clone(&partition));
-                            }
-                        }
-                        // No merger (unit tests, benches): merge here,
-                        // unless another write to the partition is.
+                        // The merger lives as long as the tree.
+                        Some(tx) => drop(tx.send(Arc::clone(&partition))),
                         None => {
-                            if !partition
+                            delta += partition.merge_all();
+                            partition
                                 .merge_pending
-                                .swap(true, std::sync::atomic::Ordering::AcqRel)
-                            {
-                                while let Some(d) = partition.merge_small() {
-                                    delta += d;
-                                }
-                                partition
-                                    .merge_pending
-                                    .store(false, std::sync::atomic::Ordering::Release);
-                            }
+                                .store(false, std::sync::atomic::Ordering::Release);
                         }
                     }
                 }

@@ -165,7 +165,8 @@ impl PartitionData {
             bytes: g.buffer_bytes,
             rows: g.buffer_rows,
             // Either level of `merge_plan` needs 32 small batches at the end.
-            merge_due: g.buffer.len() >= MERGE_AFTER_SMALL_BATCHES
+            merge_due: rows < SMALL_BATCH_ROWS
+                && g.buffer.len() >= MERGE_AFTER_SMALL_BATCHES
                 && g.buffer[g.buffer.len() - MERGE_AFTER_SMALL_BATCHES..]
                     .iter()
                     .all(|b| b.batch.num_rows() < SMALL_BATCH_ROWS),
@@ -179,10 +180,20 @@ impl PartitionData {
     /// `None` when nothing was due (or the batches cannot be concatenated:
     /// merging is an optimisation only). One merge per partition at a time
     /// (the merger's `merge_pending` flag, or the applying task).
-    pub(crate) fn merge_small(&self) -> Option<isize> {
+    fn merge_small(&self) -> Option<isize> {
         let plan = self.plan_merge()?;
         let merged = plan.concat()?;
         Some(self.finish_merge(plan, merged))
+    }
+
+    /// [`Self::merge_small`] until nothing is due (a first-level merge can
+    /// make a second-level one due). Returns the change in buffered bytes.
+    pub(crate) fn merge_all(&self) -> isize {
+        let mut delta = 0;
+        while let Some(d) = self.merge_small() {
+            delta += d;
+        }
+        delta
     }
 
     fn plan_merge(&self) -> Option<MergePlan> {
@@ -395,7 +406,7 @@ mod tests {
             assert_eq!(w.rows, i as usize + 1);
             if w.merge_due {
                 assert!(p.merge_small().is_some());
-                while p.merge_small().is_some() {}
+                p.merge_all();
             }
             assert!(p.inner.lock().buffer.len() < 2 + 32 + 32);
         }

@@ -1111,8 +1111,19 @@ pub(super) mod tests {
         }
     }
 
-    fn names(n: usize) -> Vec<String> {
+    /// `n` distinct tag values, in sorted order.
+    pub(in crate::persist::compact) fn names(n: usize) -> Vec<String> {
         (0..n).map(|i| format!("v{i:07}")).collect()
+    }
+
+    /// A seeded xorshift generator: reproducible keys without a dependency.
+    pub(in crate::persist::compact) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
     }
 
     /// `n` keys sorted, in runs of `run`, with a null run first.
@@ -1157,20 +1168,14 @@ pub(super) mod tests {
         // keys (bit-packed), several pages and row groups.
         let n = 150_000;
         let distinct = 70_000;
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = xorshift(0x9e37_79b9_7f4a_7c15);
         let values = vec![names(distinct), names(distinct), names(300)];
         let keys = vec![
             sorted_keys(n, distinct as u32, 2, 0),
             (0..n)
                 .map(|_| {
                     let r = rand();
-                    (r % 50 != 0).then_some((r >> 8) as u32 % distinct as u32)
+                    (!r.is_multiple_of(50)).then_some((r >> 8) as u32 % distinct as u32)
                 })
                 .collect(),
             (0..n).map(|i| Some((i / 3 % 300) as u32)).collect(),

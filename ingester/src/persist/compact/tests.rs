@@ -692,7 +692,9 @@ mod tag_chunk_readers {
     use datafusion::physical_plan::{ExecutionPlan, collect};
     use datafusion::prelude::{Expr, ParquetReadOptions, SessionContext, col, lit};
 
-    use super::super::tag_chunk::tests::{encode, props, sorted_dictionaries, tag_batches};
+    use super::super::tag_chunk::tests::{
+        encode, names, props, sorted_dictionaries, tag_batches, xorshift,
+    };
 
     const ROWS: usize = 60_000;
     const PAGE_ROWS: usize = 4096;
@@ -702,14 +704,7 @@ mod tag_chunk_readers {
     /// leading null run), `t1` random over 70,000 values (17-bit keys,
     /// ~10% nulls), `t2` all null.
     fn input() -> (Vec<Vec<String>>, Vec<Vec<Option<u32>>>) {
-        let names = |n: usize| (0..n).map(|i| format!("v{i:07}")).collect::<Vec<_>>();
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut rand = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rand = xorshift(0x2545_f491_4f6c_dd1d);
         let keys = vec![
             (0..ROWS)
                 .map(|i| (i >= 500).then(|| ((i - 500) / 20) as u32))
@@ -717,7 +712,7 @@ mod tag_chunk_readers {
             (0..ROWS)
                 .map(|_| {
                     let r = rand();
-                    (r % 10 != 0).then_some((r >> 16) as u32 % 70_000)
+                    (!r.is_multiple_of(10)).then_some((r >> 16) as u32 % 70_000)
                 })
                 .collect(),
             vec![None; ROWS],
