@@ -253,9 +253,12 @@ proptest! {
         let mut bytes = valid_segment(&ops);
         for d in damages {
             match d {
+                // A truncation before the flip may have emptied the file.
                 Damage::Flip(i, b) => {
                     let n = bytes.len();
-                    bytes[i % n] ^= b;
+                    if n > 0 {
+                        bytes[i % n] ^= b;
+                    }
                 }
                 Damage::Truncate(i) => bytes.truncate(i % (bytes.len() + 1)),
                 Damage::Append(extra) => bytes.extend_from_slice(&extra),
