@@ -155,11 +155,16 @@ impl BufferTree {
                 crate::dedicated::lower_priority(MERGE_NICE);
                 while let Ok(partition) = rx.recv() {
                     let Some(tree) = tree.upgrade() else { return };
-                    // Cleared first: a write after this point queues it again.
+                    tree.account(partition.merge_all());
+                    // Cleared after the merge, not before: writes during it
+                    // (whose last 32 batches are still unmerged) would queue
+                    // the partition again for nothing, each wake taking the
+                    // partition's lock from under the write path. A write
+                    // that lands between the last plan and this store is
+                    // merged after the next one, which is due too.
                     partition
                         .merge_pending
                         .store(false, std::sync::atomic::Ordering::Release);
-                    tree.account(partition.merge_all());
                 }
             })?;
         let _ = self.merger.set(tx);

@@ -97,8 +97,8 @@ pub(crate) struct PartitionData {
     /// Set while a persist of this partition is queued or running, so hot
     /// partition checks do not enqueue it again and again.
     pub(crate) persist_pending: std::sync::atomic::AtomicBool,
-    /// Set while a merge of this partition's small batches is queued, so
-    /// writes do not queue it again.
+    /// Set while a merge of this partition's small batches is queued or
+    /// running, so writes do not queue it again.
     pub(crate) merge_pending: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     /// Persists completed so far, for callers waiting on them (`Persist`
@@ -331,13 +331,24 @@ struct MergePlan {
 
 impl MergePlan {
     fn concat(&self) -> Option<BufferedBatch> {
-        let schema = union_schema(self.parts.iter().map(|b| b.batch.schema_ref()));
-        let aligned: Result<Vec<RecordBatch>, _> = self
+        let first = self.parts.first()?.batch.schema_ref();
+        // Writes of the same columns share one schema (see
+        // `write::builder`): nothing to align then.
+        let batch = if self
             .parts
             .iter()
-            .map(|b| align_batch(&b.batch, &schema))
-            .collect();
-        let batch = aligned.and_then(|a| concat_batches(&schema, &a)).ok()?;
+            .all(|b| Arc::ptr_eq(b.batch.schema_ref(), first))
+        {
+            concat_batches(first, self.parts.iter().map(|b| &b.batch)).ok()?
+        } else {
+            let schema = union_schema(self.parts.iter().map(|b| b.batch.schema_ref()));
+            let aligned: Result<Vec<RecordBatch>, _> = self
+                .parts
+                .iter()
+                .map(|b| align_batch(&b.batch, &schema))
+                .collect();
+            aligned.and_then(|a| concat_batches(&schema, &a)).ok()?
+        };
         let mut sequence_numbers = SequenceRuns::with_capacity(self.parts.len());
         for b in &self.parts {
             sequence_numbers.extend_from_slice(&b.sequence_numbers);
@@ -500,6 +511,63 @@ mod tests {
             .iter()
             .flat_map(|b| b.sequence_numbers.iter().map(|(s, _)| *s))
             .collect()
+    }
+
+    /// Batches that share one schema merge without aligning, into a batch
+    /// of that schema; batches of different columns are aligned to their
+    /// union (missing values null).
+    #[test]
+    fn merges_with_a_shared_schema_and_without() {
+        let p = partition();
+        let schema = one_row(0).schema();
+        for i in 0..32 {
+            let b = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from(vec![i]))],
+            )
+            .unwrap();
+            p.buffer_write(b, i as u64 + 1);
+        }
+        p.merge_all();
+        {
+            let g = p.inner.lock();
+            assert_eq!(g.buffer.len(), 1);
+            assert!(Arc::ptr_eq(g.buffer[0].batch.schema_ref(), &schema));
+            assert_eq!(values(&g.buffer), (0..32).collect::<Vec<_>>());
+            assert_bytes_exact(&g);
+        }
+        let other = Arc::new(Schema::new(vec![Field::new("w", DataType::Int64, true)]));
+        for i in 32..64 {
+            let b = if i % 2 == 0 {
+                one_row(i)
+            } else {
+                RecordBatch::try_new(
+                    Arc::clone(&other),
+                    vec![Arc::new(Int64Array::from(vec![i]))],
+                )
+                .unwrap()
+            };
+            p.buffer_write(b, i as u64 + 1);
+        }
+        p.merge_all();
+        let g = p.inner.lock();
+        let last = &g.buffer.last().unwrap().batch;
+        assert_eq!(last.num_rows(), 32);
+        let v = last
+            .column_by_name("v")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let w = last
+            .column_by_name("w")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for r in 0..32 {
+            let i = 32 + r as i64;
+            let (set, unset) = if i % 2 == 0 { (v, w) } else { (w, v) };
+            assert_eq!(set.value(r), i);
+            assert!(unset.is_null(r));
+        }
+        assert_bytes_exact(&g);
     }
 
     /// Writes that arrive while a merge runs (between its plan and its

@@ -14,7 +14,7 @@ use arrow::array::{
 };
 use arrow::buffer::{NullBuffer, ScalarBuffer};
 use arrow::datatypes::{
-    Field, Float64Type, Int64Type, Schema, TimestampNanosecondType, UInt64Type,
+    DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimestampNanosecondType, UInt64Type,
 };
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use hashbrown::HashMap;
@@ -517,11 +517,14 @@ impl TableBuilder {
     /// Drops the partial current row (after an error on one of its values
     /// the whole request is refused anyway; this keeps the builder sane).
     pub(crate) fn finish(mut self) -> Result<BuiltTable, WriteError> {
-        let mut fields = Vec::with_capacity(self.columns.len() + 1);
+        let mut fields = Vec::new();
         let mut arrays = Vec::with_capacity(self.columns.len() + 1);
         let mut new_columns = Vec::new();
+        let recent = recent_schema(&self.columns);
         for c in &mut self.columns {
-            fields.push(arrow_field(&c.name, c.column_type));
+            if recent.is_none() {
+                fields.push(arrow_field(&c.name, c.column_type));
+            }
             arrays.push(
                 c.data.finish().map_err(|e| {
                     WriteError::Internal(format!("building column `{}`: {e}", c.name))
@@ -535,9 +538,13 @@ impl TableBuilder {
                 });
             }
         }
-        fields.push(arrow_field(TIME_COLUMN, ColumnType::Time));
         arrays.push(Arc::new(self.times.finish().with_timezone("UTC")));
-        let schema = Arc::new(Schema::new(fields.into_iter().collect::<Vec<Field>>()));
+        let schema = recent.unwrap_or_else(|| {
+            fields.push(arrow_field(TIME_COLUMN, ColumnType::Time));
+            let schema = Arc::new(Schema::new(fields.into_iter().collect::<Vec<Field>>()));
+            remember_schema(&schema);
+            schema
+        });
         let batch = RecordBatch::try_new_with_options(
             schema,
             arrays,
@@ -550,6 +557,65 @@ impl TableBuilder {
             new_columns,
             cached: self.cached,
         })
+    }
+}
+
+/// How many Arrow schemas each thread remembers (see [`recent_schema`]).
+const RECENT_SCHEMAS: usize = 8;
+
+thread_local! {
+    /// The last Arrow schemas this thread built, replaced in turn.
+    static RECENT: std::cell::RefCell<([Option<SchemaRef>; RECENT_SCHEMAS], usize)> =
+        const { std::cell::RefCell::new(([const { None }; RECENT_SCHEMAS], 0)) };
+}
+
+/// A schema this thread built before for the same columns (names, types,
+/// order), if it remembers one. A table's writes mostly carry the same
+/// columns in the same order; sharing one `Arc<Schema>` spares each write
+/// two allocations per column (and their frees later, on the merge thread,
+/// where they took the allocator's lock from under the write path), and
+/// lets a merge of batches that share it skip aligning them.
+fn recent_schema(columns: &[Column]) -> Option<SchemaRef> {
+    RECENT.with_borrow(|(slots, _)| {
+        slots
+            .iter()
+            .flatten()
+            .find(|s| same_columns(s, columns))
+            .cloned()
+    })
+}
+
+fn remember_schema(schema: &SchemaRef) {
+    RECENT.with_borrow_mut(|(slots, next)| {
+        slots[*next] = Some(Arc::clone(schema));
+        *next = (*next + 1) % RECENT_SCHEMAS;
+    });
+}
+
+/// `schema` is what [`TableBuilder::finish`] builds for `columns`: theirs
+/// in order, then time (whose type never changes).
+fn same_columns(schema: &Schema, columns: &[Column]) -> bool {
+    let fields = schema.fields();
+    fields.len() == columns.len() + 1
+        && fields[columns.len()].name() == TIME_COLUMN
+        && fields
+            .iter()
+            .zip(columns)
+            .all(|(f, c)| same_name(f.name(), &c.name) && has_type(f.data_type(), c.column_type))
+}
+
+/// `arrow_type(t) == dt`, without building the type (a tag's allocates).
+fn has_type(dt: &DataType, t: ColumnType) -> bool {
+    match (t, dt) {
+        (ColumnType::Tag, DataType::Dictionary(k, v)) => {
+            **k == DataType::Int32 && **v == DataType::Utf8
+        }
+        (ColumnType::I64, DataType::Int64)
+        | (ColumnType::U64, DataType::UInt64)
+        | (ColumnType::F64, DataType::Float64)
+        | (ColumnType::Bool, DataType::Boolean)
+        | (ColumnType::String, DataType::Utf8) => true,
+        _ => false,
     }
 }
 

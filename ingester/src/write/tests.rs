@@ -646,3 +646,40 @@ proptest::proptest! {
         }
     }
 }
+
+/// Writes of the same columns, in the same order, share one Arrow schema;
+/// another order, another type or another column set gets its own, with
+/// the fields it really has.
+#[test]
+fn writes_of_the_same_columns_share_one_schema() {
+    let build = |body: &str| {
+        let t = lp::build_tables(body.as_bytes(), Precision::Nanoseconds, 0, &|_| None).unwrap();
+        t[0].batch.schema()
+    };
+    let a = build("cpu,host=a f=1,i=2i 1\n");
+    let b = build("cpu,host=b f=3,i=4i 2\n");
+    assert!(Arc::ptr_eq(&a, &b));
+    let names = |s: &arrow::datatypes::SchemaRef| -> Vec<String> {
+        s.fields().iter().map(|f| f.name().clone()).collect()
+    };
+    for (body, expected) in [
+        ("cpu,host=a i=2i,f=1 1\n", vec!["host", "i", "f", "time"]),
+        ("cpu,host=a f=1i,i=2i 1\n", vec!["host", "f", "i", "time"]),
+        ("cpu,host=a f=1 1\n", vec!["host", "f", "time"]),
+        (
+            "cpu,host=a,dc=x f=1,i=2i 1\n",
+            vec!["host", "dc", "f", "i", "time"],
+        ),
+    ] {
+        let s = build(body);
+        assert!(!Arc::ptr_eq(&a, &s), "{body}");
+        assert_eq!(names(&s), expected, "{body}");
+    }
+    // `f` as an integer: the schema says so, not the float one's.
+    let s = build("cpu,host=a f=1i,i=2i 1\n");
+    assert_eq!(
+        s.field_with_name("f").unwrap().data_type(),
+        &arrow::datatypes::DataType::Int64
+    );
+    assert!(Arc::ptr_eq(&build("cpu,host=c f=5,i=6i 3\n"), &a));
+}
