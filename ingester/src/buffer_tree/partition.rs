@@ -48,7 +48,7 @@ pub(crate) struct PersistingBatch {
     /// 1-based count of persists of this partition by this ingester,
     /// continued across restarts.
     pub(crate) batch_number: u64,
-    pub(crate) batches: Vec<BufferedBatch>,
+    pub(crate) batches: Vec<Arc<BufferedBatch>>,
     pub(crate) rows: usize,
     pub(crate) bytes: usize,
 }
@@ -74,7 +74,10 @@ pub(crate) struct PartitionSnapshot {
 
 #[derive(Debug, Default)]
 struct Inner {
-    buffer: Vec<BufferedBatch>,
+    /// Each batch behind an `Arc`, so a merge plans with one reference
+    /// count per batch: the merge thread holds this lock for as little as
+    /// possible, since a write waits for it meanwhile.
+    buffer: Vec<Arc<BufferedBatch>>,
     buffer_rows: usize,
     buffer_bytes: usize,
     persisting: VecDeque<PersistingBatch>,
@@ -154,10 +157,10 @@ impl PartitionData {
         let bytes = batch.get_array_memory_size();
         let mut g = self.inner.lock();
         g.oldest_write.get_or_insert_with(Instant::now);
-        g.buffer.push(BufferedBatch {
+        g.buffer.push(Arc::new(BufferedBatch {
             batch,
             sequence_numbers: vec![(sequence_number, rows as u32)],
-        });
+        }));
         g.buffer_rows += rows;
         g.buffer_bytes += bytes;
         Buffered {
@@ -221,11 +224,10 @@ impl PartitionData {
         // Writes only append, so unless a persist moved the buffer away (or
         // another merge got there first, which the callers' flag rules out)
         // `start..start + n` still holds the planned batches: checked by
-        // their first and last writes' sequence numbers.
+        // identity (the plan holds them, so no other batch can have their
+        // addresses), which is as good as checking every one of them.
         let end = plan.start + plan.parts.len();
-        let same = |i: usize, planned: Option<&BufferedBatch>| {
-            g.buffer.get(i).map(|b| &b.sequence_numbers) == planned.map(|b| &b.sequence_numbers)
-        };
+        let same = |i: usize, planned: Option<&Arc<BufferedBatch>>| matches!((g.buffer.get(i), planned), (Some(b), Some(p)) if Arc::ptr_eq(b, p));
         if g.persists_started != plan.generation
             || end > g.buffer.len()
             || !same(plan.start, plan.parts.first())
@@ -233,8 +235,9 @@ impl PartitionData {
         {
             return 0;
         }
-        g.buffer
-            .splice(plan.start..plan.start + plan.parts.len(), [merged]);
+        // The removed batches are the plan's too: dropping them here only
+        // counts references down; the plan frees them after the lock.
+        g.buffer.splice(plan.start..end, [Arc::new(merged)]);
         g.buffer_bytes = g.buffer_bytes + new_bytes - old_bytes;
         new_bytes as isize - old_bytes as isize
     }
@@ -324,7 +327,7 @@ impl PartitionData {
 /// Batches at the end of a buffer to merge, as they were when planned.
 struct MergePlan {
     start: usize,
-    parts: Vec<BufferedBatch>,
+    parts: Vec<Arc<BufferedBatch>>,
     /// `persists_started` then: a persist since took the buffer.
     generation: u64,
 }
@@ -377,7 +380,7 @@ pub(crate) struct Buffered {
 /// into one; 32 small batches (merged ones included) merge again. (Merging
 /// one growing batch every 32 writes would copy each row of a stream of tiny
 /// writes some 17 times before it reached [`SMALL_BATCH_ROWS`].)
-fn merge_plan(buffer: &[BufferedBatch]) -> Option<usize> {
+fn merge_plan(buffer: &[Arc<BufferedBatch>]) -> Option<usize> {
     let mut small = 0;
     let mut unmerged = 0;
     for b in buffer.iter().rev() {
@@ -478,7 +481,7 @@ mod tests {
         )
     }
 
-    fn values(batches: &[BufferedBatch]) -> Vec<i64> {
+    fn values(batches: &[Arc<BufferedBatch>]) -> Vec<i64> {
         batches
             .iter()
             .flat_map(|b| {
@@ -506,7 +509,7 @@ mod tests {
         assert_eq!(g.buffer_bytes, bytes);
     }
 
-    fn seqs(batches: &[BufferedBatch]) -> Vec<u64> {
+    fn seqs(batches: &[Arc<BufferedBatch>]) -> Vec<u64> {
         batches
             .iter()
             .flat_map(|b| b.sequence_numbers.iter().map(|(s, _)| *s))
