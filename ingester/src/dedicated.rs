@@ -81,6 +81,26 @@ pub(crate) fn lower_priority(nice: i32) {
     }
 }
 
+/// Puts the calling thread in Linux's `SCHED_IDLE` class: it runs only on
+/// a core nothing else wants, and any other thread that wakes up takes the
+/// core from it at once (a niced thread keeps it for up to a scheduler
+/// slice). For housekeeping that must never delay the write path. Elsewhere,
+/// or if refused, it falls back to [`lower_priority`] by `nice` steps.
+/// Returns whether the thread is now `SCHED_IDLE`.
+pub(crate) fn run_when_idle(nice: i32) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler(2) on the calling thread (pid 0) with
+        // a valid parameter; it touches no memory of ours.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return true;
+        }
+    }
+    lower_priority(nice);
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +110,25 @@ mod tests {
     fn own_nice() -> i32 {
         // SAFETY: getpriority reads the calling thread's priority.
         unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn idle_threads_are_in_the_idle_class() {
+        let (policy, nice) = std::thread::spawn(|| {
+            let idle = run_when_idle(10);
+            // SAFETY: sched_getscheduler reads the calling thread's policy.
+            let policy = unsafe { libc::sched_getscheduler(0) };
+            assert!(idle);
+            (policy, own_nice())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE);
+        // The caller is untouched.
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::sched_getscheduler(0) }, libc::SCHED_OTHER);
+        assert_eq!(own_nice(), nice);
     }
 
     #[cfg(target_os = "linux")]

@@ -47,10 +47,17 @@ struct Args {
     /// default; HTTP/2's own default is 16384).
     #[arg(long, env = "SLUICE_SINK_MAX_FRAME", default_value_t = 1 << 20)]
     max_frame: u32,
+    /// Spin this many microseconds of CPU per request before answering, on
+    /// the thread that received it: a server that does that much work per
+    /// request (parsing, validating, buffering), to see what a given CPU
+    /// cost per request does to latency on this machine.
+    #[arg(long, env = "SLUICE_SINK_WORK_US", default_value_t = 0)]
+    work_us: u64,
 }
 
 struct Sink {
     file: Option<Arc<Mutex<File>>>,
+    work: std::time::Duration,
     bytes: AtomicU64,
     requests: AtomicU64,
 }
@@ -68,6 +75,12 @@ impl v1::write_service_server::WriteService for Sink {
         };
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        if !self.work.is_zero() {
+            let start = std::time::Instant::now();
+            while start.elapsed() < self.work {
+                std::hint::spin_loop();
+            }
+        }
         if let Some(file) = &self.file {
             // On the runtime thread that received the request, blocking it:
             // no hand-off to another thread and back, which is what makes
@@ -97,6 +110,7 @@ fn main() -> anyhow::Result<()> {
     };
     let sink = Arc::new(Sink {
         file,
+        work: std::time::Duration::from_micros(args.work_us),
         bytes: AtomicU64::new(0),
         requests: AtomicU64::new(0),
     });

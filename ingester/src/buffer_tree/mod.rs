@@ -23,7 +23,8 @@ use crate::dml_sink::{DmlError, DmlSink};
 use crate::ingest_state::IngestState;
 use crate::write::DmlOperation;
 
-/// How many nice steps the merge thread runs below the write path.
+/// How many nice steps the merge thread runs below the write path where it
+/// cannot be `SCHED_IDLE`.
 const MERGE_NICE: i32 = 10;
 
 #[derive(Debug)]
@@ -150,9 +151,13 @@ impl BufferTree {
         std::thread::Builder::new()
             .name("sluice-merge".into())
             .spawn(move || {
-                // Housekeeping: below the write path, which it would
-                // otherwise delay by a scheduler slice on a busy machine.
-                crate::dedicated::lower_priority(MERGE_NICE);
+                // Housekeeping: only on a core nothing else wants. Niced
+                // (+10), it still held a core for up to a scheduler slice
+                // when the write path's threads woke up: on two cores,
+                // 0.3-0.4 ms more at the p99 of one-line writes (see
+                // docs/benchmarks.md). If it starves, writes merge
+                // themselves (`PartitionData::buffer_write`).
+                crate::dedicated::run_when_idle(MERGE_NICE);
                 while let Ok(partition) = rx.recv() {
                     let Some(tree) = tree.upgrade() else { return };
                     tree.account(partition.merge_all());
@@ -169,6 +174,33 @@ impl BufferTree {
             })?;
         let _ = self.merger.set(tx);
         Ok(())
+    }
+
+    /// Queues `partition`'s due merge for the merger thread, or merges it
+    /// here: without the thread (unit tests, benches), or when the thread
+    /// has been starved (`overdue`). One merge per partition at a time per
+    /// flag; should the thread's and an overdue one overlap, the second to
+    /// finish changes nothing (`PartitionData::finish_merge`). Returns the
+    /// change in buffered bytes.
+    fn merge(&self, partition: &Arc<PartitionData>, overdue: bool) -> isize {
+        use std::sync::atomic::Ordering;
+        let flag = if !partition.merge_pending.swap(true, Ordering::AcqRel) {
+            match self.merger.get() {
+                // The merger lives as long as the tree.
+                Some(tx) => {
+                    drop(tx.send(Arc::clone(partition)));
+                    return 0;
+                }
+                None => &partition.merge_pending,
+            }
+        } else if overdue && !partition.merge_overdue.swap(true, Ordering::AcqRel) {
+            &partition.merge_overdue
+        } else {
+            return 0;
+        };
+        let delta = partition.merge_all();
+        flag.store(false, Ordering::Release);
+        delta
     }
 
     /// Enables hot-partition persistence (once, at start-up).
@@ -341,23 +373,8 @@ impl BufferTree {
                 };
                 let w = partition.buffer_write(pw.batch, op.sequence_number);
                 delta += w.delta;
-                // One merge per partition at a time: the merger thread's,
-                // or (without it: unit tests, benches) this write's.
-                if w.merge_due
-                    && !partition
-                        .merge_pending
-                        .swap(true, std::sync::atomic::Ordering::AcqRel)
-                {
-                    match self.merger.get() {
-                        // The merger lives as long as the tree.
-                        Some(tx) => drop(tx.send(Arc::clone(&partition))),
-                        None => {
-                            delta += partition.merge_all();
-                            partition
-                                .merge_pending
-                                .store(false, std::sync::atomic::Ordering::Release);
-                        }
-                    }
+                if w.merge_due {
+                    delta += self.merge(&partition, w.merge_overdue);
                 }
                 if let Some(hot) = self.hot.get()
                     && (w.bytes >= hot.max_bytes || w.rows >= hot.max_rows)

@@ -31,6 +31,8 @@ use crate::schema::{align_batch, union_schema};
 const SMALL_BATCH_ROWS: usize = 1024;
 /// Merge once this many small batches trail the buffer.
 const MERGE_AFTER_SMALL_BATCHES: usize = 32;
+/// Writes merge themselves once this many small batches trail the buffer.
+const MERGE_OVERDUE_BATCHES: usize = 4 * MERGE_AFTER_SMALL_BATCHES;
 
 /// Sequence numbers of a batch's rows, as runs: `(sequence number, rows)`.
 pub(crate) type SequenceRuns = Vec<(u64, u32)>;
@@ -103,6 +105,8 @@ pub(crate) struct PartitionData {
     /// Set while a merge of this partition's small batches is queued or
     /// running, so writes do not queue it again.
     pub(crate) merge_pending: std::sync::atomic::AtomicBool,
+    /// Set while a write merges overdue batches itself (one at a time).
+    pub(crate) merge_overdue: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     /// Persists completed so far, for callers waiting on them (`Persist`
     /// with `wait` must also wait for jobs others started: a rotation may
@@ -139,6 +143,7 @@ impl PartitionData {
             table,
             persist_pending: std::sync::atomic::AtomicBool::new(false),
             merge_pending: std::sync::atomic::AtomicBool::new(false),
+            merge_overdue: std::sync::atomic::AtomicBool::new(false),
             // Batch numbers continue after the files this ingester
             // recorded before it restarted.
             inner: Mutex::new(Inner {
@@ -163,19 +168,22 @@ impl PartitionData {
         }));
         g.buffer_rows += rows;
         g.buffer_bytes += bytes;
+        // n small single-write batches at the end.
+        let unmerged_tail = |n: usize| {
+            g.buffer.len() >= n
+                && g.buffer[g.buffer.len() - n..]
+                    .iter()
+                    .all(|b| b.batch.num_rows() < SMALL_BATCH_ROWS && b.sequence_numbers.len() == 1)
+        };
+        // 32 of them: a first-level merge (`merge_plan`), which the second
+        // level follows when due.
+        let merge_due = rows < SMALL_BATCH_ROWS && unmerged_tail(MERGE_AFTER_SMALL_BATCHES);
         Buffered {
             delta: bytes as isize,
             bytes: g.buffer_bytes,
             rows: g.buffer_rows,
-            // 32 small single-write batches at the end: a first-level merge
-            // (`merge_plan`), which the second level follows when due.
-            merge_due: rows < SMALL_BATCH_ROWS
-                && g.buffer.len() >= MERGE_AFTER_SMALL_BATCHES
-                && g.buffer[g.buffer.len() - MERGE_AFTER_SMALL_BATCHES..]
-                    .iter()
-                    .all(|b| {
-                        b.batch.num_rows() < SMALL_BATCH_ROWS && b.sequence_numbers.len() == 1
-                    }),
+            merge_due,
+            merge_overdue: merge_due && unmerged_tail(MERGE_OVERDUE_BATCHES),
         }
     }
 
@@ -373,6 +381,9 @@ pub(crate) struct Buffered {
     pub(crate) rows: usize,
     /// Small batches are due a merge.
     pub(crate) merge_due: bool,
+    /// So many that the merge thread, which only gets idle CPU, must have
+    /// been starved: the write should merge them itself.
+    pub(crate) merge_overdue: bool,
 }
 
 /// How many batches at the end of `buffer` to merge now, in two levels so

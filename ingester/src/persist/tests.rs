@@ -213,6 +213,42 @@ async fn writes_during_persist_stay_visible_and_persist_next_time() {
 /// buffer at random moments: the buffer ends up merged, its memory account
 /// matches what it holds, and every row is persisted exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_starved_merge_thread_leaves_the_merge_to_writes() {
+    let c = ctx(1, 4);
+    // No merge thread here; a merge marked queued that never runs is a
+    // merge thread that gets no CPU.
+    write(&c, "cpu,host=h v=0 0\n".to_string()).await;
+    let p = c.buffer.partitions().remove(0);
+    p.merge_pending
+        .store(true, std::sync::atomic::Ordering::Release);
+    let n = 2000u64;
+    let mut most = 0;
+    for i in 1..n {
+        write(&c, format!("cpu,host=h{} v={i} {i}\n", i % 7)).await;
+        most = most.max(p.snapshot().batches.len());
+    }
+    // Merged by the writes themselves once 128 small batches trailed.
+    assert!(most <= 2 * 128, "{most} batches at most");
+    assert!(
+        most >= 128,
+        "writes merged before the merge was overdue: {most}"
+    );
+    let snap = p.snapshot();
+    assert_eq!(snap.rows as u64, n);
+    assert!(
+        snap.batches.len() < 128 + 32,
+        "{} batches",
+        snap.batches.len()
+    );
+    assert_eq!(c.state.buffer_bytes(), p.stats().buffered_bytes as u64);
+    c.persist.persist_and_wait(Arc::clone(&p)).await;
+    let ns = c.catalog.get_namespace("ns").await.unwrap().unwrap();
+    let t = c.catalog.get_table(ns, "cpu").await.unwrap().unwrap();
+    let files = c.catalog.list_parquet_files(t.id).await.unwrap();
+    assert_eq!(files.iter().map(|f| f.row_count).sum::<u64>(), n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn merges_off_the_write_path_race_persists_without_loss() {
     let c = ctx(1, 4);
     c.buffer.start_merger().unwrap();
