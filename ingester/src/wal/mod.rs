@@ -550,13 +550,6 @@ impl Wal {
         let dir = shared.dir.clone();
         let path = segment::segment_path(&dir, id);
         let res = tokio::task::spawn_blocking(move || {
-            // Shrink it first, a step at a time: freeing a whole segment's
-            // blocks at once is one large journal commit (with online
-            // discard, a large TRIM) that the open segment's next fdatasync
-            // waits behind (docs/benchmarks.md, 2c). A crash midway leaves
-            // a shorter segment of persisted ops, which replay handles like
-            // any segment not yet deleted. Best effort: the unlink follows.
-            shrink_in_steps(&path);
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -617,28 +610,5 @@ impl Wal {
             return Ok(());
         }
         rx.await.unwrap_or(Ok(()))
-    }
-}
-
-/// Bytes freed per step by [`shrink_in_steps`], and the pause after each.
-const SHRINK_STEP: u64 = 16 << 20;
-const SHRINK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Truncates the file at `path` towards zero by [`SHRINK_STEP`] at a time,
-/// pausing between steps so the WAL's commits in between each carry one
-/// step's freed blocks. Stops at the first error (the caller unlinks).
-fn shrink_in_steps(path: &std::path::Path) {
-    let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) else {
-        return;
-    };
-    let Ok(mut len) = f.metadata().map(|m| m.len()) else {
-        return;
-    };
-    while len > SHRINK_STEP {
-        len -= SHRINK_STEP;
-        if f.set_len(len).is_err() {
-            return;
-        }
-        std::thread::sleep(SHRINK_PAUSE);
     }
 }
