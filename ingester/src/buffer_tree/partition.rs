@@ -422,8 +422,19 @@ mod tests {
     use arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
     fn one_row(v: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
-        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![v]))]).unwrap()
+        row(
+            &Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
+            v,
+        )
+    }
+
+    /// One row of `v` in the single Int64 column of `schema`.
+    fn row(schema: &arrow::datatypes::SchemaRef, v: i64) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![Arc::new(Int64Array::from(vec![v]))],
+        )
+        .unwrap()
     }
 
     /// A stream of one-row writes is merged in two levels: every row stays,
@@ -535,12 +546,7 @@ mod tests {
         let p = partition();
         let schema = one_row(0).schema();
         for i in 0..32 {
-            let b = RecordBatch::try_new(
-                Arc::clone(&schema),
-                vec![Arc::new(Int64Array::from(vec![i]))],
-            )
-            .unwrap();
-            p.buffer_write(b, i as u64 + 1);
+            p.buffer_write(row(&schema, i), i as u64 + 1);
         }
         p.merge_all();
         {
@@ -555,11 +561,7 @@ mod tests {
             let b = if i % 2 == 0 {
                 one_row(i)
             } else {
-                RecordBatch::try_new(
-                    Arc::clone(&other),
-                    vec![Arc::new(Int64Array::from(vec![i]))],
-                )
-                .unwrap()
+                row(&other, i)
             };
             p.buffer_write(b, i as u64 + 1);
         }
