@@ -57,6 +57,7 @@
 mod error;
 mod metrics;
 mod reader;
+mod reclaim;
 mod recovery;
 mod reference_tracker;
 mod segment;
@@ -92,6 +93,7 @@ pub use usage::{UsageLimit, WalLimitOptions};
 pub(crate) use wal_sink::WalSink;
 
 use metrics::Metrics;
+use reclaim::Reclaimer;
 use recovery::Recovered;
 use writer::{Core, CoreCell, Faults, PendingAppend, Request, Writer, create_segment};
 
@@ -329,6 +331,8 @@ pub struct Wal {
 
 struct Inner {
     tx: std_mpsc::Sender<Request>,
+    /// Frees the space of deleted segments.
+    reclaimer: Reclaimer,
     shared: Arc<Shared>,
     /// The file and its state, shared with the writer thread.
     core: CoreCell,
@@ -383,6 +387,10 @@ impl Wal {
             }
         }
         let metrics = Metrics::register(registry)?;
+        let leftovers = reclaim::remove_leftovers(&dir)?;
+        if leftovers > 0 {
+            tracing::info!(dir = %dir.display(), files = leftovers, "removed WAL segments left half-deleted by a crash");
+        }
 
         let mut existing = segment::list_segments(&dir)?;
         let next_id = existing
@@ -453,9 +461,12 @@ impl Wal {
             .name("sluice-wal-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| WalError::io("start WAL writer thread for", &dir, e))?;
+        let reclaimer = Reclaimer::start(reclaim::STEP, reclaim::PAUSE)
+            .map_err(|e| WalError::io("start WAL reclaim thread for", &dir, e))?;
         let wal = Self {
             inner: Arc::new(Inner {
                 tx,
+                reclaimer,
                 shared,
                 core,
                 queued,
@@ -543,26 +554,23 @@ impl Wal {
 
     /// Delete a closed segment (e.g. once all its ops are persisted). The
     /// open segment is refused. Must be called inside a tokio runtime (the
-    /// file removal runs on the blocking pool).
+    /// rename runs on the blocking pool).
+    ///
+    /// Resolves once the deletion is durable: the segment is renamed out of
+    /// the segment names and the directory synced, so it is never replayed
+    /// again. Its space is freed afterwards, in steps, by the reclaim thread
+    /// (see `reclaim.rs` for why).
     pub async fn delete_segment(&self, id: SegmentId) -> Result<(), WalError> {
         let shared = &self.inner.shared;
         let bytes = shared.take_closed(id)?;
         let dir = shared.dir.clone();
-        let path = segment::segment_path(&dir, id);
-        let res = tokio::task::spawn_blocking(move || {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    tracing::warn!(file = %path.display(), "WAL segment to delete was already gone");
-                }
-                Err(e) => return Err((true, WalError::io("delete segment", &path, e))),
-            }
-            // The file is gone: a failed directory sync must not put it back.
-            segment::sync_dir(&dir).map_err(|e| (false, e))
-        })
-        .await;
+        let res = tokio::task::spawn_blocking(move || reclaim::discard(&dir, id)).await;
         match res {
-            Ok(Ok(())) => {
+            Ok(Ok(renamed)) => {
+                match renamed {
+                    Some(path) => self.inner.reclaimer.reclaim(path),
+                    None => tracing::warn!(segment = %id, "WAL segment to delete was already gone"),
+                }
                 tracing::info!(segment = %id, bytes, "WAL segment deleted");
                 Ok(())
             }

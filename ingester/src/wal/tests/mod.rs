@@ -339,6 +339,62 @@ async fn delete_and_ids_monotonic_across_reopen() {
     within(wal.shutdown()).await.unwrap();
 }
 
+/// A crash while a deleted segment's space is being freed leaves a shrunk
+/// file with a torn tail. It must neither be replayed nor stop the next
+/// open, and the open removes it.
+#[tokio::test]
+async fn a_crash_while_freeing_a_deleted_segment_leaves_nothing_to_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(config(dir.path())).unwrap();
+    for seq in 1..=50 {
+        within(wal.append(&op(seq))).await.unwrap();
+    }
+    within(wal.rotate()).await.unwrap();
+    within(wal.append(&op(51))).await.unwrap();
+    within(wal.rotate()).await.unwrap();
+    within(wal.shutdown()).await.unwrap();
+
+    // What a crash in the middle of deleting segment 0 leaves: renamed out
+    // of the segment names, then cut in the middle of an entry.
+    let seg0 = segment_path(dir.path(), SegmentId::new(0));
+    let len = std::fs::metadata(&seg0).unwrap().len();
+    let renamed = reclaim::discard(dir.path(), SegmentId::new(0))
+        .unwrap()
+        .unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&renamed)
+        .unwrap()
+        .set_len(len / 2 + 3)
+        .unwrap();
+
+    let (wal, files) = open(config(dir.path())).unwrap();
+    assert_eq!(files.iter().map(|f| f.id.get()).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(replay(&files), expected([51]));
+    assert!(!renamed.exists(), "the leftover is removed at open");
+    assert_eq!(wal.segments().open_segment, SegmentId::new(3));
+    within(wal.shutdown()).await.unwrap();
+}
+
+/// `delete_segment` returns once the segment is out of the segment names;
+/// the reclaim thread then frees and removes the file.
+#[tokio::test]
+async fn deleted_segments_are_freed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = open(config(dir.path())).unwrap();
+    within(wal.append(&op(1))).await.unwrap();
+    within(wal.rotate()).await.unwrap();
+    within(wal.delete_segment(SegmentId::new(0))).await.unwrap();
+    assert!(!segment_path(dir.path(), SegmentId::new(0)).exists());
+    let renamed = reclaim::reclaim_path(dir.path(), SegmentId::new(0));
+    let deadline = std::time::Instant::now() + LIMIT;
+    while renamed.exists() {
+        assert!(std::time::Instant::now() < deadline, "never freed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    within(wal.shutdown()).await.unwrap();
+}
+
 #[tokio::test]
 async fn shutdown_lock_and_registration() {
     let dir = tempfile::tempdir().unwrap();
