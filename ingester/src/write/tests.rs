@@ -683,3 +683,83 @@ fn writes_of_the_same_columns_share_one_schema() {
     );
     assert!(Arc::ptr_eq(&build("cpu,host=c f=5,i=6i 3\n"), &a));
 }
+
+/// A body over `split::MIN_SPLIT_BYTES` is parsed on two cores when no other
+/// request is being validated, and gives every row, in body order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_is_parsed_in_two_halves_with_every_row_in_order() {
+    let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
+    let registry = prometheus::Registry::new();
+    let state = Arc::new(IngestState::new(1 << 30));
+    state.unset(crate::ingest_state::IngestStateError::Starting);
+    let sink = Arc::new(MockDmlSink::default());
+    let handler = WriteHandler::new(
+        Arc::new(SchemaCache::new(Arc::clone(&catalog))),
+        Arc::new(TimestampOracle::new(0)),
+        state,
+        Arc::clone(&sink),
+        16 << 20,
+        Some(&registry),
+    )
+    .unwrap();
+    let mut body = String::new();
+    let mut n = 0;
+    while body.len() < 2 * super::split::MIN_SPLIT_BYTES {
+        // A new column half way, so the halves have different schemas.
+        let extra = if body.len() > super::split::MIN_SPLIT_BYTES {
+            ",late=1i"
+        } else {
+            ""
+        };
+        body.push_str(&format!(
+            "cpu,host=h{},region=r{} usage={n}.5{extra} {n}\n",
+            n % 97,
+            n % 3
+        ));
+        n += 1;
+    }
+    let summary = handler.write(lp("ns", &body)).await.unwrap();
+    assert_eq!(summary.rows, n as u64);
+    let split = registry
+        .gather()
+        .into_iter()
+        .find(|m| m.name() == "sluice_write_split_total")
+        .map(|m| m.get_metric()[0].get_counter().get_value());
+    if std::thread::available_parallelism().map_or(1, |c| c.get()) > 1 {
+        assert_eq!(split, Some(1.0), "the body was split");
+    }
+
+    let calls = sink.calls.lock();
+    let batch = &calls[0].tables[0].partitions[0].batch;
+    assert_eq!(batch.num_rows(), n);
+    let times = batch
+        .column_by_name("time")
+        .unwrap()
+        .as_primitive::<TimestampNanosecondType>();
+    assert!(
+        times
+            .values()
+            .iter()
+            .enumerate()
+            .all(|(i, t)| *t == i as i64)
+    );
+    let usage = batch
+        .column_by_name("usage")
+        .unwrap()
+        .as_primitive::<Float64Type>();
+    assert!(
+        usage
+            .values()
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == i as f64 + 0.5)
+    );
+    let hosts = batch
+        .column_by_name("host")
+        .unwrap()
+        .as_dictionary::<Int32Type>();
+    let hosts = hosts.downcast_dict::<arrow::array::StringArray>().unwrap();
+    assert!((0..n).all(|i| hosts.value(i) == format!("h{}", i % 97)));
+    let late = batch.column_by_name("late").unwrap();
+    assert!(late.null_count() > 0 && late.null_count() < n);
+}
