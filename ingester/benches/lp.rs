@@ -8,9 +8,7 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_ingester::internal_implementation_details::{
-    parse_and_validate, parse_and_validate_in_halves, parse_lines,
-};
+use sluice_ingester::internal_implementation_details::{parse_and_validate, parse_lines};
 
 fn lp(c: &mut Criterion) {
     let lines = common::size(5000, 10);
@@ -18,7 +16,6 @@ fn lp(c: &mut Criterion) {
     // A broken parser must not produce fast, meaningless figures.
     assert_eq!(parse_lines(body.as_bytes()) as u64, lines);
     assert_eq!(parse_and_validate(body.as_bytes()) as u64, lines);
-    assert_eq!(parse_and_validate_in_halves(body.as_bytes()) as u64, lines);
     eprintln!(
         "lp: {lines} lines, {} bytes ({} bytes/line)",
         body.len(),
@@ -32,10 +29,6 @@ fn lp(c: &mut Criterion) {
     });
     g.bench_function(format!("parse_validate/{lines}_lines"), |b| {
         b.iter(|| parse_and_validate(black_box(body.as_bytes())))
-    });
-    // Two threads (one spawned per iteration, ~20 µs), then the merge.
-    g.bench_function(format!("parse_validate_halves/{lines}_lines"), |b| {
-        b.iter(|| parse_and_validate_in_halves(black_box(body.as_bytes())))
     });
     g.finish();
 

@@ -35,13 +35,6 @@ pub fn parse_and_validate(body: &[u8]) -> usize {
     crate::write::bench_build_tables(body)
 }
 
-/// [`parse_and_validate`] as the write path does it when a core is free:
-/// the second half on another thread, then the halves merged. Returns 0 if
-/// the body has no safe cut.
-pub fn parse_and_validate_in_halves(body: &[u8]) -> usize {
-    crate::write::bench_build_tables_in_halves(body)
-}
-
 /// A validated write (see [`BenchIngester::validated`]).
 pub struct ValidatedWrite(crate::write::DmlOperation);
 

@@ -160,23 +160,3 @@ pub(crate) fn bench_build_tables(body: &[u8]) -> usize {
         .map(|t| t.iter().map(|b| b.batch.num_rows()).sum())
         .unwrap_or(0)
 }
-
-/// Parse + validate in two halves on two threads, then merged (`split.rs`).
-#[cfg(feature = "benches")]
-pub(crate) fn bench_build_tables_in_halves(body: &[u8]) -> usize {
-    let Some((at, line)) = split::split_point(body) else {
-        return 0;
-    };
-    let part = |b: &[u8], l| lp::build_part(b, l, Precision::Nanoseconds, 0, &|_| None);
-    let (head, tail) = std::thread::scope(|s| {
-        let tail = s.spawn(|| part(&body[at..], line));
-        let head = part(&body[..at], 1);
-        (head, tail.join())
-    });
-    let Ok(tail) = tail else {
-        return 0;
-    };
-    split::merge(head, tail)
-        .map(|t| t.iter().map(|b| b.batch.num_rows()).sum())
-        .unwrap_or(0)
-}
