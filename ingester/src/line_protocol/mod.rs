@@ -183,17 +183,10 @@ pub struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     pub fn new(input: &'a [u8]) -> Self {
-        Self::starting_at_line(input, 1)
-    }
-
-    /// A parser of `input` whose first physical line is numbered
-    /// `line_number`: for the second part of a body split at a line
-    /// boundary, so its errors name the line of the whole body.
-    pub fn starting_at_line(input: &'a [u8], line_number: usize) -> Self {
         Self {
             input,
             pos: 0,
-            line_number,
+            line_number: 1,
             tags: Vec::with_capacity(16),
             fields: Vec::with_capacity(16),
             delimiters: delimiters::Delimiters::default(),

@@ -7,7 +7,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Regi
 use super::builder::BuiltTable;
 use super::request::{Payload, WriteRequest};
 use super::{
-    DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition, split,
+    DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition,
     wal_record,
 };
 use crate::catalog::{CatalogError, SchemaCache};
@@ -29,7 +29,6 @@ struct Metrics {
     rows: IntCounter,
     bytes: IntCounter,
     validate: Histogram,
-    split: IntCounter,
 }
 
 impl Metrics {
@@ -50,18 +49,12 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(rows.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
-        let split = IntCounter::new(
-            "sluice_write_split_total",
-            "Line protocol bodies parsed in two halves on two cores (a core was free)",
-        )?;
         registry.register(Box::new(validate.clone()))?;
-        registry.register(Box::new(split.clone()))?;
         Ok(Self {
             requests,
             rows,
             bytes,
             validate,
-            split,
         })
     }
 }
@@ -75,9 +68,6 @@ pub(crate) struct WriteHandler<S> {
     pub(super) sink: S,
     max_request_bytes: usize,
     metrics: Option<Metrics>,
-    /// Cores this process may use: large bodies are parsed on two of them
-    /// when one is free (`split.rs`).
-    cores: usize,
 }
 
 impl<S: DmlSink> WriteHandler<S> {
@@ -96,7 +86,6 @@ impl<S: DmlSink> WriteHandler<S> {
             sink,
             max_request_bytes,
             metrics: registry.map(Metrics::new).transpose()?,
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -186,29 +175,7 @@ impl<S: DmlSink> WriteHandler<S> {
                 body,
                 precision,
                 default_time,
-            } => {
-                let mut validating = split::Validating::enter();
-                match split::split_point_of(body, &mut validating, self.cores) {
-                    None => lp::build_tables(body, *precision, *default_time, &lookup)?,
-                    Some((at, line)) => {
-                        if let Some(m) = &self.metrics {
-                            m.split.inc();
-                        }
-                        let (tail, ns) = (body.slice(at..), existing.clone());
-                        let (precision, default_time) = (*precision, *default_time);
-                        let second = tokio::task::spawn_blocking(move || {
-                            let lookup =
-                                |table: &str| ns.as_ref().and_then(|ns| ns.cached_table(table));
-                            lp::build_part(&tail, line, precision, default_time, &lookup)
-                        });
-                        let head = lp::build_part(&body[..at], 1, precision, default_time, &lookup);
-                        let tail = second.await.map_err(|e| {
-                            WriteError::Internal(format!("parse of a body's second half: {e}"))
-                        })?;
-                        split::merge(head, tail)?
-                    }
-                }
-            }
+            } => lp::build_tables(body, *precision, *default_time, &lookup)?,
             Payload::Arrow { table, ipc, tags } => {
                 vec![arrow_batch::build_table(table, ipc, tags, lookup(table))?]
             }

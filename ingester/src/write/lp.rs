@@ -36,29 +36,6 @@ pub(crate) fn build_tables_with(
     cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
     fast_fields: bool,
 ) -> Result<Vec<BuiltTable>, WriteError> {
-    build(body, 1, precision, default_time, cached, fast_fields)
-}
-
-/// One part of a body split by [`split_point`]: `part` starts at physical
-/// line `first_line` of the body, so errors name the body's line.
-pub(crate) fn build_part(
-    part: &[u8],
-    first_line: usize,
-    precision: Precision,
-    default_time: i64,
-    cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
-) -> Result<Vec<BuiltTable>, WriteError> {
-    build(part, first_line, precision, default_time, cached, true)
-}
-
-fn build(
-    body: &[u8],
-    first_line: usize,
-    precision: Precision,
-    default_time: i64,
-    cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
-    fast_fields: bool,
-) -> Result<Vec<BuiltTable>, WriteError> {
     let mut tables: Vec<TableBuilder> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
@@ -71,7 +48,7 @@ fn build(
     // The current line's field columns (the fast path of `resolve_field`).
     let mut field_cols: Vec<u32> = Vec::new();
 
-    let mut parser = Parser::starting_at_line(body, first_line);
+    let mut parser = Parser::new(body);
     while let Some(line) = parser.next_line() {
         let line = line.map_err(WriteError::Parse)?;
         let n = line.line_number;

@@ -24,7 +24,6 @@ mod names;
 mod partition;
 mod replay;
 mod request;
-mod split;
 mod tag_dictionary;
 mod wal_record;
 

@@ -177,7 +177,7 @@ fn encode_batch(b: &mut BytesMut, batch: &RecordBatch) -> Result<(), EncodeError
 }
 
 /// The column type of a canonical Arrow type (`schema::arrow_type`).
-pub(super) fn column_type_of(t: &DataType) -> Option<ColumnType> {
+fn column_type_of(t: &DataType) -> Option<ColumnType> {
     Some(match t {
         DataType::Int64 => ColumnType::I64,
         DataType::UInt64 => ColumnType::U64,
