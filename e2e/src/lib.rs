@@ -56,7 +56,7 @@ pub fn ingester_bin() -> &'static Path {
         if let Some(p) = std::env::var_os("SLUICE_INGESTER_BIN") {
             return PathBuf::from(p);
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        let root = manifest_dir()
             .parent()
             .expect("workspace root")
             .to_path_buf();
@@ -747,4 +747,14 @@ pub async fn http_request(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a
+/// test, so the checkout being tested wins over the path compiled in: a
+/// target dir shared by checkouts at different paths can hand one of them a
+/// test binary built in the other, whose compiled-in path may be gone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -22,9 +22,7 @@ pub fn ingester_from_yaml(yaml: &str) -> Ingester {
 
 /// `operator/examples/<name>`.
 pub fn sample(name: &str) -> Ingester {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(name);
+    let path = manifest_dir().join("examples").join(name);
     let yaml = std::fs::read_to_string(&path).expect("read sample");
     ingester_from_yaml(&yaml)
 }
@@ -270,4 +268,14 @@ where
         .expect("the scenario did not finish in time")
         .expect("the scenario's assertions held");
     out
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a
+/// test, so the checkout being tested wins over the path compiled in: a
+/// target dir shared by checkouts at different paths can hand one of them a
+/// test binary built in the other, whose compiled-in path may be gone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

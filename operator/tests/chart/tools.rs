@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
         .parent()
         .expect("workspace root")
         .to_path_buf()
@@ -143,4 +143,14 @@ pub fn assert_generated(path: &Path, want: &str, update_env: &str, how_to_update
             path.display()
         );
     }
+}
+
+/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a
+/// test, so the checkout being tested wins over the path compiled in: a
+/// target dir shared by checkouts at different paths can hand one of them a
+/// test binary built in the other, whose compiled-in path may be gone.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
