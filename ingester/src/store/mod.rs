@@ -13,6 +13,10 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 
+mod synced_local;
+
+use synced_local::SyncedLocal;
+
 /// S3 settings (flags and environment).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct S3Options {
@@ -101,11 +105,20 @@ pub(crate) fn from_url(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>
         path: path.clone(),
         source,
     })?;
-    let store = LocalFileSystem::new_with_prefix(&path).map_err(|source| StoreError::Build {
+    // The store works under the canonical path; the syncs walk up to it.
+    let root = path.canonicalize().map_err(|source| StoreError::Dir {
+        path: path.clone(),
+        source,
+    })?;
+    let store = LocalFileSystem::new_with_prefix(&root).map_err(|source| StoreError::Build {
         url: url.into(),
         source,
     })?;
-    Ok(Arc::new(store.with_automatic_cleanup(true)))
+    // Durable on return, as S3 is: see `synced_local.rs`.
+    Ok(Arc::new(SyncedLocal::new(
+        store.with_automatic_cleanup(true),
+        root,
+    )))
 }
 
 #[cfg(test)]
@@ -116,7 +129,9 @@ mod tests {
     fn parses_urls() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("file://{}", dir.path().join("objects").display());
-        assert!(from_url(&url, &S3Options::default()).is_ok());
+        // A local store syncs its writes (see `synced_local.rs`).
+        let local = from_url(&url, &S3Options::default()).expect("local store");
+        assert!(local.to_string().starts_with("Synced("), "{local}");
         assert!(dir.path().join("objects").is_dir());
         assert!(
             from_url(
