@@ -19,6 +19,7 @@ pub(crate) struct Metrics {
     pub(crate) segments: IntGauge,
     pub(crate) bytes: IntGauge,
     pub(crate) rotations: IntCounterVec,
+    pub(crate) reclaim_pending_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -74,6 +75,10 @@ impl Metrics {
                 ),
                 &["reason"],
             )?,
+            reclaim_pending_bytes: IntGauge::new(
+                "sluice_wal_reclaim_pending_bytes",
+                "Bytes of deleted WAL segments still on disk: renamed out of the WAL, their space given back in steps",
+            )?,
         };
         registry.register(Box::new(m.syncs.clone()))?;
         registry.register(Box::new(m.inline_commits.clone()))?;
@@ -84,6 +89,7 @@ impl Metrics {
         registry.register(Box::new(m.segments.clone()))?;
         registry.register(Box::new(m.bytes.clone()))?;
         registry.register(Box::new(m.rotations.clone()))?;
+        registry.register(Box::new(m.reclaim_pending_bytes.clone()))?;
         Ok(m)
     }
 }

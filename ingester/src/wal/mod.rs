@@ -461,8 +461,12 @@ impl Wal {
             .name("sluice-wal-writer".into())
             .spawn(move || writer.run())
             .map_err(|e| WalError::io("start WAL writer thread for", &dir, e))?;
-        let reclaimer = Reclaimer::start(reclaim::STEP, reclaim::PAUSE)
-            .map_err(|e| WalError::io("start WAL reclaim thread for", &dir, e))?;
+        let reclaimer = Reclaimer::start(
+            reclaim::STEP,
+            reclaim::PAUSE,
+            shared.metrics.reclaim_pending_bytes.clone(),
+        )
+        .map_err(|e| WalError::io("start WAL reclaim thread for", &dir, e))?;
         let wal = Self {
             inner: Arc::new(Inner {
                 tx,
@@ -568,7 +572,7 @@ impl Wal {
         match res {
             Ok(Ok(renamed)) => {
                 match renamed {
-                    Some(path) => self.inner.reclaimer.reclaim(path),
+                    Some(path) => self.inner.reclaimer.reclaim(path, bytes),
                     None => tracing::warn!(segment = %id, "WAL segment to delete was already gone"),
                 }
                 tracing::info!(segment = %id, bytes, "WAL segment deleted");

@@ -37,6 +37,8 @@ use std::{
     time::Duration,
 };
 
+use prometheus::IntGauge;
+
 use super::{SegmentId, WalError, segment};
 
 /// Bytes freed per step.
@@ -93,28 +95,37 @@ pub(crate) fn remove_leftovers(dir: &Path) -> Result<usize, WalError> {
 /// Handle to the reclaimer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Reclaimer {
-    tx: mpsc::Sender<PathBuf>,
+    tx: mpsc::Sender<(PathBuf, u64)>,
+    /// Bytes queued or being freed (`sluice_wal_reclaim_pending_bytes`).
+    pending: IntGauge,
 }
 
 impl Reclaimer {
-    /// Starts the thread; it frees `step` bytes per `pause`.
-    pub(crate) fn start(step: u64, pause: Duration) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<PathBuf>();
+    /// Starts the thread; it frees `step` bytes per `pause`, and counts
+    /// what is left to free in `pending`.
+    pub(crate) fn start(step: u64, pause: Duration, pending: IntGauge) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<(PathBuf, u64)>();
+        let gauge = pending.clone();
         std::thread::Builder::new()
             .name("sluice-wal-reclaim".into())
             .spawn(move || {
-                while let Ok(path) = rx.recv() {
+                while let Ok((path, bytes)) = rx.recv() {
                     shrink_and_remove(&path, step.max(1), pause);
+                    gauge.sub(i64::try_from(bytes).unwrap_or(i64::MAX));
                 }
             })?;
-        Ok(Self { tx })
+        Ok(Self { tx, pending })
     }
 
-    /// Queues a file from [`discard`] to be freed. If the thread is gone (it
-    /// only stops when every handle is dropped, so never while this one
-    /// exists) the file is left for [`remove_leftovers`].
-    pub(crate) fn reclaim(&self, path: PathBuf) {
-        let _ = self.tx.send(path);
+    /// Queues a file from [`discard`], of `bytes`, to be freed. If the
+    /// thread is gone (it only stops when every handle is dropped, so never
+    /// while this one exists) the file is left for [`remove_leftovers`].
+    pub(crate) fn reclaim(&self, path: PathBuf, bytes: u64) {
+        let bytes_i64 = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.pending.add(bytes_i64);
+        if self.tx.send((path, bytes)).is_err() {
+            self.pending.sub(bytes_i64);
+        }
     }
 }
 
@@ -159,6 +170,18 @@ mod tests {
         }
     }
 
+    fn wait_zero(gauge: &IntGauge) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while gauge.get() != 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} bytes still pending",
+                gauge.get()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn discard_renames_out_of_the_segment_names_and_the_thread_frees_it() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -185,9 +208,11 @@ mod tests {
         assert_eq!(discard(dir.path(), id).expect("discard again"), None);
 
         // A step of 1 KiB and no pause: shrinks in 9 steps, then unlinks.
-        let reclaimer = Reclaimer::start(1024, Duration::ZERO).expect("start");
-        reclaimer.reclaim(renamed.clone());
+        let pending = IntGauge::new("p", "p").expect("gauge");
+        let reclaimer = Reclaimer::start(1024, Duration::ZERO, pending.clone()).expect("start");
+        reclaimer.reclaim(renamed.clone(), 10_000);
         wait_gone(&renamed);
+        wait_zero(&pending);
         assert!(other.exists(), "only the queued file is removed");
     }
 
@@ -196,8 +221,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("x.reclaim");
         std::fs::write(&path, vec![0u8; 5000]).expect("write");
-        let reclaimer = Reclaimer::start(1000, Duration::from_millis(100)).expect("start");
-        reclaimer.reclaim(path.clone());
+        let pending = IntGauge::new("p", "p").expect("gauge");
+        let reclaimer =
+            Reclaimer::start(1000, Duration::from_millis(100), pending.clone()).expect("start");
+        reclaimer.reclaim(path.clone(), 5000);
+        // Counted until freed: four steps of 100 ms are still to come.
+        assert_eq!(pending.get(), 5000);
         // After the first step, and before the second, the file is 4000 long.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let mut seen = Vec::new();
@@ -210,6 +239,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         wait_gone(&path);
+        wait_zero(&pending);
         // Every length observed is a multiple of the step below the start.
         assert!(seen.iter().all(|l| l % 1000 == 0 && *l <= 5000), "{seen:?}");
         assert!(seen.contains(&2000), "shrunk step by step: {seen:?}");
