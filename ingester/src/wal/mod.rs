@@ -582,6 +582,10 @@ impl Wal {
                 if still_there {
                     shared.restore_closed(id, bytes);
                 }
+                // Renamed but the directory sync failed: the rename may not
+                // survive a crash, so the file must not be shrunk (a crash
+                // could bring it back as a torn older segment). It stays
+                // whole, and the next open removes it.
                 Err(e)
             }
             Err(join) => {
