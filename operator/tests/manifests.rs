@@ -14,12 +14,10 @@ use sluice_operator::crd::Ingester;
 use sluice_operator::reconcile::build::build;
 use sluice_operator::reconcile::validate::{ValidateOptions, validate};
 
-fn root() -> PathBuf {
-    manifest_dir()
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
+#[path = "chart/tools.rs"]
+mod tools;
+
+use tools::root;
 
 fn samples() -> Vec<PathBuf> {
     let dir = root().join("operator/examples");
@@ -107,14 +105,4 @@ fn built_objects_and_samples_pass_kubernetes_tools() {
         out.status.success(),
         "check_manifests.py failed:\n{stdout}{stderr}"
     );
-}
-
-/// This package's directory. Cargo sets `CARGO_MANIFEST_DIR` when it runs a
-/// test, so the checkout being tested wins over the path compiled in: a
-/// target dir shared by checkouts at different paths can hand one of them a
-/// test binary built in the other, whose compiled-in path may be gone.
-fn manifest_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use object_store::ObjectStore;
 use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
 use object_store::prefix::PrefixStore;
 
 mod synced_local;
@@ -110,15 +109,12 @@ pub(crate) fn from_url(url: &str, s3: &S3Options) -> Result<Arc<dyn ObjectStore>
         path: path.clone(),
         source,
     })?;
-    let store = LocalFileSystem::new_with_prefix(&root).map_err(|source| StoreError::Build {
+    // Durable on return, as S3 is: see `synced_local.rs`.
+    let store = SyncedLocal::new(root).map_err(|source| StoreError::Build {
         url: url.into(),
         source,
     })?;
-    // Durable on return, as S3 is: see `synced_local.rs`.
-    Ok(Arc::new(SyncedLocal::new(
-        store.with_automatic_cleanup(true),
-        root,
-    )))
+    Ok(Arc::new(store))
 }
 
 #[cfg(test)]

@@ -46,18 +46,20 @@ use object_store::{
 pub(crate) struct SyncedLocal {
     inner: Arc<LocalFileSystem>,
     root: Arc<PathBuf>,
-    /// Objects made durable so far (for tests and debugging).
+    /// Objects made durable so far (read by the tests).
     synced: Arc<AtomicU64>,
 }
 
 impl SyncedLocal {
-    /// Wraps `inner`, whose root directory is `root`.
-    pub(crate) fn new(inner: LocalFileSystem, root: PathBuf) -> Self {
-        Self {
+    /// A store in the existing directory `root`, which must be canonical
+    /// (the syncs walk up to it, and the store works under it).
+    pub(crate) fn new(root: PathBuf) -> Result<Self> {
+        let inner = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
+        Ok(Self {
             inner: Arc::new(inner),
             root: Arc::new(root),
             synced: Arc::new(AtomicU64::new(0)),
-        }
+        })
     }
 
     /// How many objects were made durable.
@@ -224,8 +226,7 @@ mod tests {
     use super::*;
 
     fn store(dir: &FsPath) -> SyncedLocal {
-        let inner = LocalFileSystem::new_with_prefix(dir).expect("local store");
-        SyncedLocal::new(inner, dir.canonicalize().expect("canonical root"))
+        SyncedLocal::new(dir.canonicalize().expect("canonical root")).expect("local store")
     }
 
     /// Every way of creating an object syncs it once and leaves the same
