@@ -68,7 +68,48 @@ pub(super) fn parse_plain<'a>(
     if b[at] != b' ' {
         return None;
     }
+    let timestamp = plain_fields(line, delimiters, candidates, at, fields)?;
+    Some((measurement, timestamp))
+}
 
+/// The fields and timestamp of a line whose measurement and tags were not
+/// parsed (the caller knows them): `text` starts at the space that ends
+/// the tag section, and `delimiters` indexes `text` alone. `None` when the
+/// rest is not plain (the caller then parses the whole line).
+#[inline]
+pub(super) fn parse_plain_fields<'a>(
+    text: &'a str,
+    delimiters: &Delimiters,
+    fields: &mut Vec<(Name<'a>, FieldValue<'a>)>,
+) -> Option<Option<i64>> {
+    if text.len() > MAX_VALUE_BYTES {
+        return None;
+    }
+    fields.clear();
+    let mut candidates = Candidates::from(delimiters, 0);
+    // The space, the first candidate.
+    if candidates.next()? != 0 || text.as_bytes()[0] != b' ' {
+        return None;
+    }
+    plain_fields(text, delimiters, candidates, 0, fields)
+}
+
+/// The field section of a plain line, from the space at `at` (the
+/// candidate `candidates` returned last), and the timestamp.
+#[inline(always)]
+fn plain_fields<'a, 'd>(
+    line: &'a str,
+    delimiters: &'d Delimiters,
+    mut candidates: Candidates<'d>,
+    mut at: usize,
+    fields: &mut Vec<(Name<'a>, FieldValue<'a>)>,
+) -> Option<Option<i64>> {
+    let b = line.as_bytes();
+    let len = b.len();
+    let plain = |start: usize, end: usize| {
+        line.get(start..end)
+            .map(|raw| Name::new(raw, Escaping::Plain))
+    };
     loop {
         // `b[at]` is the space or comma before a field.
         let key_start = at + 1;
@@ -114,7 +155,7 @@ pub(super) fn parse_plain<'a>(
         fields.push((key, value));
         match b.get(end) {
             Some(b',') => at = end,
-            None => return Some((measurement, None)),
+            None => return Some(None),
             Some(_) => {
                 // A space: what follows must be a bare timestamp, the last
                 // token of the line.
@@ -123,7 +164,7 @@ pub(super) fn parse_plain<'a>(
                     return None;
                 }
                 let timestamp = number::timestamp(b, start, len).ok()?;
-                return Some((measurement, Some(timestamp)));
+                return Some(Some(timestamp));
             }
         }
     }

@@ -104,6 +104,12 @@
 //! converted with a 128-bit reciprocal instead of `f64::from_str`
 //! (`float.rs`). No branch depends on name or number lengths, whose
 //! varying exits CPUs mispredict.
+//!
+//! A caller that remembers series ([`Parser::next_line_with`]: the write
+//! path, whose lines mostly repeat a tag section seen earlier in the same
+//! request) is shown each line's bytes before its first space; when it
+//! knows them, the measurement and tags (half of a TSBS line) are neither
+//! indexed nor walked, and only the fields are parsed.
 
 mod delimiters;
 mod error;
@@ -164,6 +170,29 @@ pub struct Line<'p, 'a> {
     pub timestamp: Option<i64>,
 }
 
+/// A line whose measurement and tags the caller recognised (see
+/// [`Parser::next_line_with`]): only its fields and timestamp were parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownLine<'p, 'a> {
+    /// 1-based number of the physical line where this line starts.
+    pub line_number: usize,
+    /// What the caller's `known` returned for the line's tag section.
+    pub series: u32,
+    /// In input order, never empty; duplicates are kept.
+    pub fields: &'p [(Name<'a>, FieldValue<'a>)],
+    /// As written; the caller applies the write's precision.
+    pub timestamp: Option<i64>,
+}
+
+/// What [`Parser::next_line_with`] returns.
+#[derive(Debug, Clone, Copy)]
+pub enum Parsed<'p, 'a> {
+    /// A line parsed whole.
+    Line(Line<'p, 'a>),
+    /// A line of a series the caller already knows.
+    Known(KnownLine<'p, 'a>),
+}
+
 /// Parses line protocol from a byte buffer, one line at a time.
 ///
 /// After an error, parsing goes on with the next line, so a caller can report
@@ -196,6 +225,45 @@ impl<'a> Parser<'a> {
     /// The next non-blank, non-comment line, or `None` at the end of input.
     #[allow(clippy::should_implement_trait)] // lending: cannot be an Iterator
     pub fn next_line(&mut self) -> Option<Result<Line<'_, 'a>, ParseError>> {
+        let (start, end, line_number) = self.next_content()?;
+        Some(self.parse_line(start, end, line_number))
+    }
+
+    /// [`next_line`](Self::next_line) for a caller that remembers series:
+    /// `known` is shown a line's bytes before its first space (for a line
+    /// with tags and no escaped space, its measurement and tags exactly),
+    /// and when it recognises them (`Some(id)`) only the fields and the
+    /// timestamp are parsed, and the line comes back as
+    /// [`Parsed::Known`] with that id. Everything else is parsed whole.
+    ///
+    /// Sound as long as `known` only recognises bytes it saw as the
+    /// measurement and tags of an earlier line, ending right before an
+    /// unescaped space: the same bytes followed by a space parse the same
+    /// way again. They are also valid UTF-8 again.
+    pub fn next_line_with(
+        &mut self,
+        mut known: impl FnMut(&'a [u8]) -> Option<u32>,
+    ) -> Option<Result<Parsed<'_, 'a>, ParseError>> {
+        let (start, end, line_number) = self.next_content()?;
+        let input = self.input;
+        if let Some(space) = memchr::memchr(b' ', &input[start..end])
+            && let Some(series) = known(&input[start..start + space])
+            && let Some(timestamp) = self.plain_fields(start + space, end)
+        {
+            return Some(Ok(Parsed::Known(KnownLine {
+                line_number,
+                series,
+                fields: &self.fields,
+                timestamp,
+            })));
+        }
+        Some(self.parse_line(start, end, line_number).map(Parsed::Line))
+    }
+
+    /// Steps to the next line holding something to parse: its bounds in
+    /// the input (a trailing `\r` left out) and its line number.
+    #[inline(always)]
+    fn next_content(&mut self) -> Option<(usize, usize, usize)> {
         let input = self.input;
         loop {
             if self.pos >= input.len() {
@@ -209,48 +277,73 @@ impl<'a> Parser<'a> {
             if raw.comment {
                 continue;
             }
-
             let mut end = raw.end;
             if end > start && input[end - 1] == b'\r' {
                 end -= 1;
             }
-            let bytes = &input[start..end];
-            if scan::count_blanks(bytes) == bytes.len() {
+            if scan::count_blanks(&input[start..end]) == end - start {
                 continue;
             }
-            let ascii = self.delimiters.index(input, start, end);
-            let text = if ascii {
-                // SAFETY: every byte of `bytes` is below 0x80 (the index
-                // just checked them all), and ASCII is valid UTF-8.
-                unsafe { std::str::from_utf8_unchecked(bytes) }
-            } else {
-                match std::str::from_utf8(bytes) {
-                    Ok(text) => text,
-                    Err(e) => {
-                        let at = start + e.valid_up_to();
-                        let kind = ParseErrorKind::InvalidUtf8;
-                        return Some(Err(self.error(start, line_number, at, kind)));
-                    }
-                }
-            };
-            let (tags, fields) = (&mut self.tags, &mut self.fields);
-            let parsed = match fast::parse_plain(text, &self.delimiters, tags, fields) {
-                Some(line) => Ok(line),
-                None => line::parse_line(text, &self.delimiters, tags, fields),
-            };
-            return Some(match parsed {
-                Ok((measurement, timestamp)) => Ok(Line {
-                    line_number,
-                    measurement,
-                    tags: &self.tags,
-                    fields: &self.fields,
-                    timestamp,
-                }),
+            return Some((start, end, line_number));
+        }
+    }
+
+    /// Parses the fields and timestamp of `input[from..end]`, which starts
+    /// at the space after a tag section, if they are plain and ASCII.
+    #[inline(always)]
+    fn plain_fields(&mut self, from: usize, end: usize) -> Option<Option<i64>> {
+        let input = self.input;
+        if !self.delimiters.index(input, from, end) {
+            return None;
+        }
+        // SAFETY: every byte of the range is below 0x80 (the index just
+        // checked them all), and ASCII is valid UTF-8.
+        let text = unsafe { std::str::from_utf8_unchecked(&input[from..end]) };
+        fast::parse_plain_fields(text, &self.delimiters, &mut self.fields)
+    }
+
+    /// Parses the line `input[start..end]` (non-blank, not a comment).
+    #[inline(always)]
+    fn parse_line(
+        &mut self,
+        start: usize,
+        end: usize,
+        line_number: usize,
+    ) -> Result<Line<'_, 'a>, ParseError> {
+        let input = self.input;
+        let bytes = &input[start..end];
+        let ascii = self.delimiters.index(input, start, end);
+        let text = if ascii {
+            // SAFETY: every byte of `bytes` is below 0x80 (the index
+            // just checked them all), and ASCII is valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(bytes) }
+        } else {
+            match std::str::from_utf8(bytes) {
+                Ok(text) => text,
                 Err(e) => {
-                    let (offset, kind) = e.into_parts();
-                    Err(self.error(start, line_number, start + offset, kind))
+                    let at = start + e.valid_up_to();
+                    let kind = ParseErrorKind::InvalidUtf8;
+                    return Err(self.error(start, line_number, at, kind));
                 }
-            });
+            }
+        };
+        let (tags, fields) = (&mut self.tags, &mut self.fields);
+        let parsed = match fast::parse_plain(text, &self.delimiters, tags, fields) {
+            Some(line) => Ok(line),
+            None => line::parse_line(text, &self.delimiters, tags, fields),
+        };
+        match parsed {
+            Ok((measurement, timestamp)) => Ok(Line {
+                line_number,
+                measurement,
+                tags: &self.tags,
+                fields: &self.fields,
+                timestamp,
+            }),
+            Err(e) => {
+                let (offset, kind) = e.into_parts();
+                Err(self.error(start, line_number, start + offset, kind))
+            }
         }
     }
 

@@ -100,6 +100,12 @@ fn escape(s: &str, special: &[char]) -> String {
 
 /// A valid line: the expected result and its serialisation (no line ending).
 fn valid_line() -> impl Strategy<Value = (Owned, String)> {
+    valid_line_parts().prop_map(|(owned, head, rest)| (owned, head + &rest))
+}
+
+/// [`valid_line`], its text cut where the blanks after the tags start:
+/// (expected, measurement and tags, the rest).
+fn valid_line_parts() -> impl Strategy<Value = (Owned, String, String)> {
     let keys = &[',', '=', ' ', '\\'][..];
     (
         measurement(),
@@ -119,6 +125,7 @@ fn valid_line() -> impl Strategy<Value = (Owned, String)> {
                 for (k, v) in &tags {
                     text.push_str(&format!(",{}={}", escape(k, keys), escape(v, keys)));
                 }
+                let head = std::mem::take(&mut text);
                 text.push_str(&" ".repeat(sep1));
                 for (i, (k, (_, spelling))) in fields.iter().enumerate() {
                     let comma = if i == 0 { "" } else { "," };
@@ -138,7 +145,7 @@ fn valid_line() -> impl Strategy<Value = (Owned, String)> {
                     fields: fields.into_iter().map(|(k, (v, _))| (k, v)).collect(),
                     timestamp,
                 };
-                (owned, text)
+                (owned, head, text)
             },
         )
 }
@@ -214,6 +221,83 @@ proptest! {
             prop_assert!(general.is_ok(), "{:?}: general parser refused: {:?}", text, general);
             if let Ok((measurement, timestamp)) = general {
                 prop_assert_eq!(fast, owned(measurement, &tags, &fields, timestamp), "{:?}", text);
+            }
+        }
+    }
+
+    /// A caller that remembers tag sections (`next_line_with`, as the
+    /// write path does) gets what parsing every line whole gives: lines
+    /// that reuse earlier lines' measurement and tags with other fields,
+    /// blanks and timestamps, some with garbage spliced into the rest.
+    #[test]
+    fn remembered_tag_sections_parse_like_whole_lines(
+        parts in prop::collection::vec(valid_line_parts(), 1..4),
+        picks in prop::collection::vec(
+            (any::<prop::sample::Index>(), any::<prop::sample::Index>(), prop::option::weighted(0.2, (tricky_bytes(), any::<prop::sample::Index>()))),
+            1..12,
+        ),
+    ) {
+        let mut input = Vec::new();
+        for (head, rest, noise) in &picks {
+            let (_, head, _) = head.get(&parts);
+            let (_, _, rest) = rest.get(&parts);
+            let mut rest = rest.clone().into_bytes();
+            if let Some((noise, at)) = noise {
+                let at = at.index(rest.len() + 1);
+                rest.splice(at..at, noise.iter().copied().filter(|&b| b != b'\n'));
+            }
+            input.extend_from_slice(head.as_bytes());
+            input.extend_from_slice(&rest);
+            input.push(b'\n');
+        }
+        let whole = parse_all(&input);
+
+        // The caller's memory: tag sections of lines parsed whole (from the
+        // measurement to the end of the last tag value, as the write path
+        // takes them), and what they parsed to.
+        let mut seen: Vec<(Vec<u8>, Owned)> = Vec::new();
+        let base = input.as_ptr() as usize;
+        let mut got = Vec::new();
+        let mut parser = super::Parser::new(&input);
+        loop {
+            let known = |section: &[u8]| {
+                seen.iter().position(|(s, _)| s == section).map(|i| i as u32)
+            };
+            let Some(parsed) = parser.next_line_with(known) else { break };
+            match parsed {
+                Ok(super::Parsed::Known(line)) => {
+                    let mut owned = seen[line.series as usize].1.clone();
+                    let l = Line {
+                        line_number: line.line_number,
+                        measurement: Name::new("", super::name::Escaping::Plain),
+                        tags: &[],
+                        fields: line.fields,
+                        timestamp: line.timestamp,
+                    };
+                    let rest = Owned::from(&l);
+                    owned.line_number = rest.line_number;
+                    owned.fields = rest.fields;
+                    owned.timestamp = rest.timestamp;
+                    got.push(Ok(owned));
+                }
+                Ok(super::Parsed::Line(line)) => {
+                    let owned = Owned::from(&line);
+                    if let Some((_, last)) = line.tags.last() {
+                        let start = line.measurement.raw().as_ptr() as usize - base;
+                        let end = last.raw().as_ptr() as usize + last.raw().len() - base;
+                        seen.push((input[start..end].to_vec(), owned.clone()));
+                    }
+                    got.push(Ok(owned));
+                }
+                Err(e) => got.push(Err(e)),
+            }
+        }
+        prop_assert_eq!(got.len(), whole.len(), "{:?}", String::from_utf8_lossy(&input));
+        for (got, want) in got.iter().zip(&whole) {
+            match (got, want) {
+                (Ok(g), Ok(w)) => prop_assert_eq!(g, w, "{:?}", String::from_utf8_lossy(&input)),
+                (Err(g), Err(w)) => prop_assert_eq!(g.to_string(), w.to_string()),
+                _ => prop_assert!(false, "{:?}: got {:?}, want {:?}", String::from_utf8_lossy(&input), got, want),
             }
         }
     }

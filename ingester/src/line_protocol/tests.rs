@@ -490,3 +490,62 @@ fn count_lines_hint_counts_newlines() {
     assert_eq!(count_lines_hint(b""), 1);
     assert_eq!(count_lines_hint(b"a f=1\nb f=2\n"), 3);
 }
+
+/// `next_line_with`: a line whose bytes before the first space the caller
+/// knows comes back as `Known` with only its fields parsed; a line that
+/// only looks like it (an escaped space, two spaces, a bad field) is parsed
+/// whole, errors included.
+#[test]
+fn known_tag_sections_skip_to_the_fields() {
+    use super::{KnownLine, Parsed};
+    let input = b"cpu,host=a f=1 1\n\
+                  cpu,host=a g=2i,h=\"x y\" 2\n\
+                  cpu,host=a\\ b f=3 3\n\
+                  cpu,host=a  f=4 4\n\
+                  cpu,host=a f=5x 5\n\
+                  cpu,host=b f=6\n";
+    let mut parser = Parser::new(input);
+    let mut next = || {
+        parser
+            .next_line_with(|section| (section == b"cpu,host=a").then_some(7))
+            .map(|p| match p {
+                Ok(Parsed::Known(KnownLine {
+                    line_number,
+                    series,
+                    fields,
+                    timestamp,
+                })) => {
+                    let fields: Vec<_> = fields
+                        .iter()
+                        .map(|(k, v)| format!("{}={v:?}", k.unescaped()))
+                        .collect();
+                    format!("{line_number}: known {series} {fields:?} {timestamp:?}")
+                }
+                Ok(Parsed::Line(l)) => format!("{}: line {:?}", l.line_number, Owned::from(&l)),
+                Err(e) => format!("{}: error {e}", e.line_number),
+            })
+    };
+    assert_eq!(next().unwrap(), r#"1: known 7 ["f=F64(1.0)"] Some(1)"#);
+    assert_eq!(
+        next().unwrap(),
+        r#"2: known 7 ["g=I64(2)", "h=String(\"x y\")"] Some(2)"#
+    );
+    let third = next().unwrap();
+    assert!(
+        third.starts_with("3: line") && third.contains(r#""a b""#),
+        "{third}"
+    );
+    let fourth = next().unwrap();
+    assert!(
+        fourth.starts_with("4: line") && fourth.contains("4.0"),
+        "{fourth}"
+    );
+    let fifth = next().unwrap();
+    assert!(fifth.starts_with("5: error"), "{fifth}");
+    let sixth = next().unwrap();
+    assert!(
+        sixth.starts_with("6: line") && sixth.contains(r#""b""#),
+        "{sixth}"
+    );
+    assert!(next().is_none());
+}

@@ -436,13 +436,33 @@ impl TableBuilder {
     /// the same tags, so their keys are reused without looking at names or
     /// values. `Err` with the section's hash when `raw` was not seen: append
     /// the tags one by one, then [`remember_tags`](Self::remember_tags)
-    /// with that hash.
+    /// with that hash. `hash`: the section's hash if already computed.
     #[inline]
-    pub(crate) fn append_cached_tags(&mut self, raw: &[u8]) -> Result<(), u64> {
-        let hash = self.series.hash(raw);
-        let Some(pairs) = self.series.get(hash, raw) else {
+    pub(crate) fn append_cached_tags(&mut self, raw: &[u8], hash: Option<u64>) -> Result<(), u64> {
+        let hash = hash.unwrap_or_else(|| self.series.hash(raw));
+        let Some(id) = self.series.find(hash, raw) else {
             return Err(hash);
         };
+        self.append_series(id);
+        Ok(())
+    }
+
+    /// The id of tag section `raw` if a line of this request had it (for
+    /// [`Parser::next_line_with`](crate::line_protocol::Parser::next_line_with)),
+    /// else its hash (for [`append_cached_tags`](Self::append_cached_tags),
+    /// so that a new section is hashed once).
+    #[inline]
+    pub(crate) fn known_series(&self, raw: &[u8]) -> Result<u32, u64> {
+        let hash = self.series.hash(raw);
+        self.series.find(hash, raw).ok_or(hash)
+    }
+
+    /// Appends the tags of series `id` ([`known_series`](Self::known_series))
+    /// to the current row, as [`append_cached_tags`](Self::append_cached_tags)
+    /// does on a hit.
+    #[inline]
+    pub(crate) fn append_series(&mut self, id: u32) {
+        let pairs = self.series.pairs(id);
         for &(idx, key) in pairs {
             let col = &mut self.columns[idx as usize];
             if let ColumnData::Tag(d) = &mut col.data {
@@ -453,7 +473,6 @@ impl TableBuilder {
         }
         // Field hints follow the tags' positions.
         self.hint_pos = pairs.len();
-        Ok(())
     }
 
     /// Records what the tag section `raw` produced (see

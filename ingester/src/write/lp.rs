@@ -14,7 +14,7 @@ use super::builder::{BuiltTable, TableBuilder, Value};
 use super::names;
 use super::request::Precision;
 use crate::catalog::TableSchema;
-use crate::line_protocol::{FieldValue, Line, Parser};
+use crate::line_protocol::{FieldValue, Line, Name, Parsed, Parser};
 
 /// Parses and validates `body`, returning one batch per table in order of
 /// first appearance. `cached` gives the catalog schema known for a table.
@@ -39,7 +39,6 @@ pub(crate) fn build_tables_with(
     let mut tables: Vec<TableBuilder> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
-    let mult = precision.multiplier();
     let rows_hint = rows_hint(body);
     // Positions of keys overridden later in the same line (rare).
     let mut skip: Vec<bool> = Vec::new();
@@ -49,8 +48,50 @@ pub(crate) fn build_tables_with(
     let mut field_cols: Vec<u32> = Vec::new();
 
     let mut parser = Parser::new(body);
-    while let Some(line) = parser.next_line() {
-        let line = line.map_err(WriteError::Parse)?;
+    loop {
+        // A line whose tag section the current table has seen in this
+        // request is not parsed up to its fields (see `next_line_with`).
+        // A section it does not know leaves its hash for the cache look-up
+        // below: (table, address and length of the section, hash).
+        let mut missed: Option<(usize, usize, usize, u64)> = None;
+        let known = |section: &[u8]| {
+            let t = last?;
+            match tables[t].known_series(section) {
+                Ok(id) => Some(id),
+                Err(hash) => {
+                    missed = Some((t, section.as_ptr() as usize, section.len(), hash));
+                    None
+                }
+            }
+        };
+        let Some(parsed) = parser.next_line_with(known) else {
+            break;
+        };
+        let line = match parsed.map_err(WriteError::Parse)? {
+            Parsed::Known(line) => {
+                // `known` answered for the table of the previous line.
+                let Some(t) = last else {
+                    return Err(WriteError::Internal(
+                        "a known series without a table".into(),
+                    ));
+                };
+                let table = &mut tables[t];
+                let n = line.line_number;
+                let time = row_time(table, line.timestamp, precision, default_time, n)?;
+                table.append_series(line.series);
+                append_fields(
+                    table,
+                    line.fields,
+                    n,
+                    fast_fields,
+                    &mut field_cols,
+                    &mut skip,
+                )?;
+                table.finish_row(time);
+                continue;
+            }
+            Parsed::Line(line) => line,
+        };
         let n = line.line_number;
         let measurement = line.measurement.unescaped();
 
@@ -81,18 +122,7 @@ pub(crate) fn build_tables_with(
         };
         last = Some(t);
         let table = &mut tables[t];
-
-        let time = match line.timestamp {
-            None => default_time,
-            Some(ts) => ts
-                .checked_mul(mult)
-                .ok_or_else(|| WriteError::TimestampOutOfRange {
-                    line: n,
-                    table: table.name().to_string(),
-                    value: ts,
-                    precision,
-                })?,
-        };
+        let time = row_time(table, line.timestamp, precision, default_time, n)?;
 
         // Duplicate keys within the line: the last one wins. Tags and
         // fields are separate (a name used as both is a type conflict).
@@ -101,7 +131,15 @@ pub(crate) fn build_tables_with(
         let series = tag_section(body, &line);
         // `Some(hash)`: a tag section not seen yet, to remember.
         let miss = match series {
-            Some(raw) => table.append_cached_tags(raw).err(),
+            Some(raw) => {
+                // The same bytes of the same table: the hash `known` made.
+                let hash = missed
+                    .filter(|&(mt, at, len, _)| {
+                        (mt, at, len) == (t, raw.as_ptr() as usize, raw.len())
+                    })
+                    .map(|m| m.3);
+                table.append_cached_tags(raw, hash).err()
+            }
             None => None,
         };
         let tags_done = series.is_some() && miss.is_none();
@@ -123,39 +161,14 @@ pub(crate) fn build_tables_with(
                 }
             }
         }
-        // Fields: the fast path finds every field's existing column, all
-        // distinct (so no duplicate), before appending anything; a new
-        // column or a repeated name sends the line to the general path.
-        let start = table.fields_start();
-        field_cols.clear();
-        for (k, _) in line.fields.iter().filter(|_| fast_fields) {
-            match table.resolve_field(&k.unescaped()) {
-                Some(idx) => field_cols.push(idx),
-                None => break,
-            }
-        }
-        if fast_fields && field_cols.len() == line.fields.len() {
-            for ((_, v), &idx) in line.fields.iter().zip(&field_cols) {
-                if !table.push_field(idx, v) {
-                    return Err(table.field_type_conflict(idx, v, n));
-                }
-            }
-        } else {
-            table.abandon_fields(start);
-            if has_duplicates(line.fields.iter().map(|(k, _)| k.raw())) {
-                skip.clear();
-                mark_overridden(line.fields.iter().map(|(k, _)| k.unescaped()), &mut skip);
-                for (i, (k, v)) in line.fields.iter().enumerate() {
-                    if !skip[i] {
-                        append_field(table, &k.unescaped(), v, n)?;
-                    }
-                }
-            } else {
-                for (k, v) in line.fields {
-                    append_field(table, &k.unescaped(), v, n)?;
-                }
-            }
-        }
+        append_fields(
+            table,
+            line.fields,
+            n,
+            fast_fields,
+            &mut field_cols,
+            &mut skip,
+        )?;
         if let (Some(raw), Some(hash)) = (series, miss) {
             table.remember_tags(hash, raw, &tag_keys);
         }
@@ -165,6 +178,77 @@ pub(crate) fn build_tables_with(
         return Err(WriteError::Empty);
     }
     tables.into_iter().map(TableBuilder::finish).collect()
+}
+
+/// The row's time in nanoseconds: its timestamp in the write's precision,
+/// or the request's default time.
+#[inline]
+fn row_time(
+    table: &TableBuilder,
+    timestamp: Option<i64>,
+    precision: Precision,
+    default_time: i64,
+    line: usize,
+) -> Result<i64, WriteError> {
+    match timestamp {
+        None => Ok(default_time),
+        Some(ts) => {
+            ts.checked_mul(precision.multiplier())
+                .ok_or_else(|| WriteError::TimestampOutOfRange {
+                    line,
+                    table: table.name().to_string(),
+                    value: ts,
+                    precision,
+                })
+        }
+    }
+}
+
+/// Appends a line's fields to the current row. The fast path
+/// (`fast_fields`) finds every field's existing column, all distinct (so no
+/// duplicate), before appending anything; a new column or a repeated name
+/// sends the line to the general path, where the last of repeated keys
+/// wins.
+#[inline]
+fn append_fields(
+    table: &mut TableBuilder,
+    fields: &[(Name<'_>, FieldValue<'_>)],
+    n: usize,
+    fast_fields: bool,
+    field_cols: &mut Vec<u32>,
+    skip: &mut Vec<bool>,
+) -> Result<(), WriteError> {
+    let start = table.fields_start();
+    field_cols.clear();
+    for (k, _) in fields.iter().filter(|_| fast_fields) {
+        match table.resolve_field(&k.unescaped()) {
+            Some(idx) => field_cols.push(idx),
+            None => break,
+        }
+    }
+    if fast_fields && field_cols.len() == fields.len() {
+        for ((_, v), &idx) in fields.iter().zip(field_cols.iter()) {
+            if !table.push_field(idx, v) {
+                return Err(table.field_type_conflict(idx, v, n));
+            }
+        }
+        return Ok(());
+    }
+    table.abandon_fields(start);
+    if has_duplicates(fields.iter().map(|(k, _)| k.raw())) {
+        skip.clear();
+        mark_overridden(fields.iter().map(|(k, _)| k.unescaped()), skip);
+        for (i, (k, v)) in fields.iter().enumerate() {
+            if !skip[i] {
+                append_field(table, &k.unescaped(), v, n)?;
+            }
+        }
+    } else {
+        for (k, v) in fields {
+            append_field(table, &k.unescaped(), v, n)?;
+        }
+    }
+    Ok(())
 }
 
 /// Rows to reserve per column: the body's length over its first line's,

@@ -12,6 +12,8 @@
 //!   bytes map to the dictionary keys it produced: one hash per line
 //!   instead of one per tag. A hit appends the keys directly, which is why
 //!   this module has its own dictionary ([`TagDictionary::append_key`]).
+//!   The parser asks the cache before it parses a line's tags
+//!   (`Parser::next_line_with`), so a hit skips their parsing too.
 //! - [`TagDictionary`]: keys in a `Vec<i32>`, values back to back, a hash
 //!   table of keys; the validity bitmap exists only once a null appears.
 //!
@@ -142,9 +144,12 @@ const MAX_SERIES: usize = 1 << 16;
 /// Raw tag sections → the `(column, key)` pairs they produced.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesCache {
-    /// `(hash, start, len, first pair, pairs)` into `bytes` and `pairs`.
-    table: HashTable<(u64, u32, u32, u32, u32)>,
+    /// `(hash, start, len, id)`: the section is `bytes[start..start + len]`,
+    /// its pairs `spans[id]`.
+    table: HashTable<(u64, u32, u32, u32)>,
     bytes: Vec<u8>,
+    /// `(first, n)`: an entry's pairs are `pairs[first..first + n]`.
+    spans: Vec<(u32, u32)>,
     pairs: Vec<(u32, i32)>,
     hasher: DefaultHashBuilder,
 }
@@ -157,14 +162,24 @@ impl SeriesCache {
         self.hasher.hash_one(raw)
     }
 
-    /// The pairs recorded for the tag section `raw` (whose
-    /// [`hash`](Self::hash) is `hash`), if any.
+    /// The id of tag section `raw` (whose [`hash`](Self::hash) is `hash`),
+    /// if recorded: its pairs are [`pairs`](Self::pairs)`(id)`.
     #[inline]
-    pub(crate) fn get(&self, hash: u64, raw: &[u8]) -> Option<&[(u32, i32)]> {
-        let &(_, _, _, first, n) = self.table.find(hash, |&(h, start, len, _, _)| {
+    pub(crate) fn find(&self, hash: u64, raw: &[u8]) -> Option<u32> {
+        let &(.., id) = self.table.find(hash, |&(h, start, len, _)| {
             h == hash && &self.bytes[start as usize..(start + len) as usize] == raw
         })?;
-        Some(&self.pairs[first as usize..(first + n) as usize])
+        Some(id)
+    }
+
+    /// The pairs of the section [`find`](Self::find) returned `id` for
+    /// (none for an id it did not return).
+    #[inline]
+    pub(crate) fn pairs(&self, id: u32) -> &[(u32, i32)] {
+        match self.spans.get(id as usize) {
+            Some(&(first, n)) => &self.pairs[first as usize..(first + n) as usize],
+            None => &[],
+        }
     }
 
     /// Records the pairs of tag section `raw` (whose [`hash`](Self::hash)
@@ -180,9 +195,10 @@ impl SeriesCache {
             hash,
             self.bytes.len() as u32,
             raw.len() as u32,
-            self.pairs.len() as u32,
-            pairs.len() as u32,
+            self.spans.len() as u32,
         );
+        self.spans
+            .push((self.pairs.len() as u32, pairs.len() as u32));
         self.bytes.extend_from_slice(raw);
         self.pairs.extend_from_slice(pairs);
         self.table.insert_unique(hash, entry, |e| e.0);
@@ -232,7 +248,8 @@ mod tests {
     #[test]
     fn series_cache_finds_exact_sections() {
         let mut c = SeriesCache::default();
-        let get = |c: &SeriesCache, raw: &[u8]| c.get(c.hash(raw), raw).map(<[_]>::to_vec);
+        let get =
+            |c: &SeriesCache, raw: &[u8]| c.find(c.hash(raw), raw).map(|id| c.pairs(id).to_vec());
         c.insert(c.hash(b"cpu,host=a"), b"cpu,host=a", &[(0, 0)]);
         c.insert(c.hash(b"cpu,host=b"), b"cpu,host=b", &[(0, 1), (2, 5)]);
         assert_eq!(get(&c, b"cpu,host=a"), Some(vec![(0, 0)]));

@@ -617,11 +617,14 @@ proptest::proptest! {
     }
 
     /// The tag-set cache changes nothing: a body whose lines repeat tag
-    /// sections (with escapes and duplicate keys) gives every row the tags
-    /// it gets when each line is a request of its own.
+    /// sections (with escapes and duplicate keys), followed by one or two
+    /// spaces and fields of several spellings, gives every row the tags and
+    /// field values it gets when each line is a request of its own (where
+    /// neither the cache nor the parser's shortcut for known sections can
+    /// apply).
     #[test]
     fn tag_set_cache_gives_each_line_its_own_tags(
-        picks in proptest::collection::vec(0usize..6, 1..40),
+        picks in proptest::collection::vec((0usize..6, 0usize..2, 0usize..4), 1..40),
     ) {
         const SECTIONS: [&str; 6] = [
             "cpu,host=a,dc=x",
@@ -631,20 +634,47 @@ proptest::proptest! {
             "cpu,dc=x,host=a",
             "cpu,host=a\\=b",
         ];
+        const FIELDS: [&str; 4] = ["v=#", "v=#,n=2i", "s=\"a b\",v=#", "w\\ x=1i,v=#"];
         let lines: Vec<String> = picks
             .iter()
             .enumerate()
-            .map(|(i, &p)| format!("{} v={i} {i}\n", SECTIONS[p]))
+            .map(|(i, &(p, sep, f))| {
+                let sep = if sep == 0 { " " } else { "  " };
+                format!("{}{sep}{} {i}\n", SECTIONS[p], FIELDS[f].replace('#', &format!("{i}.5")))
+            })
             .collect();
         let whole = lp::build_tables(lines.concat().as_bytes(), Precision::Nanoseconds, 0, &|_| None)
             .unwrap();
         let got = tag_rows(&whole[0].batch);
+        let got_fields = field_rows(&whole[0].batch);
         for (i, line) in lines.iter().enumerate() {
             let one = lp::build_tables(line.as_bytes(), Precision::Nanoseconds, 0, &|_| None)
                 .unwrap();
             proptest::prop_assert_eq!(&got[i], &tag_rows(&one[0].batch)[0], "line {}", i);
+            proptest::prop_assert_eq!(&got_fields[i], &field_rows(&one[0].batch)[0], "line {}", i);
         }
     }
+}
+
+/// Values of every non-tag column of `batch` (time included), by column
+/// name, row by row; nulls left out.
+fn field_rows(batch: &arrow::record_batch::RecordBatch) -> Vec<Vec<(String, String)>> {
+    let mut rows = vec![Vec::new(); batch.num_rows()];
+    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        if col.as_dictionary_opt::<Int32Type>().is_some() {
+            continue;
+        }
+        for (i, row) in rows.iter_mut().enumerate() {
+            if col.is_valid(i) {
+                let v = arrow::util::display::array_value_to_string(col, i).unwrap();
+                row.push((f.name().clone(), v));
+            }
+        }
+    }
+    for r in &mut rows {
+        r.sort();
+    }
+    rows
 }
 
 /// Writes of the same columns, in the same order, share one Arrow schema;
