@@ -40,12 +40,11 @@ pub(crate) fn build_tables_with(
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
     let rows_hint = rows_hint(body);
-    // Positions of keys overridden later in the same line (rare).
+    // Positions of tag keys overridden later in the same line (rare).
     let mut skip: Vec<bool> = Vec::new();
+    let mut fields = FieldAppender::new(fast_fields);
     // The current line's tags as (column, dictionary key), for the cache.
     let mut tag_keys: Vec<(u32, i32)> = Vec::new();
-    // The current line's field columns (the fast path of `resolve_field`).
-    let mut field_cols: Vec<u32> = Vec::new();
 
     let mut parser = Parser::new(body);
     loop {
@@ -79,14 +78,7 @@ pub(crate) fn build_tables_with(
                 let n = line.line_number;
                 let time = row_time(table, line.timestamp, precision, default_time, n)?;
                 table.append_series(line.series);
-                append_fields(
-                    table,
-                    line.fields,
-                    n,
-                    fast_fields,
-                    &mut field_cols,
-                    &mut skip,
-                )?;
+                fields.append(table, line.fields, n)?;
                 table.finish_row(time);
                 continue;
             }
@@ -161,14 +153,7 @@ pub(crate) fn build_tables_with(
                 }
             }
         }
-        append_fields(
-            table,
-            line.fields,
-            n,
-            fast_fields,
-            &mut field_cols,
-            &mut skip,
-        )?;
+        fields.append(table, line.fields, n)?;
         if let (Some(raw), Some(hash)) = (series, miss) {
             table.remember_tags(hash, raw, &tag_keys);
         }
@@ -204,51 +189,71 @@ fn row_time(
     }
 }
 
-/// Appends a line's fields to the current row. The fast path
-/// (`fast_fields`) finds every field's existing column, all distinct (so no
-/// duplicate), before appending anything; a new column or a repeated name
-/// sends the line to the general path, where the last of repeated keys
-/// wins.
-#[inline]
-fn append_fields(
-    table: &mut TableBuilder,
-    fields: &[(Name<'_>, FieldValue<'_>)],
-    n: usize,
-    fast_fields: bool,
-    field_cols: &mut Vec<u32>,
-    skip: &mut Vec<bool>,
-) -> Result<(), WriteError> {
-    let start = table.fields_start();
-    field_cols.clear();
-    for (k, _) in fields.iter().filter(|_| fast_fields) {
-        match table.resolve_field(&k.unescaped()) {
-            Some(idx) => field_cols.push(idx),
-            None => break,
+/// Appends lines' fields to their rows, with scratch space reused from
+/// line to line.
+struct FieldAppender {
+    /// Whether to try the fast path (the tests compare it with the
+    /// general one).
+    fast: bool,
+    /// The current line's field columns (the fast path of `resolve_field`).
+    cols: Vec<u32>,
+    /// Positions of keys overridden later in the same line (rare).
+    skip: Vec<bool>,
+}
+
+impl FieldAppender {
+    fn new(fast: bool) -> Self {
+        Self {
+            fast,
+            cols: Vec::new(),
+            skip: Vec::new(),
         }
     }
-    if fast_fields && field_cols.len() == fields.len() {
-        for ((_, v), &idx) in fields.iter().zip(field_cols.iter()) {
-            if !table.push_field(idx, v) {
-                return Err(table.field_type_conflict(idx, v, n));
+
+    /// Appends a line's fields to the current row of `table`. The fast
+    /// path finds every field's existing column, all distinct (so no
+    /// duplicate), before appending anything; a new column or a repeated
+    /// name sends the line to the general path, where the last of repeated
+    /// keys wins.
+    #[inline]
+    fn append(
+        &mut self,
+        table: &mut TableBuilder,
+        fields: &[(Name<'_>, FieldValue<'_>)],
+        n: usize,
+    ) -> Result<(), WriteError> {
+        let start = table.fields_start();
+        self.cols.clear();
+        for (k, _) in fields.iter().filter(|_| self.fast) {
+            match table.resolve_field(&k.unescaped()) {
+                Some(idx) => self.cols.push(idx),
+                None => break,
             }
         }
-        return Ok(());
-    }
-    table.abandon_fields(start);
-    if has_duplicates(fields.iter().map(|(k, _)| k.raw())) {
-        skip.clear();
-        mark_overridden(fields.iter().map(|(k, _)| k.unescaped()), skip);
-        for (i, (k, v)) in fields.iter().enumerate() {
-            if !skip[i] {
+        if self.fast && self.cols.len() == fields.len() {
+            for ((_, v), &idx) in fields.iter().zip(self.cols.iter()) {
+                if !table.push_field(idx, v) {
+                    return Err(table.field_type_conflict(idx, v, n));
+                }
+            }
+            return Ok(());
+        }
+        table.abandon_fields(start);
+        if has_duplicates(fields.iter().map(|(k, _)| k.raw())) {
+            self.skip.clear();
+            mark_overridden(fields.iter().map(|(k, _)| k.unescaped()), &mut self.skip);
+            for (i, (k, v)) in fields.iter().enumerate() {
+                if !self.skip[i] {
+                    append_field(table, &k.unescaped(), v, n)?;
+                }
+            }
+        } else {
+            for (k, v) in fields {
                 append_field(table, &k.unescaped(), v, n)?;
             }
         }
-    } else {
-        for (k, v) in fields {
-            append_field(table, &k.unescaped(), v, n)?;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Rows to reserve per column: the body's length over its first line's,
