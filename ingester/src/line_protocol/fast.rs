@@ -39,10 +39,7 @@ pub(super) fn parse_plain<'a>(
     }
     tags.clear();
     fields.clear();
-    let plain = |start: usize, end: usize| {
-        line.get(start..end)
-            .map(|raw| Name::new(raw, Escaping::Plain))
-    };
+    let plain = |start: usize, end: usize| plain_name(line, start, end);
     let mut candidates = Candidates::from(delimiters, 0);
 
     // The measurement ends at the first candidate: a comma or a space.
@@ -106,10 +103,7 @@ fn plain_fields<'a, 'd>(
 ) -> Option<Option<i64>> {
     let b = line.as_bytes();
     let len = b.len();
-    let plain = |start: usize, end: usize| {
-        line.get(start..end)
-            .map(|raw| Name::new(raw, Escaping::Plain))
-    };
+    let plain = |start: usize, end: usize| plain_name(line, start, end);
     loop {
         // `b[at]` is the space or comma before a field.
         let key_start = at + 1;
@@ -168,4 +162,12 @@ fn plain_fields<'a, 'd>(
             }
         }
     }
+}
+
+/// `line[start..end]` as a name without escapes (`None` off a character
+/// boundary, which only a non-plain line can produce).
+#[inline(always)]
+fn plain_name(line: &str, start: usize, end: usize) -> Option<Name<'_>> {
+    line.get(start..end)
+        .map(|raw| Name::new(raw, Escaping::Plain))
 }

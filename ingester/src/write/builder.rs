@@ -436,21 +436,18 @@ impl TableBuilder {
     /// the same tags, so their keys are reused without looking at names or
     /// values. `Err` with the section's hash when `raw` was not seen: append
     /// the tags one by one, then [`remember_tags`](Self::remember_tags)
-    /// with that hash. `hash`: the section's hash if already computed.
+    /// with that hash.
     #[inline]
-    pub(crate) fn append_cached_tags(&mut self, raw: &[u8], hash: Option<u64>) -> Result<(), u64> {
-        let hash = hash.unwrap_or_else(|| self.series.hash(raw));
-        let Some(id) = self.series.find(hash, raw) else {
-            return Err(hash);
-        };
+    pub(crate) fn append_cached_tags(&mut self, raw: &[u8]) -> Result<(), u64> {
+        let id = self.known_series(raw)?;
         self.append_series(id);
         Ok(())
     }
 
     /// The id of tag section `raw` if a line of this request had it (for
     /// [`Parser::next_line_with`](crate::line_protocol::Parser::next_line_with)),
-    /// else its hash (for [`append_cached_tags`](Self::append_cached_tags),
-    /// so that a new section is hashed once).
+    /// else its hash (for [`remember_tags`](Self::remember_tags), so that
+    /// a new section is hashed once).
     #[inline]
     pub(crate) fn known_series(&self, raw: &[u8]) -> Result<u32, u64> {
         let hash = self.series.hash(raw);

@@ -122,17 +122,16 @@ pub(crate) fn build_tables_with(
         // reuses its dictionary keys; see `tag_dictionary.rs`.
         let series = tag_section(body, &line);
         // `Some(hash)`: a tag section not seen yet, to remember.
-        let miss = match series {
-            Some(raw) => {
-                // The same bytes of the same table: the hash `known` made.
-                let hash = missed
-                    .filter(|&(mt, at, len, _)| {
-                        (mt, at, len) == (t, raw.as_ptr() as usize, raw.len())
-                    })
-                    .map(|m| m.3);
-                table.append_cached_tags(raw, hash).err()
+        let miss = match (series, missed) {
+            // `known` just looked these bytes up in this table and missed:
+            // no second hash or probe.
+            (Some(raw), Some((mt, at, len, hash)))
+                if (mt, at, len) == (t, raw.as_ptr() as usize, raw.len()) =>
+            {
+                Some(hash)
             }
-            None => None,
+            (Some(raw), _) => table.append_cached_tags(raw).err(),
+            (None, _) => None,
         };
         let tags_done = series.is_some() && miss.is_none();
         if !tags_done {
