@@ -10,6 +10,10 @@
 //! - `persist/replay_then_persist`: start-up after a crash with that data
 //!   only in the WAL: replay the segment into a fresh buffer, then persist
 //!   the partition.
+//! - `persist/job_gauges`: the job on the same rows without duplicates,
+//!   each host's fields drawn from 16 points as `sluice-loadgen` sends
+//!   them (target 1's data): values repeat, so the float fields keep
+//!   their Parquet dictionaries.
 //!
 //! Executor threads: `SLUICE_BENCH_PERSIST_THREADS` (default 1, the figure
 //! per worker thread; the server's default is one per core). Sort memory:
@@ -99,6 +103,34 @@ fn persist(c: &mut Criterion) {
                 let r = persister.persist(ing.buffered_batches()).expect("persist");
                 assert_eq!(r.rows_out, rows);
                 ing
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    // Target 1's data: gauges with 16 points per host.
+    let gauges = BenchIngester::new();
+    for i in 0..batches {
+        let body = common::tsbs_gauge_lines(i * lines, lines, HOSTS, 16);
+        assert!(
+            gauges.write_lp("bench", Bytes::from(body)) > 0,
+            "write refused"
+        );
+    }
+    let input = gauges.buffered_batches();
+    let first = persister.persist(input.clone()).expect("persist");
+    assert_eq!(first.rows_out, rows, "no duplicates");
+    eprintln!(
+        "persist gauges: {rows} rows -> {} bytes of Parquet",
+        first.file_bytes
+    );
+    g.throughput(Throughput::Elements(rows));
+    g.bench_function(format!("job_gauges/{rows}_rows"), |b| {
+        b.iter_batched(
+            || input.clone(),
+            |input| {
+                let r = persister.persist(input).expect("persist");
+                assert_eq!(r.rows_out, rows);
             },
             BatchSize::PerIteration,
         )

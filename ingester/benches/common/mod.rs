@@ -90,8 +90,35 @@ pub fn tsbs_duplicate_lines(seed: u64, n: u64, rows: u64, hosts: u64) -> String 
     s
 }
 
+/// Rows `first..first + n` like [`tsbs_lines`], but each host's fields
+/// take one of `per_host` pre-drawn points (as `sluice-loadgen` sends them,
+/// 16 by default): gauges whose values repeat, so Parquet keeps their
+/// dictionaries.
+pub fn tsbs_gauge_lines(first: u64, n: u64, hosts: u64, per_host: u64) -> String {
+    let mut s = String::with_capacity(n as usize * 460);
+    for r in first..first + n {
+        let point = (r % hosts) * per_host + mix(r ^ 0x5EED) % per_host;
+        tsbs_line_with(&mut s, r, hosts, |i| unit(mix(point * 16 + i as u64)));
+    }
+    s
+}
+
 /// Row `r` of the TSBS sequence; `variant` changes the field values only.
 pub fn tsbs_line(s: &mut String, r: u64, hosts: u64, variant: u64) {
+    tsbs_line_with(s, r, hosts, |i| {
+        unit(mix(
+            (r * 16 + i as u64) ^ variant.wrapping_mul(0x5851_F42D_4C95_7F2D)
+        ))
+    });
+}
+
+/// A float in [0, 100) from random bits.
+fn unit(x: u64) -> f64 {
+    (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0
+}
+
+/// Row `r` of the TSBS sequence with field `i` = `value(i)`.
+fn tsbs_line_with(s: &mut String, r: u64, hosts: u64, value: impl Fn(usize) -> f64) {
     let h = r % hosts;
     let t = BASE_TIME + (r / hosts) as i64 * INTERVAL;
     let k = mix(h);
@@ -111,8 +138,7 @@ pub fn tsbs_line(s: &mut String, r: u64, hosts: u64, variant: u64) {
         ENVS[(k >> 44) as usize % 3],
     );
     for (i, f) in FIELDS.iter().enumerate() {
-        let x = mix((r * 16 + i as u64) ^ variant.wrapping_mul(0x5851_F42D_4C95_7F2D));
-        let v = (x >> 11) as f64 / (1u64 << 53) as f64 * 100.0;
+        let v = value(i);
         let _ = write!(s, "{}{f}={v}", if i == 0 { ' ' } else { ',' });
     }
     let _ = writeln!(s, " {t}");

@@ -1,8 +1,8 @@
 //! Parquet encoding with one task per column.
 //!
-//! Encoding is most of a persist's CPU: every tag value and (until the
-//! dictionary gives up) every float is hashed into a page dictionary, then
-//! pages are compressed. Columns are independent, so each column of the
+//! Encoding is most of a persist's CPU: values are interned into page
+//! dictionaries, keys and values bit-packed or split, pages compressed.
+//! Columns are independent, so each column of the
 //! current row group gets its own task on the executor, fed through a
 //! 2-batch channel: with N executor threads a row group encodes up to N
 //! times faster, and with one thread it costs the same as a single encoder.
@@ -10,9 +10,11 @@
 //! its bytes handed back for upload, so at most one row group of encoded
 //! data (plus up to two batches per column) is held.
 //!
-//! Tag columns whose batches share one sorted values array (a persist's
-//! output) skip the Arrow writer: [`super::tag_chunk`] encodes them from
-//! their keys.
+//! Two kinds of column skip the Arrow writer while they can (see
+//! [`super::chunk_writer`]): tag columns whose batches share one sorted
+//! values array (a persist's output), encoded from their keys
+//! ([`super::tag_chunk`]), and float fields that keep a dictionary
+//! ([`super::float_chunk`]).
 
 use std::sync::Arc;
 
@@ -32,7 +34,9 @@ use parquet::schema::types::ColumnDescPtr;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::tag_chunk::{self, EncodedChunk, TagChunk};
+use super::chunk_writer::{ChunkBuilder, EncodedChunk};
+use super::float_chunk::{self, FloatChunk};
+use super::tag_chunk::{self, TagChunk};
 
 /// Batches queued per column task.
 const COLUMN_QUEUE: usize = 2;
@@ -41,13 +45,20 @@ pub(super) struct ParallelEncoder {
     schema: SchemaRef,
     file: SerializedFileWriter<Vec<u8>>,
     factory: ArrowRowGroupWriterFactory,
-    /// Per column: its descriptor if it may take the tag chunk path.
-    tag_columns: Vec<Option<ColumnDescPtr>>,
+    /// Per column: the chunk builder it may take, if any.
+    own_chunks: Vec<Option<OwnChunk>>,
     props: Arc<WriterProperties>,
     row_group_rows: usize,
     /// The row group being encoded.
     current: Option<RowGroup>,
     row_groups: usize,
+}
+
+/// A column chunk Sluice builds itself (see [`super::chunk_writer`]).
+#[derive(Clone)]
+enum OwnChunk {
+    Tag(ColumnDescPtr),
+    Float(ColumnDescPtr),
 }
 
 /// One task per column of the current row group.
@@ -62,7 +73,7 @@ struct ColumnTask(Option<JoinHandle<Result<ColumnChunk, ParquetError>>>);
 /// A column's encoded chunk, from either path.
 enum ColumnChunk {
     Arrow(ArrowColumnChunk),
-    Tag(EncodedChunk),
+    Own(EncodedChunk),
 }
 
 impl ColumnChunk {
@@ -72,7 +83,7 @@ impl ColumnChunk {
     ) -> Result<(), ParquetError> {
         match self {
             Self::Arrow(chunk) => chunk.append_to_row_group(writer),
-            Self::Tag(chunk) => writer.append_column(&chunk.data, chunk.close),
+            Self::Own(chunk) => writer.append_column(&chunk.data, chunk.close),
         }
     }
 }
@@ -93,16 +104,16 @@ impl ParallelEncoder {
         props: WriterProperties,
         row_group_rows: usize,
     ) -> Result<Self, ParquetError> {
-        Self::with_tag_chunks(schema, props, row_group_rows, true)
+        Self::with_own_chunks(schema, props, row_group_rows, true)
     }
 
-    /// [`Self::new`]; `tag_chunks: false` sends every column through the
+    /// [`Self::new`]; `own_chunks: false` sends every column through the
     /// Arrow writer (to compare the two paths).
-    pub(super) fn with_tag_chunks(
+    pub(super) fn with_own_chunks(
         schema: SchemaRef,
         mut props: WriterProperties,
         row_group_rows: usize,
-        tag_chunks: bool,
+        own_chunks: bool,
     ) -> Result<Self, ParquetError> {
         add_encoded_arrow_schema_to_metadata(&schema, &mut props);
         let props = Arc::new(props);
@@ -114,13 +125,19 @@ impl ParallelEncoder {
                 "nested columns are not supported".into(),
             ));
         }
-        let tag_columns = schema
+        let own_chunks = schema
             .fields()
             .iter()
             .enumerate()
             .map(|(i, f)| {
                 let descr = parquet_schema.column(i);
-                (tag_chunks && tag_chunk::supported(f.data_type(), &descr, &props)).then_some(descr)
+                let t = f.data_type();
+                match () {
+                    _ if !own_chunks => None,
+                    _ if tag_chunk::supported(t, &descr, &props) => Some(OwnChunk::Tag(descr)),
+                    _ if float_chunk::supported(t, &descr, &props) => Some(OwnChunk::Float(descr)),
+                    _ => None,
+                }
             })
             .collect();
         let file = SerializedFileWriter::new(
@@ -133,7 +150,7 @@ impl ParallelEncoder {
             schema,
             file,
             factory,
-            tag_columns,
+            own_chunks,
             props,
             row_group_rows: row_group_rows.max(1),
             current: None,
@@ -155,7 +172,7 @@ impl ParallelEncoder {
                 self.current = Some(RowGroup::start(
                     &self.schema,
                     writers,
-                    &self.tag_columns,
+                    &self.own_chunks,
                     &self.props,
                 ));
             }
@@ -204,7 +221,7 @@ impl RowGroup {
     fn start(
         schema: &SchemaRef,
         writers: Vec<ArrowColumnWriter>,
-        tag_columns: &[Option<ColumnDescPtr>],
+        own_chunks: &[Option<OwnChunk>],
         props: &Arc<WriterProperties>,
     ) -> Self {
         let columns = schema
@@ -212,13 +229,18 @@ impl RowGroup {
             .iter()
             .cloned()
             .zip(writers)
-            .zip(tag_columns)
-            .map(|((field, writer), tag)| {
+            .zip(own_chunks)
+            .map(|((field, writer), own)| {
                 let (tx, rx) = mpsc::channel(COLUMN_QUEUE);
-                let task = match tag {
-                    Some(descr) => {
-                        let chunk = TagChunk::new(Arc::clone(descr), Arc::clone(props));
-                        tokio::spawn(encode_tag_column(field, writer, chunk, rx))
+                let props = Arc::clone(props);
+                let task = match own {
+                    Some(OwnChunk::Tag(descr)) => {
+                        let chunk = TagChunk::new(Arc::clone(descr), props);
+                        tokio::spawn(encode_own_column(field, writer, chunk, rx))
+                    }
+                    Some(OwnChunk::Float(descr)) => {
+                        let chunk = FloatChunk::new(Arc::clone(descr), props);
+                        tokio::spawn(encode_own_column(field, writer, chunk, rx))
                     }
                     None => tokio::spawn(encode_column(field, writer, rx)),
                 };
@@ -256,13 +278,13 @@ async fn encode_column(
     writer.close().map(ColumnChunk::Arrow)
 }
 
-/// A tag column: [`TagChunk`] while the batches allow it, else (from the
-/// first batch it refuses, or at the end) the Arrow writer, fed what the
-/// tag chunk had taken first.
-async fn encode_tag_column(
+/// A column Sluice encodes itself while the batches allow it, else (from
+/// the first batch it refuses, or at the end) the Arrow writer, fed what
+/// the chunk had taken first.
+async fn encode_own_column(
     field: FieldRef,
     mut writer: ArrowColumnWriter,
-    mut chunk: TagChunk,
+    mut chunk: impl ChunkBuilder,
     mut rx: mpsc::Receiver<ArrayRef>,
 ) -> Result<ColumnChunk, ParquetError> {
     while let Some(array) = rx.recv().await {
@@ -274,7 +296,7 @@ async fn encode_tag_column(
         }
     }
     match chunk.finish()? {
-        Some(encoded) => Ok(ColumnChunk::Tag(encoded)),
+        Some(encoded) => Ok(ColumnChunk::Own(encoded)),
         None => {
             chunk.replay(&field, &mut writer)?;
             writer.close().map(ColumnChunk::Arrow)

@@ -49,9 +49,11 @@
 //! Dedup and Parquet encoding stream batch by batch; the Parquet writer
 //! holds at most one encoded row group, and the upload is multipart.
 
+mod chunk_writer;
 mod dedup;
 mod encoder;
 mod executor;
+mod float_chunk;
 mod input;
 mod key;
 mod layout;

@@ -13,19 +13,10 @@
 //! - while batches arrive, each row extends the current run of equal keys
 //!   (or of nulls) or starts a new one ([`TagChunk::push`]);
 //! - the dictionary page holds the shared values the row group references,
-//!   in order (PLAIN, flagged sorted). A key becomes its position among them;
-//!   ranks are sorted, so the mapping keeps the order;
-//! - data pages are v1 pages (what `ArrowWriter` writes with our settings):
-//!   definition levels and the remapped keys, each RLE/bit-packed hybrid
-//!   (long runs become RLE runs, short ones bit-packed groups), compressed;
-//!   split like the writer splits them (row count and page size limits);
-//! - statistics need no string comparison: a page's min and max are the
-//!   values of its smallest and largest key.
-//!
-//! The chunk carries what `ArrowColumnWriter` would record with the same
-//! properties (chunk statistics, level histograms, encoding stats, column
-//! index and offset index, with the same truncation of long values), and is
-//! spliced into the row group with `SerializedRowGroupWriter::append_column`.
+//!   in order. A key becomes its position among them; ranks are sorted, so
+//!   the mapping keeps the order, and [`super::chunk_writer`] writes the
+//!   pages, statistics and page index from the keys (string bounds
+//!   truncated like the Arrow writer's).
 //!
 //! Anything else keeps to `ArrowColumnWriter`: [`supported`] rejects the
 //! settings this does not implement (other codecs, bloom filters, data
@@ -42,39 +33,20 @@ use arrow::array::{
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, FieldRef, Int32Type};
-use bytes::Bytes;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, compute_leaves};
-use parquet::basic::{
-    BoundaryOrder, Compression, Encoding, EncodingMask, PageType, Type as PhysicalType,
-};
-use parquet::column::page::{CompressedPage, Page, PageWriter};
-use parquet::column::writer::ColumnCloseResult;
+use parquet::basic::Type as PhysicalType;
 use parquet::data_type::ByteArray;
 use parquet::errors::ParquetError;
-use parquet::file::metadata::{
-    ColumnChunkMetaData, ColumnIndexBuilder, LevelHistogram, OffsetIndexBuilder, PageEncodingStats,
-};
-use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::{Statistics, ValueStatistics};
-use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
-/// The key of a run of nulls (valid keys are below 2^31).
-const NULL: u32 = u32::MAX;
+use super::chunk_writer::{
+    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, page_rows, settings_supported,
+};
 
 /// Rows per array when replaying runs into the Arrow writer.
 const REPLAY_ROWS: usize = 8192;
-
-/// Runs this long or longer are RLE runs; shorter ones are bit-packed
-/// (what parquet's own encoder does).
-const MIN_RLE_RUN: u32 = 8;
-
-/// `len` consecutive rows with dictionary key `key` (or null: [`NULL`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Run {
-    key: u32,
-    len: u32,
-}
 
 /// Whether a column of `data_type` written with `props` can take this path.
 pub(super) fn supported(
@@ -82,19 +54,9 @@ pub(super) fn supported(
     descr: &ColumnDescPtr,
     props: &WriterProperties,
 ) -> bool {
-    let path = descr.path();
     matches!(data_type, DataType::Dictionary(k, v) if **k == DataType::Int32 && **v == DataType::Utf8)
         && descr.physical_type() == PhysicalType::BYTE_ARRAY
-        && descr.max_rep_level() == 0
-        && descr.max_def_level() <= 1
-        && props.writer_version() == WriterVersion::PARQUET_1_0
-        && props.dictionary_enabled(path)
-        && props.bloom_filter_properties(path).is_none()
-        && props.content_defined_chunking().is_none()
-        && matches!(
-            props.compression(path),
-            Compression::UNCOMPRESSED | Compression::ZSTD(_)
-        )
+        && settings_supported(descr, props)
 }
 
 /// One tag column of one row group, as runs of keys.
@@ -112,12 +74,6 @@ pub(super) struct TagChunk {
     rows: usize,
 }
 
-/// An encoded column chunk and its metadata (offsets relative to `data`).
-pub(super) struct EncodedChunk {
-    pub(super) data: Bytes,
-    pub(super) close: ColumnCloseResult,
-}
-
 impl TagChunk {
     /// An empty chunk for the column `descr` (see [`supported`]).
     pub(super) fn new(descr: ColumnDescPtr, props: Arc<WriterProperties>) -> Self {
@@ -130,40 +86,6 @@ impl TagChunk {
             current: Run { key: NULL, len: 0 },
             rows: 0,
         }
-    }
-
-    /// Appends `array`'s rows. `Ok(false)` (nothing taken) if it cannot
-    /// take this path: not a `Dictionary(Int32, Utf8)`, or its values are
-    /// not the shared sorted distinct array of the earlier batches.
-    pub(super) fn push(&mut self, array: &dyn Array) -> Result<bool, ParquetError> {
-        let Some(dict) = array.as_dictionary_opt::<Int32Type>() else {
-            return Ok(false);
-        };
-        // Pages count values in u32.
-        if !self.share(dict.values()) || self.rows + dict.len() > u32::MAX as usize {
-            return Ok(false);
-        }
-        let keys = dict.keys();
-        match keys.nulls().filter(|n| n.null_count() > 0) {
-            None => self.add_keys(keys.values())?,
-            Some(_) if self.descr.max_def_level() == 0 => {
-                return Err(ParquetError::General(format!(
-                    "column {} is required but has nulls",
-                    self.descr.path()
-                )));
-            }
-            Some(nulls) => {
-                let mut at = 0;
-                for (start, end) in nulls.valid_slices() {
-                    self.add_nulls(start - at);
-                    self.add_keys(&keys.values()[start..end])?;
-                    at = end;
-                }
-                self.add_nulls(keys.len() - at);
-            }
-        }
-        self.rows += dict.len();
-        Ok(true)
     }
 
     /// Whether `values` are the chunk's values (the first batch's, which
@@ -249,13 +171,45 @@ impl TagChunk {
         let current = (self.current.len > 0).then_some(self.current);
         self.runs.iter().copied().chain(current)
     }
+}
+
+impl ChunkBuilder for TagChunk {
+    /// Appends `array`'s rows. `Ok(false)` (nothing taken) if it cannot
+    /// take this path: not a `Dictionary(Int32, Utf8)`, or its values are
+    /// not the shared sorted distinct array of the earlier batches.
+    fn push(&mut self, array: &dyn Array) -> Result<bool, ParquetError> {
+        let Some(dict) = array.as_dictionary_opt::<Int32Type>() else {
+            return Ok(false);
+        };
+        // Pages count values in u32.
+        if !self.share(dict.values()) || self.rows + dict.len() > u32::MAX as usize {
+            return Ok(false);
+        }
+        let keys = dict.keys();
+        match keys.nulls().filter(|n| n.null_count() > 0) {
+            None => self.add_keys(keys.values())?,
+            Some(_) if self.descr.max_def_level() == 0 => {
+                return Err(ParquetError::General(format!(
+                    "column {} is required but has nulls",
+                    self.descr.path()
+                )));
+            }
+            Some(nulls) => {
+                let mut at = 0;
+                for (start, end) in nulls.valid_slices() {
+                    self.add_nulls(start - at);
+                    self.add_keys(&keys.values()[start..end])?;
+                    at = end;
+                }
+                self.add_nulls(keys.len() - at);
+            }
+        }
+        self.rows += dict.len();
+        Ok(true)
+    }
 
     /// Feeds the rows taken so far to `writer` (the fallback path).
-    pub(super) fn replay(
-        &self,
-        field: &FieldRef,
-        writer: &mut ArrowColumnWriter,
-    ) -> Result<(), ParquetError> {
+    fn replay(&self, field: &FieldRef, writer: &mut ArrowColumnWriter) -> Result<(), ParquetError> {
         let Some(values) = &self.values else {
             return Ok(());
         };
@@ -294,7 +248,7 @@ impl TagChunk {
 
     /// Encodes the chunk; `None` if it should go through the Arrow writer
     /// instead (no rows, or a dictionary over the dictionary page limit).
-    pub(super) fn finish(&self) -> Result<Option<EncodedChunk>, ParquetError> {
+    fn finish(&self) -> Result<Option<EncodedChunk>, ParquetError> {
         let Some(values) = self.values.as_ref().and_then(|v| v.as_string_opt::<i32>()) else {
             return Ok(None);
         };
@@ -318,8 +272,9 @@ impl TagChunk {
         }
         let bit_width = (u32::BITS - distinct.saturating_sub(1).leading_zeros()) as u8;
 
-        let mut out = ChunkWriter::new(&self.descr, &self.props, values, &remap, bit_width)?;
-        out.dictionary_page(dictionary, distinct)?;
+        let values = StrValues(values);
+        let mut out = ChunkWriter::new(&self.descr, &self.props, &values, &remap, bit_width)?;
+        out.dictionary_page(dictionary, distinct, true)?;
         let page_rows = page_rows(&self.props, &self.descr, bit_width);
         let mut page = Vec::new();
         let mut runs = self.all_runs().peekable();
@@ -351,359 +306,48 @@ impl TagChunk {
     }
 }
 
-/// Rows per data page: the writer's row count limit, and no more than the
-/// data page size limit holds at worst (every value bit-packed).
-fn page_rows(props: &WriterProperties, descr: &ColumnDescPtr, bit_width: u8) -> usize {
-    let bits = usize::from(bit_width) + descr.max_def_level() as usize;
-    let by_size = match bits {
-        0 => usize::MAX,
-        b => (props
-            .column_data_page_size_limit(descr.path())
-            .saturating_mul(8)
-            / b)
-            .max(8),
-    };
-    props.data_page_row_count_limit().min(by_size).max(1)
-}
+/// A tag dictionary's values (keys index the shared values array).
+struct StrValues<'a>(&'a StringArray);
 
-/// zstd or nothing (see [`supported`]).
-enum Codec {
-    None,
-    Zstd(zstd::bulk::Compressor<'static>),
-}
+impl DictValues for StrValues<'_> {
+    const PHYSICAL: PhysicalType = PhysicalType::BYTE_ARRAY;
 
-impl Codec {
-    fn new(compression: Compression) -> Result<Self, ParquetError> {
-        match compression {
-            Compression::UNCOMPRESSED => Ok(Self::None),
-            Compression::ZSTD(level) => zstd::bulk::Compressor::new(level.compression_level())
-                .map(Self::Zstd)
-                .map_err(|e| ParquetError::External(Box::new(e))),
-            other => Err(ParquetError::NYI(format!(
-                "tag chunks compressed with {other}"
-            ))),
-        }
+    fn value_len(&self, key: u32) -> Option<i64> {
+        Some(self.0.value_length(key as usize) as i64)
     }
 
-    fn compress(&mut self, data: &[u8]) -> Result<Bytes, ParquetError> {
-        match self {
-            Self::None => Ok(Bytes::copy_from_slice(data)),
-            Self::Zstd(c) => c
-                .compress(data)
-                .map(Bytes::from)
-                .map_err(|e| ParquetError::External(Box::new(e))),
-        }
-    }
-}
-
-/// Writes one chunk's pages and gathers its metadata.
-struct ChunkWriter<'a> {
-    descr: &'a ColumnDescPtr,
-    props: &'a WriterProperties,
-    values: &'a StringArray,
-    remap: &'a [u32],
-    bit_width: u8,
-    codec: Codec,
-    compression: Compression,
-    sink: TrackedWrite<Vec<u8>>,
-    statistics: EnabledStatistics,
-    /// Uncompressed page, and the bit-packed run being built.
-    buf: Vec<u8>,
-    packed: Vec<u8>,
-
-    pages: i32,
-    data_page_offset: Option<u64>,
-    compressed: u64,
-    uncompressed: u64,
-    num_values: u64,
-    nulls: u64,
-    value_bytes: i64,
-    /// Smallest and largest key (they order like their values).
-    min_max: Option<(u32, u32)>,
-    def_histogram: Option<LevelHistogram>,
-    column_index: Option<ColumnIndexBuilder>,
-    offset_index: Option<OffsetIndexBuilder>,
-    /// Min and max key of the last page with values; page bounds so far
-    /// ascending / descending.
-    last_page: Option<(u32, u32)>,
-    ascending: bool,
-    descending: bool,
-}
-
-/// What one data page holds.
-struct PageStats {
-    nulls: u64,
-    value_bytes: i64,
-    min_max: Option<(u32, u32)>,
-    def_histogram: Option<LevelHistogram>,
-}
-
-impl<'a> ChunkWriter<'a> {
-    fn new(
-        descr: &'a ColumnDescPtr,
-        props: &'a WriterProperties,
-        values: &'a StringArray,
-        remap: &'a [u32],
-        bit_width: u8,
-    ) -> Result<Self, ParquetError> {
-        let compression = props.compression(descr.path());
-        let statistics = props.statistics_enabled(descr.path());
-        let def_histogram = (statistics != EnabledStatistics::None)
-            .then(|| LevelHistogram::try_new(descr.max_def_level()))
-            .flatten();
-        Ok(Self {
-            descr,
-            props,
-            values,
-            remap,
-            bit_width,
-            codec: Codec::new(compression)?,
-            compression,
-            sink: TrackedWrite::new(Vec::new()),
-            statistics,
-            buf: Vec::new(),
-            packed: Vec::new(),
-            pages: 0,
-            data_page_offset: None,
-            compressed: 0,
-            uncompressed: 0,
-            num_values: 0,
-            nulls: 0,
-            value_bytes: 0,
-            min_max: None,
-            def_histogram,
-            column_index: (statistics == EnabledStatistics::Page)
-                .then(|| ColumnIndexBuilder::new(PhysicalType::BYTE_ARRAY)),
-            offset_index: (!props.offset_index_disabled()).then(OffsetIndexBuilder::new),
-            last_page: None,
-            ascending: true,
-            descending: true,
-        })
+    fn lower(&self, key: u32, truncate: Option<usize>) -> (Vec<u8>, bool) {
+        lower_bound(self.0.value(key as usize), truncate)
     }
 
-    fn write(&mut self, page: Page, uncompressed: usize) -> Result<u64, ParquetError> {
-        let offset = self.sink.bytes_written() as u64;
-        let spec = SerializedPageWriter::new(&mut self.sink)
-            .write_page(CompressedPage::new(page, uncompressed))?;
-        self.compressed += spec.compressed_size as u64;
-        self.uncompressed += spec.uncompressed_size as u64;
-        Ok(offset)
+    fn upper(&self, key: u32, truncate: Option<usize>) -> (Vec<u8>, bool) {
+        upper_bound(self.0.value(key as usize), truncate)
     }
 
-    fn dictionary_page(&mut self, plain: Vec<u8>, distinct: u32) -> Result<(), ParquetError> {
-        let buf = self.codec.compress(&plain)?;
-        self.write(
-            Page::DictionaryPage {
-                buf,
-                num_values: distinct,
-                encoding: Encoding::PLAIN,
-                is_sorted: true,
-            },
-            plain.len(),
-        )?;
-        Ok(())
-    }
-
-    /// Encodes `rows` rows (`runs`) as one data page.
-    fn data_page(&mut self, runs: &[Run], rows: usize) -> Result<(), ParquetError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut stats = PageStats {
-            nulls: 0,
-            value_bytes: 0,
-            min_max: None,
-            def_histogram: self
-                .def_histogram
-                .is_some()
-                .then(|| LevelHistogram::try_new(self.descr.max_def_level()))
-                .flatten(),
-        };
-        if self.descr.max_def_level() > 0 {
-            // v1 levels: their length, then the hybrid encoding.
-            buf.extend_from_slice(&[0; 4]);
-            let mut levels = Hybrid::new(1, &mut buf, &mut self.packed);
-            for r in runs {
-                levels.put(u32::from(r.key != NULL), r.len);
-            }
-            levels.finish();
-            let len = (buf.len() - 4) as u32;
-            buf[..4].copy_from_slice(&len.to_le_bytes());
-        }
-        buf.push(self.bit_width);
-        let mut keys = Hybrid::new(self.bit_width, &mut buf, &mut self.packed);
-        for r in runs {
-            if r.key == NULL {
-                stats.nulls += u64::from(r.len);
-                continue;
-            }
-            keys.put(self.remap[r.key as usize], r.len);
-            let len = self.values.value_length(r.key as usize) as i64;
-            stats.value_bytes += len * i64::from(r.len);
-            stats.min_max = Some(match stats.min_max {
-                None => (r.key, r.key),
-                Some((lo, hi)) => (lo.min(r.key), hi.max(r.key)),
-            });
-        }
-        keys.finish();
-        if let Some(h) = &mut stats.def_histogram {
-            let valid = rows as u64 - stats.nulls;
-            h.increment_by(0, stats.nulls as i64);
-            h.increment_by(1, valid as i64);
-        }
-
-        let header_statistics = (self.statistics == EnabledStatistics::Page
-            && self.props.write_page_header_statistics(self.descr.path()))
-        .then(|| {
-            stats.min_max.map(|(lo, hi)| {
-                self.chunk_statistics(
-                    Some((lo, hi)),
-                    stats.nulls,
-                    self.props.statistics_truncate_length(),
-                )
-            })
-        })
-        .flatten();
-        let uncompressed = buf.len();
-        let data = self.codec.compress(&buf)?;
-        self.buf = buf;
-        let offset = self.write(
-            Page::DataPage {
-                buf: data,
-                num_values: rows as u32,
-                encoding: Encoding::RLE_DICTIONARY,
-                def_level_encoding: Encoding::RLE,
-                rep_level_encoding: Encoding::RLE,
-                statistics: header_statistics,
-            },
-            uncompressed,
-        )?;
-        let size = self.sink.bytes_written() as u64 - offset;
-        self.data_page_offset.get_or_insert(offset);
-        self.pages += 1;
-        self.num_values += rows as u64;
-        self.record_page(&stats, rows, offset, size);
-        Ok(())
-    }
-
-    /// Adds a page to the chunk's totals and page index.
-    fn record_page(&mut self, stats: &PageStats, rows: usize, offset: u64, size: u64) {
-        self.nulls += stats.nulls;
-        self.value_bytes += stats.value_bytes;
-        if let Some((lo, hi)) = stats.min_max {
-            self.min_max = Some(match self.min_max {
-                None => (lo, hi),
-                Some((a, b)) => (a.min(lo), b.max(hi)),
-            });
-        }
-        if let (Some(chunk), Some(page)) = (&mut self.def_histogram, &stats.def_histogram) {
-            chunk.add(page);
-        }
-        if let Some(index) = &mut self.offset_index {
-            index.append_offset_and_size(offset as i64, size as i32);
-            index.append_row_count(rows as i64);
-            index.append_unencoded_byte_array_data_bytes(Some(stats.value_bytes));
-        }
-        let truncate = self.props.column_index_truncate_length();
-        let Some(index) = &mut self.column_index else {
-            return;
-        };
-        match stats.min_max {
-            None => index.append(true, Vec::new(), Vec::new(), stats.nulls as i64),
-            Some((lo, hi)) => {
-                if let Some((last_lo, last_hi)) = self.last_page {
-                    self.ascending &= last_lo <= lo && last_hi <= hi;
-                    self.descending &= last_lo >= lo && last_hi >= hi;
-                }
-                self.last_page = Some((lo, hi));
-                let (min, _) = lower_bound(self.values.value(lo as usize), truncate);
-                let (max, _) = upper_bound(self.values.value(hi as usize), truncate);
-                index.append(false, min, max, stats.nulls as i64);
-            }
-        }
-        index.append_histograms(&None, &stats.def_histogram);
-    }
-
-    /// Statistics of keys `min_max` and `nulls` nulls, values truncated to
-    /// `truncate` bytes (bounds, flagged inexact).
-    fn chunk_statistics(
+    fn statistics(
         &self,
         min_max: Option<(u32, u32)>,
         nulls: u64,
         truncate: Option<usize>,
+        signed: bool,
     ) -> Statistics {
-        let bounds = min_max.map(|(lo, hi)| {
-            (
-                lower_bound(self.values.value(lo as usize), truncate),
-                upper_bound(self.values.value(hi as usize), truncate),
-            )
-        });
+        let bounds = min_max.map(|(lo, hi)| (self.lower(lo, truncate), self.upper(hi, truncate)));
         let exact = bounds.as_ref().map(|((_, a), (_, b))| (*a, *b));
         let (min, max) = match bounds {
             Some(((min, _), (max, _))) => (Some(ByteArray::from(min)), Some(ByteArray::from(max))),
             None => (None, None),
         };
         let mut s = ValueStatistics::new(min, max, None, Some(nulls), false)
-            .with_backwards_compatible_min_max(self.descr.sort_order().is_signed());
+            .with_backwards_compatible_min_max(signed);
         if let Some((min_exact, max_exact)) = exact {
             s = s.with_min_is_exact(min_exact).with_max_is_exact(max_exact);
         }
         Statistics::ByteArray(s)
     }
 
-    fn finish(mut self, rows: usize) -> Result<EncodedChunk, ParquetError> {
-        let mut builder = ColumnChunkMetaData::builder(Arc::clone(self.descr))
-            .set_compression(self.compression)
-            .set_encodings_mask(EncodingMask::new_from_encodings(
-                [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
-            ))
-            .set_page_encoding_stats(vec![
-                PageEncodingStats {
-                    page_type: PageType::DICTIONARY_PAGE,
-                    encoding: Encoding::PLAIN,
-                    count: 1,
-                },
-                PageEncodingStats {
-                    page_type: PageType::DATA_PAGE,
-                    encoding: Encoding::RLE_DICTIONARY,
-                    count: self.pages,
-                },
-            ])
-            .set_total_compressed_size(self.compressed as i64)
-            .set_total_uncompressed_size(self.uncompressed as i64)
-            .set_num_values(self.num_values as i64)
-            .set_data_page_offset(self.data_page_offset.unwrap_or(0) as i64)
-            .set_dictionary_page_offset(Some(0));
-        if self.statistics != EnabledStatistics::None {
-            let truncate = self.props.statistics_truncate_length();
-            builder = builder
-                .set_statistics(self.chunk_statistics(self.min_max, self.nulls, truncate))
-                .set_unencoded_byte_array_data_bytes(Some(self.value_bytes))
-                .set_definition_level_histogram(self.def_histogram.take());
-        }
-        let column_index = match self.column_index.take() {
-            Some(mut index) => {
-                index.set_boundary_order(match (self.ascending, self.descending) {
-                    (true, _) => BoundaryOrder::ASCENDING,
-                    (false, true) => BoundaryOrder::DESCENDING,
-                    (false, false) => BoundaryOrder::UNORDERED,
-                });
-                Some(index.build()?)
-            }
-            None => None,
-        };
-        let bytes_written = self.sink.bytes_written() as u64;
-        let data = Bytes::from(self.sink.into_inner()?);
-        Ok(EncodedChunk {
-            data,
-            close: ColumnCloseResult {
-                bytes_written,
-                rows_written: rows as u64,
-                metadata: builder.build()?,
-                bloom_filter: None,
-                column_index,
-                offset_index: self.offset_index.take().map(OffsetIndexBuilder::build),
-            },
-        })
+    /// Keys are ranks: they compare like the strings.
+    fn greater(&self, a: u32, b: u32) -> bool {
+        a > b
     }
 }
 
@@ -739,121 +383,6 @@ fn upper_bound(v: &str, limit: Option<usize>) -> (Vec<u8>, bool) {
     (v.as_bytes().to_vec(), true)
 }
 
-/// The RLE / bit-packed hybrid encoding of a sequence of `width`-bit
-/// values, given as runs of equal values.
-///
-/// A run of at least [`MIN_RLE_RUN`] values is an RLE run (its length and
-/// the value); shorter runs go into groups of 8 bit-packed values, which
-/// consecutive groups share one header. A group is only ever left partly
-/// filled at the end (padded with zeros: readers stop at the page's value
-/// count).
-struct Hybrid<'a> {
-    out: &'a mut Vec<u8>,
-    /// Groups of the bit-packed run being built.
-    packed: &'a mut Vec<u8>,
-    groups: u64,
-    width: u8,
-    group: [u32; 8],
-    in_group: usize,
-    /// Equal values are merged before they are encoded.
-    pending: Run,
-}
-
-impl<'a> Hybrid<'a> {
-    fn new(width: u8, out: &'a mut Vec<u8>, packed: &'a mut Vec<u8>) -> Self {
-        packed.clear();
-        Self {
-            out,
-            packed,
-            groups: 0,
-            width,
-            group: [0; 8],
-            in_group: 0,
-            pending: Run { key: 0, len: 0 },
-        }
-    }
-
-    /// Appends `n` copies of `value` (which fits in `width` bits).
-    fn put(&mut self, value: u32, n: u32) {
-        if self.pending.key == value || self.pending.len == 0 {
-            self.pending = Run {
-                key: value,
-                len: self.pending.len + n,
-            };
-        } else {
-            self.emit();
-            self.pending = Run { key: value, len: n };
-        }
-    }
-
-    fn emit(&mut self) {
-        let Run { key: value, len } = std::mem::replace(&mut self.pending, Run { key: 0, len: 0 });
-        let mut n = len as usize;
-        if self.in_group > 0 {
-            let take = n.min(8 - self.in_group);
-            self.group[self.in_group..self.in_group + take].fill(value);
-            self.in_group += take;
-            n -= take;
-            if self.in_group == 8 {
-                self.pack_group();
-            }
-        }
-        if n >= MIN_RLE_RUN as usize {
-            self.end_packed();
-            uleb128(self.out, (n as u64) << 1);
-            let bytes = usize::from(self.width).div_ceil(8);
-            self.out.extend_from_slice(&value.to_le_bytes()[..bytes]);
-        } else if n > 0 {
-            // The group is empty here: it was filled and packed above, or
-            // the run ended inside it (then `n` is 0).
-            self.group[..n].fill(value);
-            self.in_group = n;
-        }
-    }
-
-    fn pack_group(&mut self) {
-        let mut acc = 0u64;
-        let mut bits = 0u32;
-        for &v in &self.group {
-            acc |= u64::from(v) << bits;
-            bits += u32::from(self.width);
-            while bits >= 8 {
-                self.packed.push(acc as u8);
-                acc >>= 8;
-                bits -= 8;
-            }
-        }
-        self.groups += 1;
-        self.in_group = 0;
-    }
-
-    fn end_packed(&mut self) {
-        if self.groups > 0 {
-            uleb128(self.out, (self.groups << 1) | 1);
-            self.out.extend_from_slice(self.packed);
-            self.packed.clear();
-            self.groups = 0;
-        }
-    }
-
-    fn finish(mut self) {
-        self.emit();
-        if self.in_group > 0 {
-            self.group[self.in_group..].fill(0);
-            self.pack_group();
-        }
-        self.end_packed();
-    }
-}
-
-fn uleb128(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
 #[cfg(test)]
 pub(super) mod tests {
     //! Round trips through the tag chunk path, and comparisons with the
@@ -861,11 +390,14 @@ pub(super) mod tests {
 
     use arrow::array::{RecordBatch, TimestampNanosecondArray};
     use arrow::datatypes::{Field, Schema};
+    use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    use parquet::basic::ZstdLevel;
+    use parquet::basic::{Compression, PageType, ZstdLevel};
+    use parquet::column::page::Page;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
     use parquet::file::page_index::column_index::ColumnIndexMetaData;
     use parquet::file::page_index::offset_index::OffsetIndexMetaData;
+    use parquet::file::properties::EnabledStatistics;
     use parquet::file::reader::{FileReader, SerializedFileReader};
 
     use super::*;
@@ -923,10 +455,10 @@ pub(super) mod tests {
         batches: &[RecordBatch],
         props: WriterProperties,
         row_group_rows: usize,
-        tag_chunks: bool,
+        own_chunks: bool,
     ) -> Bytes {
         let schema = batches.first().expect("a batch").schema();
-        let mut enc = ParallelEncoder::with_tag_chunks(schema, props, row_group_rows, tag_chunks)
+        let mut enc = ParallelEncoder::with_own_chunks(schema, props, row_group_rows, own_chunks)
             .expect("encoder");
         let mut file = Vec::new();
         for b in batches {
@@ -1277,86 +809,6 @@ pub(super) mod tests {
             let dict = unsafe { DictionaryArray::new_unchecked(keys, Arc::clone(&values)) };
             let mut chunk = TagChunk::new(Arc::clone(&descr), Arc::new(props(10)));
             assert!(chunk.push(&dict).is_err(), "key {bad}");
-        }
-    }
-
-    /// Decodes the hybrid encoding of `n` `width`-bit values.
-    fn decode_hybrid(mut data: &[u8], width: u8, n: usize) -> Vec<u32> {
-        let uleb = |data: &mut &[u8]| {
-            let mut v = 0u64;
-            let mut shift = 0;
-            loop {
-                let b = data[0];
-                *data = &data[1..];
-                v |= u64::from(b & 0x7f) << shift;
-                shift += 7;
-                if b < 0x80 {
-                    return v;
-                }
-            }
-        };
-        let mut out = Vec::new();
-        while out.len() < n {
-            let header = uleb(&mut data);
-            if header & 1 == 0 {
-                let bytes = usize::from(width).div_ceil(8);
-                let mut v = [0u8; 4];
-                v[..bytes].copy_from_slice(&data[..bytes]);
-                data = &data[bytes..];
-                out.extend(std::iter::repeat_n(
-                    u32::from_le_bytes(v),
-                    (header >> 1) as usize,
-                ));
-            } else {
-                let values = (header >> 1) as usize * 8;
-                for i in 0..values {
-                    let mut v = 0u32;
-                    for b in 0..usize::from(width) {
-                        let bit = i * usize::from(width) + b;
-                        v |= u32::from((data[bit / 8] >> (bit % 8)) & 1) << b;
-                    }
-                    out.push(v);
-                }
-                data = &data[values * usize::from(width) / 8..];
-            }
-        }
-        assert!(data.is_empty(), "trailing bytes");
-        out.truncate(n);
-        out
-    }
-
-    #[test]
-    fn hybrid_encoding_round_trips() {
-        let mut seed = 7u64;
-        for width in [0u8, 1, 2, 7, 8, 9, 17, 31] {
-            for _ in 0..50 {
-                let mut values = Vec::new();
-                let mut runs = Vec::new();
-                for _ in 0..(seed % 40) {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    let v = if width == 0 {
-                        0
-                    } else {
-                        ((seed >> 33) as u32) & (u32::MAX >> (32 - u32::from(width)))
-                    };
-                    let len = [1, 2, 3, 7, 8, 9, 100][(seed >> 20) as usize % 7];
-                    values.extend(std::iter::repeat_n(v, len as usize));
-                    runs.push((v, len));
-                }
-                let (mut out, mut packed) = (Vec::new(), Vec::new());
-                let mut enc = Hybrid::new(width, &mut out, &mut packed);
-                for (v, n) in &runs {
-                    enc.put(*v, *n);
-                }
-                enc.finish();
-                assert_eq!(
-                    decode_hybrid(&out, width, values.len()),
-                    values,
-                    "width {width}"
-                );
-            }
         }
     }
 
