@@ -360,7 +360,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::persist::compact::tag_chunk::tests::{encode, metadata, props, read, xorshift};
+    use crate::persist::compact::tag_chunk::tests::{
+        assert_same_metadata, encode, props, read, xorshift,
+    };
 
     /// Batches of `batch_rows` rows with one float column per entry of
     /// `columns` (`f0`, `f1`, …; nullable unless `required`).
@@ -414,50 +416,7 @@ mod tests {
             assert_eq!(bits(&got, c), bits(batches, c), "column {c}: ours");
             assert_eq!(bits(&theirs, c), bits(batches, c), "column {c}: Arrow's");
         }
-        let (m1, m2) = (metadata(&ours), metadata(&arrow));
-        assert_eq!(m1.num_row_groups(), m2.num_row_groups());
-        let (ia, ib) = (
-            m1.column_index().expect("ci"),
-            m2.column_index().expect("ci"),
-        );
-        let (oa, ob) = (
-            m1.offset_index().expect("oi"),
-            m2.offset_index().expect("oi"),
-        );
-        for g in 0..m1.num_row_groups() {
-            for c in 0..columns {
-                let (a, b) = (m1.row_group(g).column(c), m2.row_group(g).column(c));
-                let at = format!("row group {g} column {c}");
-                assert_eq!(a.statistics(), b.statistics(), "{at}");
-                assert_eq!(a.num_values(), b.num_values(), "{at}");
-                assert_eq!(
-                    a.definition_level_histogram(),
-                    b.definition_level_histogram(),
-                    "{at}"
-                );
-                assert_eq!(
-                    a.unencoded_byte_array_data_bytes(),
-                    b.unencoded_byte_array_data_bytes(),
-                    "{at}"
-                );
-                let first = |o: &parquet::file::page_index::offset_index::OffsetIndexMetaData| {
-                    o.page_locations()
-                        .iter()
-                        .map(|p| p.first_row_index)
-                        .collect::<Vec<_>>()
-                };
-                // The Arrow writer checks its page limits per written
-                // array, so its pages only sometimes split where ours do.
-                if first(&oa[g][c]) == first(&ob[g][c]) {
-                    assert_eq!(ia[g][c], ib[g][c], "{at}: column index");
-                    assert_eq!(
-                        oa[g][c].unencoded_byte_array_data_bytes(),
-                        ob[g][c].unencoded_byte_array_data_bytes(),
-                        "{at}"
-                    );
-                }
-            }
-        }
+        let m1 = assert_same_metadata(&ours, &arrow, 0..columns);
         check_page_index(&m1, batches, page_rows, row_group_rows);
         (0..columns)
             .map(|c| takes_float_path(batches, c, row_group_rows))

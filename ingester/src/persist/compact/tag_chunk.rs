@@ -528,10 +528,31 @@ pub(super) mod tests {
         for groups in sorted_dictionaries(&ours) {
             assert_eq!(groups[..tags], vec![true; tags], "tag chunk path taken");
         }
-        let (m1, m2) = (metadata(&ours), metadata(&arrow));
+        let m1 = assert_same_metadata(&ours, &arrow, 0..tags);
+        check_page_index(&m1, batches, page_rows, row_group_rows);
+        ours
+    }
+
+    /// Column chunks `columns` of the two files agree: statistics, value
+    /// counts, level histograms, value bytes, and the page index where the
+    /// pages split alike. Returns the first file's metadata.
+    pub(in crate::persist::compact) fn assert_same_metadata(
+        ours: &Bytes,
+        arrow: &Bytes,
+        columns: std::ops::Range<usize>,
+    ) -> ParquetMetaData {
+        let (m1, m2) = (metadata(ours), metadata(arrow));
         assert_eq!(m1.num_row_groups(), m2.num_row_groups());
+        let (ia, ib) = (
+            m1.column_index().expect("ci"),
+            m2.column_index().expect("ci"),
+        );
+        let (oa, ob) = (
+            m1.offset_index().expect("oi"),
+            m2.offset_index().expect("oi"),
+        );
         for g in 0..m1.num_row_groups() {
-            for c in 0..tags {
+            for c in columns.clone() {
                 let (a, b) = (m1.row_group(g).column(c), m2.row_group(g).column(c));
                 let at = format!("row group {g} column {c}");
                 assert_eq!(a.statistics(), b.statistics(), "{at}");
@@ -546,14 +567,6 @@ pub(super) mod tests {
                     b.unencoded_byte_array_data_bytes(),
                     "{at}"
                 );
-                let (ia, ib) = (
-                    m1.column_index().expect("ci"),
-                    m2.column_index().expect("ci"),
-                );
-                let (oa, ob) = (
-                    m1.offset_index().expect("oi"),
-                    m2.offset_index().expect("oi"),
-                );
                 // The Arrow writer checks its page limits per written
                 // array, so its pages only sometimes split where ours do.
                 if first_rows(&oa[g][c]) == first_rows(&ob[g][c]) {
@@ -566,8 +579,7 @@ pub(super) mod tests {
                 }
             }
         }
-        check_page_index(&m1, batches, page_rows, row_group_rows);
-        ours
+        m1
     }
 
     fn first_rows(o: &OffsetIndexMetaData) -> Vec<i64> {
