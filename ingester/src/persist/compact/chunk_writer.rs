@@ -27,6 +27,7 @@
 use std::sync::Arc;
 
 use arrow::array::Array;
+use arrow::buffer::NullBuffer;
 use arrow::datatypes::FieldRef;
 use bytes::Bytes;
 use parquet::arrow::arrow_writer::ArrowColumnWriter;
@@ -75,6 +76,21 @@ pub(super) fn settings_supported(descr: &ColumnDescPtr, props: &WriterProperties
             props.compression(path),
             Compression::UNCOMPRESSED | Compression::ZSTD(_)
         )
+}
+
+/// The nulls of an array for the column `descr`: `None` when it has none,
+/// an error when it has some and the column is required.
+pub(super) fn nulls_for<'a>(
+    descr: &ColumnDescPtr,
+    nulls: Option<&'a NullBuffer>,
+) -> Result<Option<&'a NullBuffer>, ParquetError> {
+    match nulls.filter(|n| n.null_count() > 0) {
+        Some(_) if descr.max_def_level() == 0 => Err(ParquetError::General(format!(
+            "column {} is required but has nulls",
+            descr.path()
+        ))),
+        nulls => Ok(nulls),
+    }
 }
 
 /// A dictionary's values, as the chunk writer needs them. The keys of

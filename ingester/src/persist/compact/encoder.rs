@@ -55,7 +55,6 @@ pub(super) struct ParallelEncoder {
 }
 
 /// A column chunk Sluice builds itself (see [`super::chunk_writer`]).
-#[derive(Clone)]
 enum OwnChunk {
     Tag(ColumnDescPtr),
     Float(ColumnDescPtr),
@@ -132,11 +131,14 @@ impl ParallelEncoder {
             .map(|(i, f)| {
                 let descr = parquet_schema.column(i);
                 let t = f.data_type();
-                match () {
-                    _ if !own_chunks => None,
-                    _ if tag_chunk::supported(t, &descr, &props) => Some(OwnChunk::Tag(descr)),
-                    _ if float_chunk::supported(t, &descr, &props) => Some(OwnChunk::Float(descr)),
-                    _ => None,
+                if !own_chunks {
+                    None
+                } else if tag_chunk::supported(t, &descr, &props) {
+                    Some(OwnChunk::Tag(descr))
+                } else if float_chunk::supported(t, &descr, &props) {
+                    Some(OwnChunk::Float(descr))
+                } else {
+                    None
                 }
             })
             .collect();

@@ -39,7 +39,8 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk_writer::{
-    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, page_rows, settings_supported,
+    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, nulls_for, page_rows,
+    settings_supported,
 };
 
 /// Rows per array when replaying into the Arrow writer.
@@ -171,6 +172,22 @@ impl FloatChunk {
         true
     }
 
+    /// [`add_values`](Self::add_values) for the valid slots of `values`,
+    /// [`NULL`] for the others.
+    fn add_nullable(&mut self, values: &[f64], nulls: &NullBuffer) -> bool {
+        let mut at = 0;
+        for (start, end) in nulls.valid_slices() {
+            self.keys.extend(std::iter::repeat_n(NULL, start - at));
+            if !self.add_values(&values[start..end]) {
+                return false;
+            }
+            at = end;
+        }
+        self.keys
+            .extend(std::iter::repeat_n(NULL, values.len() - at));
+        true
+    }
+
     /// The rows taken so far as arrays of at most [`REPLAY_ROWS`] rows.
     fn taken(&self) -> impl Iterator<Item = ArrayRef> + '_ {
         self.keys.chunks(REPLAY_ROWS).map(|keys| {
@@ -203,31 +220,9 @@ impl ChunkBuilder for FloatChunk {
         }
         let before = self.keys.len();
         let values = floats.values();
-        let taken = match floats.nulls().filter(|n| n.null_count() > 0) {
+        let taken = match nulls_for(&self.descr, floats.nulls())? {
             None => self.add_values(values),
-            Some(_) if self.descr.max_def_level() == 0 => {
-                return Err(ParquetError::General(format!(
-                    "column {} is required but has nulls",
-                    self.descr.path()
-                )));
-            }
-            Some(nulls) => {
-                let mut at = 0;
-                let mut ok = true;
-                for (start, end) in nulls.valid_slices() {
-                    self.keys.extend(std::iter::repeat_n(NULL, start - at));
-                    ok = self.add_values(&values[start..end]);
-                    if !ok {
-                        break;
-                    }
-                    at = end;
-                }
-                if ok {
-                    self.keys
-                        .extend(std::iter::repeat_n(NULL, values.len() - at));
-                }
-                ok
-            }
+            Some(nulls) => self.add_nullable(values, nulls),
         };
         if !taken {
             // Replay feeds what was taken before this array; the caller
@@ -248,7 +243,8 @@ impl ChunkBuilder for FloatChunk {
 
     fn finish(&self) -> Result<Option<EncodedChunk>, ParquetError> {
         let rows = self.keys.len();
-        if rows == 0 || self.values.len() > self.max_values {
+        // `intern` kept the dictionary within its page limit.
+        if rows == 0 {
             return Ok(None);
         }
         // The dictionary page keeps the values in first-seen order: a

@@ -42,7 +42,8 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk_writer::{
-    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, page_rows, settings_supported,
+    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, nulls_for, page_rows,
+    settings_supported,
 };
 
 /// Rows per array when replaying runs into the Arrow writer.
@@ -186,14 +187,8 @@ impl ChunkBuilder for TagChunk {
             return Ok(false);
         }
         let keys = dict.keys();
-        match keys.nulls().filter(|n| n.null_count() > 0) {
+        match nulls_for(&self.descr, keys.nulls())? {
             None => self.add_keys(keys.values())?,
-            Some(_) if self.descr.max_def_level() == 0 => {
-                return Err(ParquetError::General(format!(
-                    "column {} is required but has nulls",
-                    self.descr.path()
-                )));
-            }
             Some(nulls) => {
                 let mut at = 0;
                 for (start, end) in nulls.valid_slices() {
