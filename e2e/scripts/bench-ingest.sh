@@ -18,6 +18,9 @@
 #   SLUICE_BENCH_KEEP=1  keep the data directory and server log
 #   SLUICE_PERF=SECONDS  also record a CPU profile of the server (perf,
 #                        software clock) for SECONDS after the warm-up start
+#   SLUICE_PERF_CALLGRAPH  perf's call-graph option for that profile (default
+#                        "-g"; "--call-graph dwarf,16384" gives whole stacks
+#                        of Rust code, which keeps no frame pointers)
 #   SLUICE_BENCH_THEN="ARGS"  after the run, a second loadgen run with ARGS
 #                        against the same server (e.g. Flight scans of the
 #                        rows the first run left in the buffer; target 5)
@@ -70,7 +73,8 @@ for a in "$@"; do [[ "$a" == http ]] && addr="http://$http"; done
 echo "server pid $pid, data $data ($(df -T "$data" | awk 'NR==2 {print $2, $1}')), load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 
 if [[ -n "${SLUICE_PERF:-}" ]]; then
-  ( sleep 2; perf record -F 999 -g -p "$pid" -o "$data.perf" -- sleep "$SLUICE_PERF" >/dev/null 2>&1
+  # shellcheck disable=SC2086  # the call-graph option is one or two words
+  ( sleep 2; perf record -F 999 ${SLUICE_PERF_CALLGRAPH:--g} -p "$pid" -o "$data.perf" -- sleep "$SLUICE_PERF" >/dev/null 2>&1
     echo "profile: $data.perf (perf report -i $data.perf)" >&2 ) &
   perf_pid=$!
 fi

@@ -201,11 +201,17 @@ pub(crate) struct TableBuilder {
 
 impl TableBuilder {
     pub(crate) fn new(name: String, cached: Option<Arc<TableSchema>>, cap: usize) -> Self {
+        // Room for the columns the catalog knows (time among them, which
+        // has no builder here): a table's writes mostly carry them all, and growing
+        // `columns` 4 → 8 → 16 → 32 copied ~200-byte `Column`s into blocks
+        // large enough to send glibc's malloc into `malloc_consolidate`
+        // (a one-line write, `buffer/write_lp/1_lines`).
+        let known = cached.as_ref().map_or(0, |s| s.len());
         Self {
             name,
             cached,
-            columns: Vec::new(),
-            index: HashMap::new(),
+            columns: Vec::with_capacity(known),
+            index: HashMap::with_capacity(known),
             times: Primitive::with_capacity(cap),
             rows: 0,
             hint: Vec::new(),

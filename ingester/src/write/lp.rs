@@ -36,7 +36,10 @@ pub(crate) fn build_tables_with(
     cached: &dyn Fn(&str) -> Option<Arc<TableSchema>>,
     fast_fields: bool,
 ) -> Result<Vec<BuiltTable>, WriteError> {
-    let mut tables: Vec<TableBuilder> = Vec::new();
+    // Most bodies hold one table; a `TableBuilder` is large enough that
+    // `Vec`'s first growth (to four) is a block glibc serves only after
+    // consolidating its small free chunks.
+    let mut tables: Vec<TableBuilder> = Vec::with_capacity(1);
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut last: Option<usize> = None;
     let rows_hint = rows_hint(body);
