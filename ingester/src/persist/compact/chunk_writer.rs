@@ -147,9 +147,27 @@ pub(super) struct EncodedChunk {
     pub(super) close: ColumnCloseResult,
 }
 
+/// Bits per dictionary key for `distinct` values.
+pub(super) fn key_width(distinct: u32) -> u8 {
+    (u32::BITS - distinct.saturating_sub(1).leading_zeros()) as u8
+}
+
+/// `keys` as runs of equal keys.
+pub(super) fn runs_of(keys: impl IntoIterator<Item = u32>) -> impl Iterator<Item = Run> {
+    let mut keys = keys.into_iter().peekable();
+    std::iter::from_fn(move || {
+        let key = keys.next()?;
+        let mut len = 1;
+        while keys.next_if_eq(&key).is_some() {
+            len += 1;
+        }
+        Some(Run { key, len })
+    })
+}
+
 /// Rows per data page: the writer's row count limit, and no more than the
 /// data page size limit holds at worst (every value bit-packed).
-pub(super) fn page_rows(props: &WriterProperties, descr: &ColumnDescPtr, bit_width: u8) -> usize {
+fn page_rows(props: &WriterProperties, descr: &ColumnDescPtr, bit_width: u8) -> usize {
     let bits = usize::from(bit_width) + descr.max_def_level() as usize;
     let by_size = match bits {
         0 => usize::MAX,
@@ -307,8 +325,49 @@ impl<'a, V: DictValues> ChunkWriter<'a, V> {
         Ok(())
     }
 
+    /// Encodes the chunk's `rows` rows, given as `runs`, as data pages of
+    /// [`page_rows`] rows (the last may be shorter); a run that crosses a
+    /// page's end is split there.
+    pub(super) fn data_pages(
+        &mut self,
+        runs: impl IntoIterator<Item = Run>,
+        rows: usize,
+    ) -> Result<(), ParquetError> {
+        let page_rows = page_rows(self.props, self.descr, self.bit_width);
+        let mut page = Vec::new();
+        // Rows in `page`, and in the pages written before it.
+        let (mut filled, mut written) = (0usize, 0usize);
+        for mut run in runs {
+            while run.len > 0 {
+                let take = (run.len as usize).min(page_rows - filled);
+                page.push(Run {
+                    key: run.key,
+                    len: take as u32,
+                });
+                run.len -= take as u32;
+                filled += take;
+                if filled == page_rows {
+                    self.data_page(&page, filled)?;
+                    page.clear();
+                    written += filled;
+                    filled = 0;
+                }
+            }
+        }
+        if filled > 0 {
+            self.data_page(&page, filled)?;
+            written += filled;
+        }
+        if written != rows {
+            return Err(ParquetError::General(format!(
+                "a chunk of {rows} rows had runs of {written}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Encodes `rows` rows (`runs`) as one data page.
-    pub(super) fn data_page(&mut self, runs: &[Run], rows: usize) -> Result<(), ParquetError> {
+    fn data_page(&mut self, runs: &[Run], rows: usize) -> Result<(), ParquetError> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let mut stats = PageStats {

@@ -39,7 +39,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk_writer::{
-    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, nulls_for, page_rows,
+    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, key_width, nulls_for, runs_of,
     settings_supported,
 };
 
@@ -268,24 +268,16 @@ impl ChunkBuilder for FloatChunk {
             dictionary.extend_from_slice(&v.to_le_bytes());
         }
         let distinct = sorted.len() as u32;
-        let bit_width = (u32::BITS - distinct.saturating_sub(1).leading_zeros()) as u8;
+        let bit_width = key_width(distinct);
 
         let values = F64Values(&sorted);
         let mut out = ChunkWriter::new(&self.descr, &self.props, &values, &order, bit_width)?;
         out.dictionary_page(dictionary, distinct, false)?;
-        let page_rows = page_rows(&self.props, &self.descr, bit_width);
-        let mut page: Vec<Run> = Vec::new();
-        for keys in self.keys.chunks(page_rows) {
-            page.clear();
-            for &k in keys {
-                let key = if k == NULL { NULL } else { rank[k as usize] };
-                match page.last_mut() {
-                    Some(run) if run.key == key => run.len += 1,
-                    _ => page.push(Run { key, len: 1 }),
-                }
-            }
-            out.data_page(&page, keys.len())?;
-        }
+        let ranks = self
+            .keys
+            .iter()
+            .map(|&k| if k == NULL { NULL } else { rank[k as usize] });
+        out.data_pages(runs_of(ranks), rows)?;
         out.finish(rows).map(Some)
     }
 }

@@ -42,7 +42,7 @@ use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::schema::types::ColumnDescPtr;
 
 use super::chunk_writer::{
-    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, nulls_for, page_rows,
+    ChunkBuilder, ChunkWriter, DictValues, EncodedChunk, NULL, Run, key_width, nulls_for,
     settings_supported,
 };
 
@@ -265,38 +265,12 @@ impl ChunkBuilder for TagChunk {
         if dictionary.len() >= self.props.column_dictionary_page_size_limit(path) {
             return Ok(None);
         }
-        let bit_width = (u32::BITS - distinct.saturating_sub(1).leading_zeros()) as u8;
+        let bit_width = key_width(distinct);
 
         let values = StrValues(values);
         let mut out = ChunkWriter::new(&self.descr, &self.props, &values, &remap, bit_width)?;
         out.dictionary_page(dictionary, distinct, true)?;
-        let page_rows = page_rows(&self.props, &self.descr, bit_width);
-        let mut page = Vec::new();
-        let mut runs = self.all_runs().peekable();
-        let mut left = self.rows;
-        while left > 0 {
-            // The next `n` rows' runs, splitting a run at the page end.
-            let n = page_rows.min(left);
-            page.clear();
-            let mut need = n as u32;
-            while need > 0 {
-                let Some(run) = runs.peek_mut() else {
-                    return Err(ParquetError::General("tag runs end early".into()));
-                };
-                let take = run.len.min(need);
-                page.push(Run {
-                    key: run.key,
-                    len: take,
-                });
-                run.len -= take;
-                need -= take;
-                if run.len == 0 {
-                    runs.next();
-                }
-            }
-            out.data_page(&page, n)?;
-            left -= n;
-        }
+        out.data_pages(self.all_runs(), self.rows)?;
         out.finish(self.rows).map(Some)
     }
 }
