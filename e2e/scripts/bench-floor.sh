@@ -17,6 +17,9 @@
 #   SLUICE_BENCH_PARENT  where the fsync file is created (default: the
 #                        repository root, i.e. the same filesystem as ./data)
 #   SLUICE_FLOOR_FSYNC=1 append + fdatasync every payload before answering
+#   SLUICE_FLOOR_PREALLOCATE=BYTES  with it: write that many zeros to the file
+#                        first, then overwrite it in place (wrapping) instead
+#                        of appending, so no fdatasync has metadata to journal
 #   CARGO_TARGET_DIR     where the release binaries are (built if missing)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -29,6 +32,7 @@ dir="$(mktemp -d "$parent/.bench-floor.XXXXXX")"
 grpc="127.0.0.1:$((20000 + RANDOM % 20000))"
 args=(--grpc-bind "$grpc")
 [[ "${SLUICE_FLOOR_FSYNC:-0}" == 1 ]] && args+=(--fsync-file "$dir/sink.log")
+[[ -n "${SLUICE_FLOOR_PREALLOCATE:-}" ]] && args+=(--preallocate "$SLUICE_FLOOR_PREALLOCATE")
 "$bin/sluice-sink" "${args[@]}" 2>"$dir/sink.err" &
 pid=$!
 cleanup() {

@@ -233,6 +233,7 @@ pub async fn serve_on(
     wal_config.max_segment_bytes = config.wal_segment_bytes;
     wal_config.max_segment_age = Some(config.wal_rotation_interval);
     wal_config.inline_max_bytes = config.wal_inline_commit_bytes;
+    wal_config.prewrite_bytes = config.wal_prewrite_bytes;
     let (wal, segments) = Wal::open(wal_config, &registry)?;
     let mut rotations = wal.subscribe_rotations();
     let (journal, recovered) =

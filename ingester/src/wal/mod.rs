@@ -107,6 +107,9 @@ pub const DEFAULT_MAX_GROUP_BYTES: usize = 8 << 20;
 /// write of a few hundred lines; fdatasync of that much takes about as long
 /// as of one line.
 pub const DEFAULT_INLINE_MAX_BYTES: usize = 64 << 10;
+/// Default zeros written ahead of small entries (see `writer.rs`): one
+/// extension per few hundred one-line writes.
+pub const DEFAULT_PREWRITE_BYTES: usize = 256 << 10;
 
 /// Name of the lock file in the WAL directory.
 const LOCK_FILE: &str = "LOCK";
@@ -132,6 +135,11 @@ pub struct WalConfig {
     /// ones always go to the writer thread, so a long fdatasync never holds
     /// up an async worker. 0 turns it off.
     pub inline_max_bytes: usize,
+    /// When a small entry would end past the segment file's end, this many
+    /// bytes of zeros are written after it, so the entries that follow
+    /// overwrite them and their fdatasync has no new size to journal (see
+    /// `writer.rs`). 0 turns it off.
+    pub prewrite_bytes: usize,
 }
 
 impl WalConfig {
@@ -143,6 +151,7 @@ impl WalConfig {
             max_segment_age: Some(DEFAULT_MAX_SEGMENT_AGE),
             max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
             inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+            prewrite_bytes: DEFAULT_PREWRITE_BYTES,
         }
     }
 }
@@ -447,6 +456,7 @@ impl Wal {
             _lock: lock,
             failed: None,
             rotate_retry_at: None,
+            prewrite: vec![0; config.prewrite_bytes],
         })));
         let queued = Arc::new(AtomicUsize::new(0));
         let writer = Writer {

@@ -113,13 +113,25 @@ pub(crate) fn recover_newest(path: &Path, id: SegmentId) -> Result<Recovered, Wa
         }),
         Tail::Torn { offset, reason } => {
             let dropped = data.len() - offset;
-            tracing::warn!(
-                file = %path.display(),
-                offset,
-                bytes_dropped = dropped,
-                %reason,
-                "WAL: truncating torn write at the end of the newest segment"
-            );
+            if data[offset..].iter().all(|&b| b == 0) {
+                // Most often the zeros the writer puts ahead of small
+                // entries (`writer.rs`); at worst a write whose size reached
+                // the disk before its data, never acknowledged.
+                tracing::info!(
+                    file = %path.display(),
+                    offset,
+                    bytes_dropped = dropped,
+                    "WAL: cutting the zeros after the last entry of the newest segment"
+                );
+            } else {
+                tracing::warn!(
+                    file = %path.display(),
+                    offset,
+                    bytes_dropped = dropped,
+                    %reason,
+                    "WAL: truncating torn write at the end of the newest segment"
+                );
+            }
             let f = std::fs::OpenOptions::new()
                 .write(true)
                 .open(path)

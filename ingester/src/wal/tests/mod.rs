@@ -28,6 +28,7 @@ pub(super) fn config(dir: &Path) -> WalConfig {
         max_segment_age: None,
         max_group_bytes: DEFAULT_MAX_GROUP_BYTES,
         inline_max_bytes: DEFAULT_INLINE_MAX_BYTES,
+        prewrite_bytes: DEFAULT_PREWRITE_BYTES,
     }
 }
 
@@ -537,6 +538,78 @@ async fn lone_small_appends_commit_inline_large_ones_on_the_thread() {
     assert_eq!(got, (0..7).collect::<Vec<_>>());
     within(wal.append(&op(10))).await.unwrap();
     assert_eq!(metrics(&wal).inline_commits.get(), 0, "turned off");
+    within(wal.shutdown()).await.unwrap();
+}
+
+/// Small entries are written over zeros put ahead of them; the file is
+/// longer than its entries only by those zeros, which a crash image
+/// recovers from (cut as a tail) and a close cuts. Large entries are not
+/// padded.
+#[tokio::test]
+async fn small_entries_overwrite_prewritten_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.prewrite_bytes = 4096;
+    let (wal, _) = open(cfg.clone()).unwrap();
+    let path = segment_path(dir.path(), SegmentId::new(0));
+    let file_len = || std::fs::metadata(&path).unwrap().len();
+    let mut lengths = std::collections::BTreeSet::new();
+    for s in 0..200 {
+        within(wal.append(&op(s))).await.unwrap();
+        let logical = wal.segments().open_segment_bytes;
+        let physical = file_len();
+        assert!(
+            physical > logical && physical - logical <= 4096,
+            "op {s}: file {physical} bytes, entries end at {logical}"
+        );
+        lengths.insert(physical);
+    }
+    // ~100-byte entries: the file grew by a 4 KiB step every ~40 of them,
+    // not with each one.
+    let logical = wal.segments().open_segment_bytes;
+    assert!(logical > 4 * 4096, "{logical}");
+    assert!(
+        lengths.len() >= 4 && lengths.len() <= (logical / 4096) as usize + 1,
+        "{} distinct file lengths for {logical} bytes of entries",
+        lengths.len()
+    );
+    let data = std::fs::read(&path).unwrap();
+    assert!(data[logical as usize..].iter().all(|&b| b == 0));
+
+    // What a kill -9 leaves: the entries, then zeros. All 200 replay, and the
+    // recovered segment ends with its last entry.
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::copy(&path, segment_path(crashed.path(), SegmentId::new(0))).unwrap();
+    let (other, files) = open(config(crashed.path())).unwrap();
+    assert_eq!(replay(&files), expected(0..200));
+    assert_eq!(files[0].bytes, logical);
+    assert_eq!(
+        std::fs::metadata(segment_path(crashed.path(), SegmentId::new(0)))
+            .unwrap()
+            .len(),
+        logical
+    );
+    within(other.shutdown()).await.unwrap();
+
+    // A large entry is written as is: the file ends where it ends.
+    within(wal.append(&big_op(200))).await.unwrap();
+    assert_eq!(file_len(), wal.segments().open_segment_bytes);
+    // Rotation cuts the zeros of the closed segment.
+    within(wal.append(&op(201))).await.unwrap();
+    assert!(file_len() > wal.segments().open_segment_bytes);
+    let closed = within(wal.rotate()).await.unwrap();
+    assert_eq!(file_len(), closed.bytes);
+    within(wal.append(&op(202))).await.unwrap();
+    within(wal.shutdown()).await.unwrap();
+    let next = segment_path(dir.path(), SegmentId::new(1));
+    let (wal, files) = open(cfg).unwrap();
+    assert_eq!(
+        std::fs::metadata(&next).unwrap().len(),
+        files[1].bytes,
+        "shutdown cut the open segment's zeros"
+    );
+    let got: Vec<u64> = replay(&files).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(got, (0..203).collect::<Vec<_>>());
     within(wal.shutdown()).await.unwrap();
 }
 
