@@ -254,8 +254,7 @@ mod tests {
         let off = parse(&["--wal-prewrite-bytes", "0"]).expect("off");
         assert_eq!(off.wal_prewrite_bytes, 0);
         let err = parse(&["--wal-prewrite-bytes", "67108865"])
-            .err()
-            .expect("over the limit")
+            .expect_err("over the limit")
             .to_string();
         assert!(err.contains("64 MiB"), "{err}");
         assert!(parse(&["--wal-prewrite-bytes", "1k"]).is_err());
