@@ -19,7 +19,7 @@
 #   SLUICE_FLOOR_FSYNC=1 append + fdatasync every payload before answering
 #   SLUICE_FLOOR_PREALLOCATE=BYTES  with it: write that many zeros to the file
 #                        first, then overwrite it in place (wrapping) instead
-#                        of appending, so no fdatasync has metadata to journal
+#                        of appending, so no fdatasync has metadata to write
 #   CARGO_TARGET_DIR     where the release binaries are (built if missing)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"

@@ -40,7 +40,7 @@ struct Args {
     /// With `--fsync-file`: write this many bytes of zeros to the file
     /// first (and sync them), then overwrite it from the start, wrapping at
     /// the end, instead of appending: each fdatasync then flushes data only,
-    /// with no change of size or block allocation to journal (what a WAL on
+    /// with no change of size or block allocation to write (what a WAL on
     /// pre-written segments costs).
     #[arg(long, env = "SLUICE_SINK_PREALLOCATE", default_value_t = 0)]
     preallocate: u64,

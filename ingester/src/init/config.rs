@@ -71,8 +71,8 @@ pub struct Config {
     /// When a small WAL entry (at most 64 KiB) would end past the segment
     /// file's end, write this many bytes of zeros after it, so the entries
     /// that follow overwrite them in place: their fdatasync then flushes
-    /// data only, with no new file size to commit through the filesystem's
-    /// journal (lower latency for small writes). Cut off when the segment is
+    /// data only, with no new file size to write (or to commit through the
+    /// filesystem's journal): lower latency for small writes. Cut off when the segment is
     /// closed. 0: off; at most 64 MiB.
     #[arg(long, env = "SLUICE_WAL_PREWRITE_BYTES", default_value_t = crate::wal::DEFAULT_PREWRITE_BYTES,
           value_parser = prewrite_bytes)]

@@ -137,7 +137,7 @@ pub struct WalConfig {
     pub inline_max_bytes: usize,
     /// When a small entry would end past the segment file's end, this many
     /// bytes of zeros are written after it, so the entries that follow
-    /// overwrite them and their fdatasync has no new size to journal (see
+    /// overwrite them and their fdatasync has no new size to write (see
     /// `writer.rs`). 0 turns it off.
     pub prewrite_bytes: usize,
 }

@@ -32,10 +32,11 @@
 //! zero while holding the lock, so a request sent earlier (a rotation, say)
 //! is never overtaken.
 //!
-//! Pre-written space: an fdatasync that makes the file longer must also
-//! commit the new size (and any newly allocated block) through the
-//! filesystem's journal; one that only overwrites bytes already on disk
-//! flushes the data and nothing else. So when a small entry would end past
+//! Pre-written space: an fdatasync that makes the file longer must also put
+//! the new size (and any newly allocated block) on disk — a journal commit,
+//! or an inode write on a filesystem without one — before its flush; one
+//! that only overwrites bytes already on disk writes the data and flushes,
+//! nothing else. So when a small entry would end past
 //! what the file holds, the same `writev` that writes it also writes
 //! `prewrite_bytes` of zeros after it, and the next few hundred small
 //! entries overwrite those zeros in place (on this machine's ext4: fdatasync
