@@ -213,10 +213,11 @@ pub async fn serve_on(
         .map(|n| n.get())
         .unwrap_or(2);
     let executor = Arc::new(
-        Executor::new(
+        Executor::with_nice(
             config.persist_threads.unwrap_or(cpus),
             config.persist_memory_limit,
             spill_dir,
+            config.persist_thread_nice,
         )
         .map_err(|e| InitError::Executor(e.to_string()))?,
     );

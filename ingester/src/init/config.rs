@@ -97,6 +97,18 @@ pub struct Config {
     #[arg(long, env = "SLUICE_PERSIST_THREADS")]
     pub persist_threads: Option<usize>,
 
+    /// How many steps of CPU priority (nice) the persist threads run below
+    /// the write path (0: equal footing; at most 19). Raised, acknowledging
+    /// writes goes first under CPU contention and persistence takes the
+    /// rest: a lower latency tail at moderate load, but a persist that falls
+    /// behind a saturating ingest fills the buffer, and writes are then
+    /// refused with RESOURCE_EXHAUSTED until it catches up (measured in
+    /// docs/benchmarks.md, session 12: 10 halves the p99 at half of the
+    /// two-core throughput and fails the full one).
+    #[arg(long, env = "SLUICE_PERSIST_THREAD_NICE", default_value_t = 0,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub persist_thread_nice: i32,
+
     /// Threads that encode Flight scans, apart from the threads serving
     /// RPCs. [default: the number of CPUs]
     #[arg(long, env = "SLUICE_QUERY_THREADS")]
@@ -155,6 +167,7 @@ impl Config {
             persist_queue_depth: 64,
             persist_memory_limit: 512 * 1024 * 1024,
             persist_threads: None,
+            persist_thread_nice: 0,
             query_threads: None,
             query_thread_nice: 10,
             hot_partition_bytes: 256 * 1024 * 1024,
@@ -258,5 +271,16 @@ mod tests {
             .to_string();
         assert!(err.contains("64 MiB"), "{err}");
         assert!(parse(&["--wal-prewrite-bytes", "1k"]).is_err());
+    }
+
+    /// `--persist-thread-nice`: equal footing by default, 0..=19 accepted.
+    #[test]
+    fn persist_thread_nice() {
+        assert_eq!(parse(&[]).expect("defaults").persist_thread_nice, 0);
+        assert_eq!(super::Config::new("/tmp/x").persist_thread_nice, 0);
+        let lowered = parse(&["--persist-thread-nice", "10"]).expect("10");
+        assert_eq!(lowered.persist_thread_nice, 10);
+        assert!(parse(&["--persist-thread-nice", "20"]).is_err());
+        assert!(parse(&["--persist-thread-nice", "-1"]).is_err());
     }
 }

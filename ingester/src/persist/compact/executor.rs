@@ -99,21 +99,46 @@ impl Executor {
     /// Starts `threads` worker threads (at least one) and a DataFusion
     /// environment with a `memory_limit`-byte pool spilling under
     /// `spill_dir` (created if missing).
+    #[cfg(any(test, feature = "benches"))]
     pub(crate) fn new(
         threads: usize,
         memory_limit: usize,
         spill_dir: PathBuf,
     ) -> Result<Self, ExecutorError> {
-        Self::with_batch_size(threads, memory_limit, spill_dir, BATCH_SIZE)
+        Self::build(threads, memory_limit, spill_dir, BATCH_SIZE, 0)
+    }
+
+    /// Starts the pool as `new` does (tests and benches), with the threads
+    /// `nice` steps below the caller's priority: the server's, so that
+    /// under CPU contention the write path goes first and persistence takes
+    /// the rest (see `--persist-thread-nice`).
+    pub(crate) fn with_nice(
+        threads: usize,
+        memory_limit: usize,
+        spill_dir: PathBuf,
+        nice: i32,
+    ) -> Result<Self, ExecutorError> {
+        Self::build(threads, memory_limit, spill_dir, BATCH_SIZE, nice)
     }
 
     /// As [`Self::new`], with `batch_size` rows per sorted batch (tests use
     /// tiny batches to put key groups across batch boundaries).
+    #[cfg(test)]
     pub(super) fn with_batch_size(
         threads: usize,
         memory_limit: usize,
         spill_dir: PathBuf,
         batch_size: usize,
+    ) -> Result<Self, ExecutorError> {
+        Self::build(threads, memory_limit, spill_dir, batch_size, 0)
+    }
+
+    fn build(
+        threads: usize,
+        memory_limit: usize,
+        spill_dir: PathBuf,
+        batch_size: usize,
+        nice: i32,
     ) -> Result<Self, ExecutorError> {
         std::fs::create_dir_all(&spill_dir).map_err(|source| ExecutorError::SpillDir {
             path: spill_dir.clone(),
@@ -144,7 +169,7 @@ impl Executor {
         // 8 MiB for persist-sized inputs (DataFusion's default is 1 MiB).
         exec.sort_in_place_threshold_bytes = SORT_RUN_BYTES.min(memory_limit / 8);
 
-        let runtime = DedicatedRuntime::start("sluice-compact", threads, 0, SHUTDOWN_GRACE)
+        let runtime = DedicatedRuntime::start("sluice-compact", threads, nice, SHUTDOWN_GRACE)
             .map_err(ExecutorError::Start)?;
 
         Ok(Self {
@@ -243,6 +268,24 @@ mod tests {
             .await
             .expect("task");
         assert_eq!(name.as_deref(), Some("sluice-compact"));
+    }
+
+    /// `with_nice` runs the pool's threads that many steps below the
+    /// caller (Linux keeps a nice value per thread).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn with_nice_lowers_the_threads_priority() {
+        fn own_nice() -> i32 {
+            // SAFETY: getpriority reads the calling thread's priority.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let caller = own_nice();
+        let e = Executor::with_nice(1, 64 << 20, dir.path().join("spill"), 5).expect("executor");
+        let theirs = e.spawn(async { own_nice() }).await.expect("task");
+        assert_eq!(theirs, (caller + 5).min(19));
+        let (e, _dir) = exec();
+        assert_eq!(e.spawn(async { own_nice() }).await.expect("task"), caller);
     }
 
     #[tokio::test]
