@@ -36,11 +36,11 @@
 //! the new size (and any newly allocated block) on disk — a journal commit,
 //! or an inode write on a filesystem without one — before its flush; one
 //! that only overwrites bytes already on disk writes the data and flushes,
-//! nothing else. So when a small entry would end past
-//! what the file holds, the same `writev` that writes it also writes
-//! `prewrite_bytes` of zeros after it, and the next few hundred small
-//! entries overwrite those zeros in place (on this machine's ext4: fdatasync
-//! p50 15-20 µs and p90 30-50 µs lower, see docs/benchmarks.md). The zeros
+//! nothing else. So when a small entry would end past what the file holds,
+//! the same `writev` that writes it also writes `prewrite_bytes` of zeros
+//! after it, and the next few hundred small entries overwrite those zeros in
+//! place (on the benchmark VM's ext4, the server's fdatasync p50 20-40 µs
+//! and p90 30-90 µs lower; see docs/benchmarks.md, session 12). The zeros
 //! are never an entry: a segment is cut back to its last entry when it is
 //! closed, and after a crash recovery cuts them as the torn tail they look
 //! like (`recovery.rs`). Large entries are not padded: their own data
@@ -192,7 +192,7 @@ pub(crate) struct Core {
 
 /// Entries up to this size are followed by pre-written zeros when they
 /// would end past the file's end; larger ones are not (see the module doc).
-pub(crate) const PREWRITE_MAX_ENTRY: u64 = 64 << 10;
+const PREWRITE_MAX_ENTRY: u64 = 64 << 10;
 
 /// The writer thread.
 pub(crate) struct Writer {
