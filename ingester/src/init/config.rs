@@ -103,8 +103,8 @@ pub struct Config {
     /// rest: a lower latency tail at moderate load, but a persist that falls
     /// behind a saturating ingest fills the buffer, and writes are then
     /// refused with RESOURCE_EXHAUSTED until it catches up (measured in
-    /// docs/benchmarks.md, session 12: 10 halves the p99 at half of the
-    /// two-core throughput and fails the full one).
+    /// docs/benchmarks.md, session 12: at 10, the p99 at half of the
+    /// two-core throughput was 15-49% lower and the full throughput failed).
     #[arg(long, env = "SLUICE_PERSIST_THREAD_NICE", default_value_t = 0,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub persist_thread_nice: i32,
