@@ -26,7 +26,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 N() { setsid bash -c 'echo -15 > /proc/self/autogroup; exec nice -n -15 "$@"' _ "$@"; }
 probe() {
-  (cd "$root" && N "$bin/sluice-limits-probe" --sizes 512 --seq-bytes 16777216 \
+  (cd "$root" && SLUICE_LIMITS_PROBE_BIN="$bin/sluice-limits-probe" \
+    N e2e/scripts/limits-probe.sh --sizes 512 --seq-bytes 16777216 \
     --seconds-per-test 4s --json "$1" >/dev/null 2>&1)
 }
 probe "$tmp/probe-before.json"

@@ -101,16 +101,17 @@ pub(crate) fn run_when_idle(nice: i32) -> bool {
     false
 }
 
+/// The nice value of the calling thread (Linux: per thread), for tests of
+/// the threads this module lowers.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn own_nice() -> i32 {
+    // SAFETY: getpriority reads the calling thread's priority.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The nice value of the calling thread (Linux: per thread).
-    #[cfg(target_os = "linux")]
-    fn own_nice() -> i32 {
-        // SAFETY: getpriority reads the calling thread's priority.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-    }
 
     #[cfg(target_os = "linux")]
     #[test]

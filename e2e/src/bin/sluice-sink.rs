@@ -173,15 +173,12 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn open_sink_file(path: &std::path::Path, preallocate: u64) -> anyhow::Result<SinkFile> {
-    let open = || {
-        File::options()
-            .create(true)
-            .write(true)
-            .append(preallocate == 0)
-            .open(path)
-            .with_context(|| format!("open {}", path.display()))
-    };
-    let file = open()?;
+    let mut file = File::options()
+        .create(true)
+        .write(true)
+        .append(preallocate == 0)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))?;
     if preallocate == 0 {
         return Ok(SinkFile {
             file,
@@ -191,14 +188,11 @@ fn open_sink_file(path: &std::path::Path, preallocate: u64) -> anyhow::Result<Si
     }
     let zeros = vec![0u8; 1 << 20];
     let mut left = preallocate;
-    let mut w = std::io::BufWriter::new(&file);
     while left > 0 {
         let n = left.min(zeros.len() as u64) as usize;
-        w.write_all(&zeros[..n])?;
+        file.write_all(&zeros[..n])?;
         left -= n as u64;
     }
-    w.flush()?;
-    drop(w);
     file.sync_all()
         .with_context(|| format!("sync {}", path.display()))?;
     Ok(SinkFile {

@@ -96,22 +96,20 @@ pub(crate) struct Executor {
 }
 
 impl Executor {
-    /// Starts `threads` worker threads (at least one) and a DataFusion
-    /// environment with a `memory_limit`-byte pool spilling under
-    /// `spill_dir` (created if missing).
+    /// [`Self::with_nice`] at the caller's priority (tests and benches).
     #[cfg(any(test, feature = "benches"))]
     pub(crate) fn new(
         threads: usize,
         memory_limit: usize,
         spill_dir: PathBuf,
     ) -> Result<Self, ExecutorError> {
-        Self::build(threads, memory_limit, spill_dir, BATCH_SIZE, 0)
+        Self::with_nice(threads, memory_limit, spill_dir, 0)
     }
 
-    /// Starts the pool as `new` does (tests and benches), with the threads
-    /// `nice` steps below the caller's priority: the server's, so that
-    /// under CPU contention the write path goes first and persistence takes
-    /// the rest (see `--persist-thread-nice`).
+    /// Starts `threads` worker threads (at least one), `nice` steps below
+    /// the caller's priority (see `--persist-thread-nice`), and a DataFusion
+    /// environment with a `memory_limit`-byte pool spilling under
+    /// `spill_dir` (created if missing).
     pub(crate) fn with_nice(
         threads: usize,
         memory_limit: usize,
@@ -275,10 +273,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[tokio::test]
     async fn with_nice_lowers_the_threads_priority() {
-        fn own_nice() -> i32 {
-            // SAFETY: getpriority reads the calling thread's priority.
-            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-        }
+        use crate::dedicated::own_nice;
         let dir = tempfile::tempdir().expect("tempdir");
         let caller = own_nice();
         let e = Executor::with_nice(1, 64 << 20, dir.path().join("spill"), 5).expect("executor");
