@@ -213,14 +213,26 @@ pub async fn serve_on(
         .map(|n| n.get())
         .unwrap_or(2);
     let executor = Arc::new(
-        Executor::with_nice(
+        Executor::new(
             config.persist_threads.unwrap_or(cpus),
             config.persist_memory_limit,
             spill_dir,
-            config.persist_thread_nice,
         )
         .map_err(|e| InitError::Executor(e.to_string()))?,
     );
+    let background = if config.persist_thread_nice > 0 {
+        Some(crate::persist::Background {
+            executor: Arc::new(
+                executor
+                    .lowered(config.persist_thread_nice)
+                    .map_err(|e| InitError::Executor(e.to_string()))?,
+            ),
+            below_bytes: config.buffer_limit_bytes / 100
+                * u64::from(config.persist_lowered_below_percent),
+        })
+    } else {
+        None
+    };
     let query_runtime = crate::dedicated::DedicatedRuntime::start(
         "sluice-query",
         config.query_threads.unwrap_or(cpus),
@@ -276,6 +288,7 @@ pub async fn serve_on(
             queue_depth: config.persist_queue_depth,
             ingester_id: Arc::clone(&ingester_id),
             journal: Some(Arc::clone(&journal)),
+            background,
         },
         Arc::clone(&catalog),
         Arc::clone(&store),

@@ -97,17 +97,25 @@ pub struct Config {
     #[arg(long, env = "SLUICE_PERSIST_THREADS")]
     pub persist_threads: Option<usize>,
 
-    /// How many steps of CPU priority (nice) the persist threads run below
-    /// the write path (0: equal footing; at most 19). Raised, acknowledging
-    /// writes goes first under CPU contention and persistence takes the
-    /// rest: a lower latency tail at moderate load, but a persist that falls
-    /// behind a saturating ingest fills the buffer, and writes are then
-    /// refused with RESOURCE_EXHAUSTED until it catches up (measured in
-    /// docs/benchmarks.md, session 12: at 10, the p99 at half of the
-    /// two-core throughput was 15-49% lower and the full throughput failed).
-    #[arg(long, env = "SLUICE_PERSIST_THREAD_NICE", default_value_t = 0,
+    /// How many steps of CPU priority (nice) persist jobs run below the
+    /// write path while persistence keeps up: while less than
+    /// --persist-lowered-below-percent of the buffer limit is buffered and
+    /// no job waits for a worker, jobs run on a second pool of persist
+    /// threads this much lower, so under CPU contention acknowledging
+    /// writes goes first. Past that, jobs run at full priority and catch
+    /// up. 0: one pool, always at the write path's priority; at most 19
+    /// (docs/benchmarks.md, session 13: the write p99 at half of the
+    /// two-core throughput, with and without).
+    #[arg(long, env = "SLUICE_PERSIST_THREAD_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub persist_thread_nice: i32,
+
+    /// The buffer fill (percent of --buffer-limit-bytes) at and above which
+    /// persist jobs stop running below the write path
+    /// (--persist-thread-nice) and take their full share of the CPU.
+    #[arg(long, env = "SLUICE_PERSIST_LOWERED_BELOW_PERCENT", default_value_t = 25,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub persist_lowered_below_percent: u8,
 
     /// Threads that encode Flight scans, apart from the threads serving
     /// RPCs. [default: the number of CPUs]
@@ -167,7 +175,8 @@ impl Config {
             persist_queue_depth: 64,
             persist_memory_limit: 512 * 1024 * 1024,
             persist_threads: None,
-            persist_thread_nice: 0,
+            persist_thread_nice: 10,
+            persist_lowered_below_percent: 25,
             query_threads: None,
             query_thread_nice: 10,
             hot_partition_bytes: 256 * 1024 * 1024,
@@ -273,14 +282,30 @@ mod tests {
         assert!(parse(&["--wal-prewrite-bytes", "1k"]).is_err());
     }
 
-    /// `--persist-thread-nice`: equal footing by default, 0..=19 accepted.
+    /// `--persist-thread-nice` and `--persist-lowered-below-percent`:
+    /// lowered by 10 until a quarter full by default; 0..=19 and 1..=100.
     #[test]
     fn persist_thread_nice() {
-        assert_eq!(parse(&[]).expect("defaults").persist_thread_nice, 0);
-        assert_eq!(super::Config::new("/tmp/x").persist_thread_nice, 0);
-        let lowered = parse(&["--persist-thread-nice", "10"]).expect("10");
-        assert_eq!(lowered.persist_thread_nice, 10);
+        let defaults = parse(&[]).expect("defaults");
+        let new = super::Config::new("/tmp/x");
+        assert_eq!(
+            (
+                defaults.persist_thread_nice,
+                defaults.persist_lowered_below_percent
+            ),
+            (10, 25)
+        );
+        assert_eq!(
+            (new.persist_thread_nice, new.persist_lowered_below_percent),
+            (10, 25)
+        );
+        let off = parse(&["--persist-thread-nice", "0"]).expect("0");
+        assert_eq!(off.persist_thread_nice, 0);
         assert!(parse(&["--persist-thread-nice", "20"]).is_err());
         assert!(parse(&["--persist-thread-nice", "-1"]).is_err());
+        let half = parse(&["--persist-lowered-below-percent", "50"]).expect("50");
+        assert_eq!(half.persist_lowered_below_percent, 50);
+        assert!(parse(&["--persist-lowered-below-percent", "0"]).is_err());
+        assert!(parse(&["--persist-lowered-below-percent", "101"]).is_err());
     }
 }

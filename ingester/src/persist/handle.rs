@@ -28,6 +28,19 @@ pub(crate) struct PersistConfig {
     /// Where jobs journal their uploads and what they persisted (`None` in
     /// unit tests without a WAL).
     pub(crate) journal: Option<Arc<super::journal::Journal>>,
+    /// A lower-priority pool for jobs that can wait (`None`: every job runs
+    /// on the executor given to [`PersistHandle::new`]).
+    pub(crate) background: Option<Background>,
+}
+
+/// Where persist jobs run while persistence is keeping up.
+#[derive(Debug, Clone)]
+pub(crate) struct Background {
+    /// A pool below the write path's priority ([`Executor::lowered`]).
+    pub(crate) executor: Arc<Executor>,
+    /// A job starts here only while fewer bytes than this are buffered and
+    /// no other job is waiting for a worker; otherwise at full priority.
+    pub(crate) below_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +55,7 @@ pub(crate) struct Metrics {
     pub(crate) files: IntCounter,
     pub(crate) errors: IntCounter,
     pub(crate) saturated: IntCounter,
+    pub(crate) lowered: IntCounter,
 }
 
 impl Metrics {
@@ -84,6 +98,10 @@ impl Metrics {
                 "sluice_persist_saturated_total",
                 "Times the persist queue was full (writes refused until it drained)",
             )?,
+            lowered: IntCounter::new(
+                "sluice_persist_lowered_jobs_total",
+                "Persist attempts started on the lower-priority pool (the buffer had room)",
+            )?,
         };
         r.register(Box::new(m.queue_depth.clone()))?;
         r.register(Box::new(m.active.clone()))?;
@@ -95,6 +113,7 @@ impl Metrics {
         r.register(Box::new(m.files.clone()))?;
         r.register(Box::new(m.errors.clone()))?;
         r.register(Box::new(m.saturated.clone()))?;
+        r.register(Box::new(m.lowered.clone()))?;
         Ok(m)
     }
 }
@@ -152,6 +171,8 @@ impl PersistHandle {
                     catalog: Arc::clone(&catalog),
                     store: Arc::clone(&store),
                     executor: Arc::clone(&executor),
+                    background: config.background.clone(),
+                    state: Arc::clone(&state),
                     buffer: Arc::clone(&buffer),
                     observers: Arc::clone(&observers),
                     ingester_id: Arc::clone(&config.ingester_id),

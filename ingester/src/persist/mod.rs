@@ -36,7 +36,7 @@ mod handle;
 pub(crate) mod journal;
 mod worker;
 
-pub(crate) use handle::{PersistConfig, PersistHandle, PersistObserver};
+pub(crate) use handle::{Background, PersistConfig, PersistHandle, PersistObserver};
 
 #[cfg(test)]
 mod tests;

@@ -39,9 +39,16 @@ struct Ctx {
     handler: WriteHandler<Arc<BufferTree>>,
     persist: PersistHandle,
     recorder: Arc<Recorder>,
+    registry: prometheus::Registry,
 }
 
 fn ctx(workers: usize, queue_depth: usize) -> Ctx {
+    ctx_with(workers, queue_depth, None)
+}
+
+/// With `lowered_below`: a background pool 5 steps down, used while fewer
+/// bytes than that are buffered.
+fn ctx_with(workers: usize, queue_depth: usize, lowered_below: Option<u64>) -> Ctx {
     let dir = tempfile::tempdir().unwrap();
     let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
     let store: Arc<dyn ObjectStore> =
@@ -61,6 +68,10 @@ fn ctx(workers: usize, queue_depth: usize) -> Ctx {
     )
     .unwrap();
     let executor = Arc::new(Executor::new(2, 64 << 20, dir.path().join("tmp")).unwrap());
+    let background = lowered_below.map(|below_bytes| super::Background {
+        executor: Arc::new(executor.lowered(5).unwrap()),
+        below_bytes,
+    });
     let recorder = Arc::new(Recorder::default());
     let persist = PersistHandle::new(
         PersistConfig {
@@ -68,6 +79,7 @@ fn ctx(workers: usize, queue_depth: usize) -> Ctx {
             workers,
             queue_depth,
             ingester_id: "test".into(),
+            background,
         },
         Arc::clone(&catalog),
         Arc::clone(&store),
@@ -87,7 +99,17 @@ fn ctx(workers: usize, queue_depth: usize) -> Ctx {
         handler,
         persist,
         recorder,
+        registry,
     }
+}
+
+fn counter(c: &Ctx, name: &str) -> u64 {
+    c.registry
+        .gather()
+        .iter()
+        .find(|f| f.get_name() == name)
+        .map(|f| f.get_metric()[0].get_counter().get_value() as u64)
+        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 async fn write(c: &Ctx, body: String) -> u64 {
@@ -293,4 +315,41 @@ async fn merges_off_the_write_path_race_persists_without_loss() {
     seqs.sort();
     seqs.dedup();
     assert_eq!(seqs.len() as u64, n, "every write persisted once");
+}
+
+/// A job starts on the lowered pool while the buffer holds less than the
+/// threshold, and at full priority once it holds more; both persist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_lowered_only_while_the_buffer_has_room() {
+    let c = ctx_with(1, 4, Some(64 << 10));
+    write(&c, "cpu,host=a v=1 10\n".into()).await;
+    assert!(c.state.buffer_bytes() < 64 << 10);
+    let part = Arc::clone(&c.buffer.partitions()[0]);
+    c.persist.persist_and_wait(Arc::clone(&part)).await;
+    assert_eq!(counter(&c, "sluice_persist_lowered_jobs_total"), 1);
+
+    let body: String = (0..10_000)
+        .map(|i| format!("cpu,host=h{} v={i},w={i}i,x=\"s{i}\" {}\n", i % 100, 20 + i))
+        .collect();
+    write(&c, body).await;
+    assert!(
+        c.state.buffer_bytes() >= 64 << 10,
+        "{}",
+        c.state.buffer_bytes()
+    );
+    c.persist.persist_and_wait(part).await;
+    assert_eq!(counter(&c, "sluice_persist_lowered_jobs_total"), 1);
+    assert_eq!(counter(&c, "sluice_persist_files_total"), 2);
+    assert_eq!(c.state.buffer_bytes(), 0);
+    let ns = c.catalog.get_namespace("ns").await.unwrap().unwrap();
+    let t = c.catalog.get_table(ns, "cpu").await.unwrap().unwrap();
+    let rows: u64 = c
+        .catalog
+        .list_parquet_files(t.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.row_count)
+        .sum();
+    assert_eq!(rows, 10_001);
 }

@@ -8,6 +8,14 @@
 //! memory exactly when the catalog lists its file), buffer memory is
 //! released, and observers (the WAL reference tracker) are told which
 //! writes are now durable in Parquet.
+//!
+//! Each attempt picks its pool. While persistence keeps up (the buffer well
+//! under its limit, no job waiting) it runs on the background pool, below
+//! the write path's priority: a job then takes a core only when writes
+//! leave it free, instead of sharing it equally with the request being
+//! validated. Once the buffer fills or jobs queue, attempts run at full
+//! priority, so a saturating ingest cannot starve persistence into
+//! refusing writes (measured in docs/benchmarks.md, session 13).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,10 +27,11 @@ use object_store::path::Path;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
 use super::compact::{self, Executor};
-use super::handle::{Metrics, PersistObserver, ReleaseHook, backoff};
+use super::handle::{Background, Metrics, PersistObserver, ReleaseHook, backoff};
 use super::journal::{Intent, Journal, JournalError};
 use crate::buffer_tree::{BufferTree, PartitionData, PersistingBatch};
 use crate::catalog::{Catalog, ParquetFileParams};
+use crate::ingest_state::IngestState;
 use crate::schema::union_schema;
 
 pub(super) struct Job {
@@ -38,6 +47,8 @@ pub(super) struct WorkerContext {
     pub(super) catalog: Arc<dyn Catalog>,
     pub(super) store: Arc<dyn ObjectStore>,
     pub(super) executor: Arc<Executor>,
+    pub(super) background: Option<Background>,
+    pub(super) state: Arc<IngestState>,
     pub(super) buffer: Arc<BufferTree>,
     pub(super) observers: Arc<[Arc<dyn PersistObserver>]>,
     pub(super) ingester_id: Arc<str>,
@@ -76,7 +87,7 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
             &format!("{}.parquet", uuid::Uuid::new_v4()),
         ]);
         let outcome = loop {
-            match persist_batch(&ctx, &p, &job.batch, &path).await {
+            match persist_batch(&ctx, ctx.pool(), &p, &job.batch, &path).await {
                 Ok(o) => break o,
                 Err(e) => {
                     ctx.metrics.errors.inc();
@@ -146,6 +157,22 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
     }
 }
 
+impl WorkerContext {
+    /// The pool for the next attempt (see the module docs).
+    fn pool(&self) -> &Executor {
+        match &self.background {
+            Some(bg)
+                if self.state.buffer_bytes() < bg.below_bytes
+                    && self.queued.load(Ordering::Acquire) == 0 =>
+            {
+                self.metrics.lowered.inc();
+                &bg.executor
+            }
+            _ => &self.executor,
+        }
+    }
+}
+
 struct Outcome {
     rows: u64,
     bytes: u64,
@@ -154,6 +181,7 @@ struct Outcome {
 
 async fn persist_batch(
     ctx: &WorkerContext,
+    executor: &Executor,
     p: &PartitionData,
     batch: &PersistingBatch,
     path: &Path,
@@ -180,7 +208,7 @@ async fn persist_batch(
         }
     };
 
-    let out = compact::compact(&ctx.executor, Arc::clone(&schema), batches, &sort_key).await?;
+    let out = compact::compact(executor, Arc::clone(&schema), batches, &sort_key).await?;
     let (min_seq, max_seq) = batch
         .sequence_numbers()
         .fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));

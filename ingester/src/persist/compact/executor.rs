@@ -16,6 +16,11 @@
 //! share, and spill when over it) and a disk manager writing spill files
 //! under the configured directory, on the data volume rather than a small
 //! `/tmp`.
+//!
+//! [`Executor::lowered`] adds a second pool at a lower CPU priority sharing
+//! that environment: persist jobs run there while the buffer has room, so
+//! they give way to write acknowledgements, and on the full-priority pool
+//! once persistence must catch up (see `persist::worker`).
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -91,32 +96,36 @@ impl ExecutorError {
 pub(crate) struct Executor {
     /// Shuts down (cancelling running jobs) when the executor is dropped.
     runtime: DedicatedRuntime,
+    threads: usize,
     runtime_env: Arc<RuntimeEnv>,
     session_config: SessionConfig,
 }
 
 impl Executor {
-    /// [`Self::with_nice`] at the caller's priority (tests and benches).
-    #[cfg(any(test, feature = "benches"))]
+    /// Starts `threads` worker threads (at least one) at the caller's
+    /// priority, and a DataFusion environment with a `memory_limit`-byte
+    /// pool spilling under `spill_dir` (created if missing).
     pub(crate) fn new(
         threads: usize,
         memory_limit: usize,
         spill_dir: PathBuf,
     ) -> Result<Self, ExecutorError> {
-        Self::with_nice(threads, memory_limit, spill_dir, 0)
+        Self::build(threads, memory_limit, spill_dir, BATCH_SIZE)
     }
 
-    /// Starts `threads` worker threads (at least one), `nice` steps below
-    /// the caller's priority (see `--persist-thread-nice`), and a DataFusion
-    /// environment with a `memory_limit`-byte pool spilling under
-    /// `spill_dir` (created if missing).
-    pub(crate) fn with_nice(
-        threads: usize,
-        memory_limit: usize,
-        spill_dir: PathBuf,
-        nice: i32,
-    ) -> Result<Self, ExecutorError> {
-        Self::build(threads, memory_limit, spill_dir, BATCH_SIZE, nice)
+    /// A second pool of as many threads, `nice` steps below the caller's
+    /// priority (see `--persist-thread-nice`), sharing this one's memory
+    /// pool and spill directory: jobs on either count against one limit.
+    pub(crate) fn lowered(&self, nice: i32) -> Result<Self, ExecutorError> {
+        let runtime =
+            DedicatedRuntime::start("sluice-compact-low", self.threads, nice, SHUTDOWN_GRACE)
+                .map_err(ExecutorError::Start)?;
+        Ok(Self {
+            runtime,
+            threads: self.threads,
+            runtime_env: Arc::clone(&self.runtime_env),
+            session_config: self.session_config.clone(),
+        })
     }
 
     /// As [`Self::new`], with `batch_size` rows per sorted batch (tests use
@@ -128,7 +137,7 @@ impl Executor {
         spill_dir: PathBuf,
         batch_size: usize,
     ) -> Result<Self, ExecutorError> {
-        Self::build(threads, memory_limit, spill_dir, batch_size, 0)
+        Self::build(threads, memory_limit, spill_dir, batch_size)
     }
 
     fn build(
@@ -136,7 +145,6 @@ impl Executor {
         memory_limit: usize,
         spill_dir: PathBuf,
         batch_size: usize,
-        nice: i32,
     ) -> Result<Self, ExecutorError> {
         std::fs::create_dir_all(&spill_dir).map_err(|source| ExecutorError::SpillDir {
             path: spill_dir.clone(),
@@ -167,11 +175,13 @@ impl Executor {
         // 8 MiB for persist-sized inputs (DataFusion's default is 1 MiB).
         exec.sort_in_place_threshold_bytes = SORT_RUN_BYTES.min(memory_limit / 8);
 
-        let runtime = DedicatedRuntime::start("sluice-compact", threads, nice, SHUTDOWN_GRACE)
+        let threads = threads.max(1);
+        let runtime = DedicatedRuntime::start("sluice-compact", threads, 0, SHUTDOWN_GRACE)
             .map_err(ExecutorError::Start)?;
 
         Ok(Self {
             runtime,
+            threads,
             runtime_env,
             session_config,
         })
@@ -268,19 +278,33 @@ mod tests {
         assert_eq!(name.as_deref(), Some("sluice-compact"));
     }
 
-    /// `with_nice` runs the pool's threads that many steps below the
-    /// caller (Linux keeps a nice value per thread).
+    /// `lowered` runs a second pool that many steps below the caller
+    /// (Linux keeps a nice value per thread), sharing the memory pool.
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn with_nice_lowers_the_threads_priority() {
+    async fn lowered_runs_below_the_caller_on_the_same_memory_pool() {
         use crate::dedicated::own_nice;
-        let dir = tempfile::tempdir().expect("tempdir");
         let caller = own_nice();
-        let e = Executor::with_nice(1, 64 << 20, dir.path().join("spill"), 5).expect("executor");
-        let theirs = e.spawn(async { own_nice() }).await.expect("task");
-        assert_eq!(theirs, (caller + 5).min(19));
         let (e, _dir) = exec();
+        let low = e.lowered(5).expect("lowered");
+        let theirs = low
+            .spawn(async {
+                (
+                    own_nice(),
+                    std::thread::current().name().map(str::to_string),
+                )
+            })
+            .await
+            .expect("task");
+        assert_eq!(
+            theirs,
+            ((caller + 5).min(19), Some("sluice-compact-low".into()))
+        );
         assert_eq!(e.spawn(async { own_nice() }).await.expect("task"), caller);
+        assert!(Arc::ptr_eq(&e.runtime_env, &low.runtime_env));
+        // Dropping the first pool leaves the second running.
+        drop(e);
+        assert_eq!(low.spawn(async { 7 }).await.expect("task"), 7);
     }
 
     #[tokio::test]
