@@ -86,8 +86,11 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
             p.key.as_ref(),
             &format!("{}.parquet", uuid::Uuid::new_v4()),
         ]);
+        let mut lowered;
         let outcome = loop {
-            match persist_batch(&ctx, ctx.pool(), &p, &job.batch, &path).await {
+            let exec;
+            (exec, lowered) = ctx.pool();
+            match persist_batch(&ctx, exec, &p, &job.batch, &path).await {
                 Ok(o) => break o,
                 Err(e) => {
                     ctx.metrics.errors.inc();
@@ -149,6 +152,7 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
             queue_ms = queue_time.as_millis() as u64,
             active_ms = active_time.as_millis() as u64,
             total_ms = job.enqueued_at.elapsed().as_millis() as u64,
+            lowered,
             "persisted"
         );
         drop(job.permit);
@@ -158,17 +162,18 @@ pub(super) async fn run_worker(n: usize, mut rx: mpsc::UnboundedReceiver<Job>, c
 }
 
 impl WorkerContext {
-    /// The pool for the next attempt (see the module docs).
-    fn pool(&self) -> &Executor {
+    /// The pool for the next attempt (see the module docs), and whether it
+    /// is the lowered one.
+    fn pool(&self) -> (&Executor, bool) {
         match &self.background {
             Some(bg)
                 if self.state.buffer_bytes() < bg.below_bytes
                     && self.queued.load(Ordering::Acquire) == 0 =>
             {
                 self.metrics.lowered.inc();
-                &bg.executor
+                (&bg.executor, true)
             }
-            _ => &self.executor,
+            _ => (&self.executor, false),
         }
     }
 }
