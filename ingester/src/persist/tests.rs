@@ -107,7 +107,7 @@ fn counter(c: &Ctx, name: &str) -> u64 {
     c.registry
         .gather()
         .iter()
-        .find(|f| f.get_name() == name)
+        .find(|f| f.name() == name)
         .map(|f| f.get_metric()[0].get_counter().get_value() as u64)
         .unwrap_or_else(|| panic!("no metric {name}"))
 }
