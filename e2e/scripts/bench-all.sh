@@ -7,8 +7,7 @@
 #
 #   e2e/scripts/bench-all.sh [log]
 #
-# Environment: CARGO_TARGET_DIR (where release/sluice-* are; built if missing;
-# the probe there is used as it is, like the other binaries).
+# Environment: CARGO_TARGET_DIR (where release/sluice-* are; built if missing).
 # The criterion figures (targets 4, parse + validate) are separate:
 #   cargo bench -p sluice-ingester -p sluice-e2e --features sluice-ingester/benches \
 #     --bench persist --bench lp -- 'persist/job|lp/parse_validate/5000'
@@ -18,10 +17,6 @@ out="${1:-bench-all.log}"
 json="$(mktemp)"
 trap 'rm -f "$json"' EXIT
 cd "$root" || exit 1
-probe="${CARGO_TARGET_DIR:-$root/target}/release/sluice-limits-probe"
-if [[ -z "${SLUICE_LIMITS_PROBE_BIN:-}" && -x "$probe" ]]; then
-  export SLUICE_LIMITS_PROBE_BIN="$probe"
-fi
 N() { setsid bash -c 'echo -15 > /proc/self/autogroup; exec nice -n -15 "$@"' _ "$@"; }
 step() { echo; echo "=== $* ($(date -u +%H:%M:%S), load $(cut -d' ' -f1-3 /proc/loadavg))"; }
 quiet() { grep -v '^\s*\[' || true; }

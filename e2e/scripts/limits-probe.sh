@@ -6,14 +6,14 @@
 #
 #   e2e/scripts/limits-probe.sh [--dir DIR] [--json FILE] [--seconds-per-test 3s]
 #
-# Builds `sluice-limits-probe` (release) into $CARGO_TARGET_DIR (or ./target)
-# unless SLUICE_LIMITS_PROBE_BIN points at a built one.
+# Runs SLUICE_LIMITS_PROBE_BIN if set, else `sluice-limits-probe` from
+# $CARGO_TARGET_DIR (or ./target)/release, built if missing, like the other
+# bench scripts' binaries.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
-bin="${SLUICE_LIMITS_PROBE_BIN:-}"
-if [[ -z "$bin" ]]; then
+bin="${SLUICE_LIMITS_PROBE_BIN:-${CARGO_TARGET_DIR:-$root/target}/release/sluice-limits-probe}"
+if [[ ! -x "$bin" ]]; then
   (cd "$root" && cargo build --release -q -p sluice-e2e --bin sluice-limits-probe)
-  bin="${CARGO_TARGET_DIR:-$root/target}/release/sluice-limits-probe"
 fi
 echo "kernel $(uname -r), $(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 exec "$bin" "$@"

@@ -96,7 +96,6 @@ impl ExecutorError {
 pub(crate) struct Executor {
     /// Shuts down (cancelling running jobs) when the executor is dropped.
     runtime: DedicatedRuntime,
-    threads: usize,
     runtime_env: Arc<RuntimeEnv>,
     session_config: SessionConfig,
 }
@@ -117,12 +116,11 @@ impl Executor {
     /// priority (see `--persist-thread-nice`), sharing this one's memory
     /// pool and spill directory: jobs on either count against one limit.
     pub(crate) fn lowered(&self, nice: i32) -> Result<Self, ExecutorError> {
-        let runtime =
-            DedicatedRuntime::start("sluice-compact-low", self.threads, nice, SHUTDOWN_GRACE)
-                .map_err(ExecutorError::Start)?;
+        let threads = self.handle().metrics().num_workers();
+        let runtime = DedicatedRuntime::start("sluice-compact-low", threads, nice, SHUTDOWN_GRACE)
+            .map_err(ExecutorError::Start)?;
         Ok(Self {
             runtime,
-            threads: self.threads,
             runtime_env: Arc::clone(&self.runtime_env),
             session_config: self.session_config.clone(),
         })
@@ -175,13 +173,11 @@ impl Executor {
         // 8 MiB for persist-sized inputs (DataFusion's default is 1 MiB).
         exec.sort_in_place_threshold_bytes = SORT_RUN_BYTES.min(memory_limit / 8);
 
-        let threads = threads.max(1);
         let runtime = DedicatedRuntime::start("sluice-compact", threads, 0, SHUTDOWN_GRACE)
             .map_err(ExecutorError::Start)?;
 
         Ok(Self {
             runtime,
-            threads,
             runtime_env,
             session_config,
         })
