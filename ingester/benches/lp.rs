@@ -8,7 +8,9 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sluice_ingester::internal_implementation_details::{parse_and_validate, parse_lines};
+use sluice_ingester::internal_implementation_details::{
+    parse_and_validate, parse_and_validate_split, parse_lines,
+};
 
 fn lp(c: &mut Criterion) {
     let lines = common::size(5000, 10);
@@ -16,6 +18,7 @@ fn lp(c: &mut Criterion) {
     // A broken parser must not produce fast, meaningless figures.
     assert_eq!(parse_lines(body.as_bytes()) as u64, lines);
     assert_eq!(parse_and_validate(body.as_bytes()) as u64, lines);
+    assert_eq!(parse_and_validate_split(body.as_bytes(), 2) as u64, lines);
     eprintln!(
         "lp: {lines} lines, {} bytes ({} bytes/line)",
         body.len(),
@@ -29,6 +32,11 @@ fn lp(c: &mut Criterion) {
     });
     g.bench_function(format!("parse_validate/{lines}_lines"), |b| {
         b.iter(|| parse_and_validate(black_box(body.as_bytes())))
+    });
+    // Two pieces on two threads, then the merge (`--write-split-bytes`):
+    // the latency of a split write on an idle machine.
+    g.bench_function(format!("parse_validate_split2/{lines}_lines"), |b| {
+        b.iter(|| parse_and_validate_split(black_box(body.as_bytes()), 2))
     });
     g.finish();
 

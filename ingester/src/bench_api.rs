@@ -35,6 +35,12 @@ pub fn parse_and_validate(body: &[u8]) -> usize {
     crate::write::bench_build_tables(body)
 }
 
+/// [`parse_and_validate`] in `pieces` on as many threads, then merged, as
+/// a write over `--write-split-bytes` is when cores are idle.
+pub fn parse_and_validate_split(body: &[u8], pieces: usize) -> usize {
+    crate::write::bench_build_tables_split(body, pieces)
+}
+
 /// A validated write (see [`BenchIngester::validated`]).
 pub struct ValidatedWrite(crate::write::DmlOperation);
 

@@ -35,7 +35,7 @@ use crate::query::{BufferQueryExec, PersistedReader, QueryExecTracing};
 use crate::server;
 use crate::timestamp_oracle::TimestampOracle;
 use crate::wal::{ReferenceTracker, Wal, WalConfig, WalError, WalSink};
-use crate::write::WriteHandler;
+use crate::write::{SplitValidation, WriteHandler};
 
 /// Why the ingester could not start or stopped with an error.
 /// HTTP/2 settings of the gRPC listener (see where they are applied).
@@ -409,14 +409,20 @@ pub async fn serve_on(
 
     let live_sink =
         DmlSinkInstrumentation::new(WalSink::new(Arc::clone(&buffer), wal.clone()), &registry)?;
-    let writer = Arc::new(WriteHandler::new(
-        Arc::clone(&cache),
-        Arc::clone(&oracle),
-        Arc::clone(&state),
-        live_sink,
-        config.max_request_bytes,
-        Some(&registry),
-    )?);
+    let writer = Arc::new(
+        WriteHandler::new(
+            Arc::clone(&cache),
+            Arc::clone(&oracle),
+            Arc::clone(&state),
+            live_sink,
+            config.max_request_bytes,
+            Some(&registry),
+        )?
+        .with_split(SplitValidation {
+            min_bytes: config.write_split_bytes,
+            cores: cpus,
+        }),
+    );
     let _ = http_state.writer.set(Arc::clone(&writer));
     let query = Arc::new(QueryExecTracing::new(
         BufferQueryExec::new(

@@ -47,6 +47,14 @@ pub struct Config {
     #[arg(long, env = "SLUICE_MAX_REQUEST_BYTES", default_value_t = 32 * 1024 * 1024)]
     pub max_request_bytes: usize,
 
+    /// Line-protocol bodies of at least this many bytes are validated in
+    /// pieces, in parallel, on the cores no other request is validating on
+    /// (a 5,000-line batch is ~2.4 MB): this cuts a large write's latency
+    /// when the server has idle CPU, and changes nothing when it has none.
+    /// 0: always one piece.
+    #[arg(long, env = "SLUICE_WRITE_SPLIT_BYTES", default_value_t = 1024 * 1024)]
+    pub write_split_bytes: usize,
+
     /// Buffer memory limit (bytes of Arrow data); over it writes get
     /// RESOURCE_EXHAUSTED until persisted data is released.
     #[arg(long, env = "SLUICE_BUFFER_LIMIT_BYTES", default_value_t = 2 * 1024 * 1024 * 1024)]
@@ -166,6 +174,7 @@ impl Config {
             http_bind: "0.0.0.0:8080".parse().expect("valid literal"),
             ingester_id: None,
             max_request_bytes: 32 * 1024 * 1024,
+            write_split_bytes: 1024 * 1024,
             buffer_limit_bytes: 2 * 1024 * 1024 * 1024,
             wal_segment_bytes: 128 * 1024 * 1024,
             wal_rotation_interval: Duration::from_secs(600),

@@ -1,16 +1,19 @@
 //! The write path's front door, shared by gRPC, HTTP and WAL replay.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use bytes::Bytes;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::builder::BuiltTable;
+use super::request::Precision;
 use super::request::{Payload, WriteRequest};
 use super::{
-    DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition,
+    DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition, split,
     wal_record,
 };
-use crate::catalog::{CatalogError, SchemaCache};
+use crate::catalog::{CachedNamespace, CatalogError, SchemaCache};
 use crate::dml_sink::DmlSink;
 use crate::ingest_state::IngestState;
 use crate::timestamp_oracle::TimestampOracle;
@@ -29,6 +32,7 @@ struct Metrics {
     rows: IntCounter,
     bytes: IntCounter,
     validate: Histogram,
+    split: IntCounter,
 }
 
 impl Metrics {
@@ -49,14 +53,31 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(rows.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
+        let split = IntCounter::new(
+            "sluice_write_split_requests_total",
+            "Line-protocol bodies validated in pieces on several cores (--write-split-bytes)",
+        )?;
         registry.register(Box::new(validate.clone()))?;
+        registry.register(Box::new(split.clone()))?;
         Ok(Self {
             requests,
             rows,
             bytes,
             validate,
+            split,
         })
     }
+}
+
+/// When a line-protocol body is validated in pieces on several cores
+/// (see `split.rs`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SplitValidation {
+    /// Bodies of at least this many bytes may be split.
+    pub(crate) min_bytes: usize,
+    /// Cores to spread validation over: a body is cut into one piece per
+    /// core not already validating another request.
+    pub(crate) cores: usize,
 }
 
 /// Validates, sequences and applies writes through the sink `S`.
@@ -68,6 +89,18 @@ pub(crate) struct WriteHandler<S> {
     pub(super) sink: S,
     max_request_bytes: usize,
     metrics: Option<Metrics>,
+    split: Option<SplitValidation>,
+    /// Line-protocol bodies being validated now.
+    validating: AtomicUsize,
+}
+
+/// Counts one validation in [`WriteHandler::validating`] while alive.
+struct Validating<'a>(&'a AtomicUsize);
+
+impl Drop for Validating<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<S: DmlSink> WriteHandler<S> {
@@ -86,7 +119,15 @@ impl<S: DmlSink> WriteHandler<S> {
             sink,
             max_request_bytes,
             metrics: registry.map(Metrics::new).transpose()?,
+            split: None,
+            validating: AtomicUsize::new(0),
         })
+    }
+
+    /// Validates large line-protocol bodies on idle cores (see `split.rs`).
+    pub(crate) fn with_split(mut self, split: SplitValidation) -> Self {
+        self.split = (split.min_bytes > 0 && split.cores > 1).then_some(split);
+        self
     }
 
     /// A live write: refused unless the ingester accepts writes; acknowledged
@@ -175,7 +216,10 @@ impl<S: DmlSink> WriteHandler<S> {
                 body,
                 precision,
                 default_time,
-            } => lp::build_tables(body, *precision, *default_time, &lookup)?,
+            } => {
+                self.build_lp(body, *precision, *default_time, &existing)
+                    .await?
+            }
             Payload::Arrow { table, ipc, tags } => {
                 vec![arrow_batch::build_table(table, ipc, tags, lookup(table))?]
             }
@@ -252,6 +296,69 @@ impl<S: DmlSink> WriteHandler<S> {
             wal_payload: bytes::Bytes::new(),
             rows,
         })
+    }
+}
+
+impl<S> WriteHandler<S> {
+    /// Parses and validates a line-protocol body: in one pass, or in
+    /// pieces on the cores no other validation holds (see `split.rs`).
+    async fn build_lp(
+        &self,
+        body: &Bytes,
+        precision: Precision,
+        default_time: i64,
+        existing: &Option<Arc<CachedNamespace>>,
+    ) -> Result<Vec<BuiltTable>, WriteError> {
+        let lookup = |table: &str| existing.as_ref().and_then(|ns| ns.cached_table(table));
+        let others = self.validating.fetch_add(1, Ordering::Relaxed);
+        let _validating = Validating(&self.validating);
+        let cuts = match self.split {
+            Some(s) if body.len() >= s.min_bytes && others + 1 < s.cores => {
+                split::cut_points(body, s.cores - others)
+            }
+            _ => Vec::new(),
+        };
+        let Some(&first_end) = cuts.first() else {
+            return lp::build_tables(body, precision, default_time, &lookup);
+        };
+        let mut later = Vec::with_capacity(cuts.len());
+        for (i, &start) in cuts.iter().enumerate() {
+            let end = cuts.get(i + 1).copied().unwrap_or(body.len());
+            let piece = body.slice(start..end);
+            let ns = existing.clone();
+            later.push(tokio::task::spawn_blocking(move || {
+                let lookup = |table: &str| ns.as_ref().and_then(|ns| ns.cached_table(table));
+                lp::build_tables(&piece, precision, default_time, &lookup)
+            }));
+        }
+        let first = lp::build_tables(&body[..first_end], precision, default_time, &lookup);
+        let mut pieces = Vec::with_capacity(cuts.len() + 1);
+        let mut whole = first.is_ok();
+        pieces.extend(first.ok());
+        for h in later {
+            match h.await {
+                Ok(Ok(tables)) => pieces.push(tables),
+                // Refused, or the task died: one pass finds the first
+                // error, or does the work.
+                _ => whole = false,
+            }
+        }
+        let merged = whole
+            .then(|| {
+                split::merge(pieces, |i| {
+                    memchr::memchr_iter(b'\n', &body[..cuts[i - 1]]).count()
+                })
+            })
+            .flatten();
+        match merged {
+            Some(tables) => {
+                if let Some(m) = &self.metrics {
+                    m.split.inc();
+                }
+                Ok(tables)
+            }
+            None => lp::build_tables(body, precision, default_time, &lookup),
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod names;
 mod partition;
 mod replay;
 mod request;
+mod split;
 mod tag_dictionary;
 mod wal_record;
 
@@ -32,7 +33,7 @@ use std::sync::Arc;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
-pub(crate) use handler::WriteHandler;
+pub(crate) use handler::{SplitValidation, WriteHandler};
 pub use request::{Payload, Precision, WriteRequest};
 
 use crate::catalog::{CatalogError, ColumnType, NamespaceId, PartitionId, TableSchema};
@@ -156,6 +157,40 @@ pub(crate) use wal_record::{decode as decode_wal_record, encode as encode_wal_re
 #[cfg(feature = "benches")]
 pub(crate) fn bench_build_tables(body: &[u8]) -> usize {
     lp::build_tables(body, Precision::Nanoseconds, 0, &|_| None)
+        .map(|t| t.iter().map(|b| b.batch.num_rows()).sum())
+        .unwrap_or(0)
+}
+
+/// Parse + validate in `pieces` on as many threads, then the merge: what
+/// a write split by `--write-split-bytes` costs (0 if it was not split).
+#[cfg(feature = "benches")]
+pub(crate) fn bench_build_tables_split(body: &[u8], pieces: usize) -> usize {
+    let cuts = split::cut_points(body, pieces);
+    if cuts.is_empty() {
+        return 0;
+    }
+    let bounds: Vec<(usize, usize)> = std::iter::once(0)
+        .chain(cuts.iter().copied())
+        .zip(cuts.iter().copied().chain(std::iter::once(body.len())))
+        .collect();
+    let built = std::thread::scope(|s| {
+        let later: Vec<_> = bounds[1..]
+            .iter()
+            .map(|&(a, b)| {
+                s.spawn(move || lp::build_tables(&body[a..b], Precision::Nanoseconds, 0, &|_| None))
+            })
+            .collect();
+        let first = lp::build_tables(&body[..bounds[0].1], Precision::Nanoseconds, 0, &|_| None);
+        let mut all = vec![first];
+        all.extend(later.into_iter().map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(WriteError::Internal("piece panicked".into())))
+        }));
+        all.into_iter().collect::<Result<Vec<_>, _>>()
+    });
+    built
+        .ok()
+        .and_then(|pieces| split::merge(pieces, |_| 0))
         .map(|t| t.iter().map(|b| b.batch.num_rows()).sum())
         .unwrap_or(0)
 }

@@ -713,3 +713,231 @@ fn writes_of_the_same_columns_share_one_schema() {
     );
     assert!(Arc::ptr_eq(&build("cpu,host=c f=5,i=6i 3\n"), &a));
 }
+
+/// A handler that validates bodies of any size in up to `cores` pieces
+/// (`split.rs`), with its own catalog, and the registry holding its
+/// `sluice_write_split_requests_total`.
+fn split_ctx(cores: usize) -> (Ctx, prometheus::Registry) {
+    let registry = prometheus::Registry::new();
+    let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
+    let state = Arc::new(IngestState::new(1 << 30));
+    state.unset(crate::ingest_state::IngestStateError::Starting);
+    let sink = Arc::new(MockDmlSink::default());
+    let handler = WriteHandler::new(
+        Arc::new(SchemaCache::new(Arc::clone(&catalog))),
+        Arc::new(TimestampOracle::new(0)),
+        Arc::clone(&state),
+        Arc::clone(&sink),
+        1 << 24,
+        Some(&registry),
+    )
+    .unwrap()
+    .with_split(SplitValidation {
+        min_bytes: 1,
+        cores,
+    });
+    (
+        Ctx {
+            handler,
+            sink,
+            catalog,
+            state,
+        },
+        registry,
+    )
+}
+
+fn split_count(registry: &prometheus::Registry) -> u64 {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "sluice_write_split_requests_total")
+        .map(|f| f.get_metric()[0].get_counter().get_value() as u64)
+        .unwrap_or(0)
+}
+
+/// The op's tables as `(table, columns by name: (type, values as text))`:
+/// dictionaries as their values, so two builds of the same rows compare
+/// equal whatever their dictionaries hold.
+fn canonical(op: &DmlOperation) -> Vec<(String, Vec<(String, String)>)> {
+    let mut out = Vec::new();
+    for t in &op.tables {
+        for p in &t.partitions {
+            let b = &p.batch;
+            let mut cols = Vec::new();
+            for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+                let text = arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).unwrap();
+                let text = text.as_string::<i32>();
+                let values: Vec<String> = (0..text.len())
+                    .map(|i| {
+                        if text.is_null(i) {
+                            "∅".to_string()
+                        } else {
+                            text.value(i).to_string()
+                        }
+                    })
+                    .collect();
+                cols.push((
+                    format!("{}:{:?}", f.name(), f.data_type()),
+                    values.join("|"),
+                ));
+            }
+            out.push((format!("{}/{}", t.table.name, p.key), cols));
+        }
+    }
+    out
+}
+
+/// A body whose later part brings what the earlier part did not: a second
+/// table, a tag and a field first seen late, rows missing columns, comments,
+/// blank lines, `\r\n`, an escaped newline and repeated rows.
+fn mixed_body(lines: usize) -> String {
+    let mut body = String::new();
+    for i in 0..lines {
+        let host = i % 7;
+        match i % 11 {
+            0 => body.push_str("# a comment line\n\n"),
+            5 => body.push_str(&format!(
+                "mem,host=h{host} used={i}i,free={}u {i}\r\n",
+                i * 2
+            )),
+            _ => {}
+        }
+        if i > lines * 2 / 3 {
+            body.push_str(&format!(
+                "cpu,host=h{host},zone=z{} usage={i}.5,extra=t {i}\n",
+                i % 3
+            ));
+        } else if i % 13 == 0 {
+            body.push_str(&format!("cpu,host=h\\ {host} usage={i}.25 {i}\n"));
+        } else {
+            body.push_str(&format!("cpu,host=h{host} usage={i}.5,count={i}i {i}\n"));
+        }
+        if i == lines / 2 {
+            // The same row twice, and a line continued by an escaped newline.
+            body.push_str(&format!("cpu,host=h{host} usage=1.5 {i}\n"));
+            body.push_str(&format!("cpu,host=h{host} usage=1.5 {i}\n"));
+            body.push_str("cpu,host=esc\\\ndone usage=2 3\n");
+        }
+    }
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_validation_builds_what_one_pass_builds() {
+    let body = mixed_body(600);
+    let one = ctx_with_limit(1 << 24);
+    let one_summary = one.handler.write(lp("ns", &body)).await.unwrap();
+    for cores in [2, 3, 5] {
+        let (split, registry) = split_ctx(cores);
+        let summary = split.handler.write(lp("ns", &body)).await.unwrap();
+        assert_eq!(
+            split_count(&registry),
+            1,
+            "{cores} cores: the body was split"
+        );
+        assert_eq!(summary.rows, one_summary.rows);
+        assert_eq!(summary.tables, one_summary.tables);
+        let a = canonical(&one.sink.calls.lock()[0]);
+        let b = canonical(&split.sink.calls.lock()[0]);
+        assert_eq!(a, b, "{cores} cores");
+        // The catalog learnt the same columns with the same types.
+        let ns = split.catalog.get_namespace("ns").await.unwrap().unwrap();
+        let t = split.catalog.get_table(ns, "cpu").await.unwrap().unwrap();
+        assert_eq!(t.column_type("zone"), Some(ColumnType::Tag));
+        assert_eq!(t.column_type("extra"), Some(ColumnType::Bool));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_validation_refuses_what_one_pass_refuses_with_the_same_message() {
+    let good = mixed_body(300);
+    let cases = [
+        // A type conflict between the pieces: each is valid alone.
+        format!("{good}cpu,host=h1 usage=1i 5\n"),
+        // A parse error in the last piece.
+        format!("{good}cpu,host=h1 usage=1.5.5 5\n"),
+        // A tag and a field with one name, in different pieces.
+        format!("{good}cpu,host=h1 host=1.5 5\n"),
+        // An error in the first piece.
+        format!("cpu usage=1 1 1\n{good}"),
+    ];
+    for body in &cases {
+        let one = ctx_with_limit(1 << 24);
+        let expected = one
+            .handler
+            .write(lp("ns", body))
+            .await
+            .unwrap_err()
+            .to_string();
+        let (split, registry) = split_ctx(2);
+        let err = split.handler.write(lp("ns", body)).await.unwrap_err();
+        assert_eq!(err.to_string(), expected);
+        assert_eq!(
+            split_count(&registry),
+            0,
+            "refused: nothing counted as split"
+        );
+        assert!(split.sink.calls.lock().is_empty(), "nothing applied");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_validation_names_the_line_of_a_late_new_column_the_catalog_refuses() {
+    let body = mixed_body(300);
+    let extra_line = body
+        .lines()
+        .position(|l| l.contains("extra="))
+        .expect("a late column")
+        + 1;
+    let mut messages = Vec::new();
+    for split in [false, true] {
+        let (c, registry) = split_ctx(if split { 2 } else { 1 });
+        // The handler's cache knows `cpu` without `extra`; another writer
+        // then makes `extra` an integer in the catalog.
+        c.handler.write(lp("ns", "cpu usage=1 1")).await.unwrap();
+        let other = WriteHandler::new(
+            Arc::new(SchemaCache::new(Arc::clone(&c.catalog))),
+            Arc::new(TimestampOracle::new(100)),
+            Arc::clone(&c.state),
+            Arc::new(MockDmlSink::default()),
+            1 << 20,
+            None,
+        )
+        .unwrap();
+        other.write(lp("ns", "cpu extra=1i 1")).await.unwrap();
+        let err = c.handler.write(lp("ns", &body)).await.unwrap_err();
+        assert!(
+            matches!(&err, WriteError::ColumnTypeConflict { line: Some(l), column, .. } if *l == extra_line && column == "extra"),
+            "split {split}: {err}"
+        );
+        assert_eq!(split_count(&registry), u64::from(split));
+        messages.push(err.to_string());
+    }
+    assert_eq!(messages[0], messages[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_with_an_early_quote_or_under_the_size_are_not_split() {
+    let quoted = format!("cpu,host=a msg=\"x\ny\" 1\n{}", mixed_body(200));
+    let one = ctx_with_limit(1 << 24);
+    one.handler.write(lp("ns", &quoted)).await.unwrap();
+    let (split, registry) = split_ctx(2);
+    split.handler.write(lp("ns", &quoted)).await.unwrap();
+    assert_eq!(split_count(&registry), 0, "a quote before the cut");
+    assert_eq!(
+        canonical(&one.sink.calls.lock()[0]),
+        canonical(&split.sink.calls.lock()[0])
+    );
+
+    let (c, registry) = split_ctx(2);
+    let c = Ctx {
+        handler: c.handler.with_split(SplitValidation {
+            min_bytes: 1 << 20,
+            cores: 2,
+        }),
+        ..c
+    };
+    c.handler.write(lp("ns", &mixed_body(200))).await.unwrap();
+    assert_eq!(split_count(&registry), 0, "under --write-split-bytes");
+}
