@@ -179,6 +179,9 @@ pub struct ServerMetrics {
     pub validate_mean_ms: f64,
     /// Mean time through the sink chain (WAL + buffer) of one request.
     pub apply_mean_ms: f64,
+    /// Share of the accepted requests validated in pieces on several
+    /// cores (`--write-split-bytes`).
+    pub split_share: f64,
     pub persisted_rows: f64,
     pub persist_jobs: f64,
     pub persist_saturated: f64,
@@ -230,6 +233,10 @@ impl ServerMetrics {
                     d("sluice_dml_apply_duration_seconds_sum"),
                     d("sluice_dml_apply_duration_seconds_count"),
                 ),
+            split_share: ratio(
+                d("sluice_write_split_requests_total"),
+                d("sluice_write_validate_duration_seconds_count"),
+            ),
             persisted_rows: d("sluice_persist_rows_total"),
             persist_jobs: d("sluice_persist_total_duration_seconds_count"),
             persist_saturated: d("sluice_persist_saturated_total"),
@@ -436,8 +443,11 @@ impl Report {
             );
             let _ = writeln!(
                 s,
-                "{:<28} {:>16.3}  (WAL + buffer apply {:.3} ms)",
-                "server validate ms/req", m.validate_mean_ms, m.apply_mean_ms
+                "{:<28} {:>16.3}  (WAL + buffer apply {:.3} ms; {:.0}% split across cores)",
+                "server validate ms/req",
+                m.validate_mean_ms,
+                m.apply_mean_ms,
+                100.0 * m.split_share
             );
             let _ = writeln!(
                 s,

@@ -76,7 +76,9 @@ pub(crate) struct SplitValidation {
     /// Bodies of at least this many bytes may be split.
     pub(crate) min_bytes: usize,
     /// Cores to spread validation over: a body is cut into one piece per
-    /// core not already validating another request.
+    /// core not already validating another request, unless more requests
+    /// than cores are in the handler (the server is saturated: every core
+    /// has work, and pieces would only add the cost of cutting).
     pub(crate) cores: usize,
 }
 
@@ -92,12 +94,21 @@ pub(crate) struct WriteHandler<S> {
     split: Option<SplitValidation>,
     /// Line-protocol bodies being validated now.
     validating: AtomicUsize,
+    /// Live writes between arrival and acknowledgement.
+    pub(super) writing: AtomicUsize,
 }
 
-/// Counts one validation in [`WriteHandler::validating`] while alive.
-struct Validating<'a>(&'a AtomicUsize);
+/// Counts one request in a counter of [`WriteHandler`] while alive.
+struct Counted<'a>(&'a AtomicUsize);
 
-impl Drop for Validating<'_> {
+impl<'a> Counted<'a> {
+    /// Counts in `counter`; returns how many were counted before.
+    fn enter(counter: &'a AtomicUsize) -> (Self, usize) {
+        (Self(counter), counter.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -121,6 +132,7 @@ impl<S: DmlSink> WriteHandler<S> {
             metrics: registry.map(Metrics::new).transpose()?,
             split: None,
             validating: AtomicUsize::new(0),
+            writing: AtomicUsize::new(0),
         })
     }
 
@@ -133,6 +145,7 @@ impl<S: DmlSink> WriteHandler<S> {
     /// A live write: refused unless the ingester accepts writes; acknowledged
     /// (returns `Ok`) only once the sink chain, WAL fsync included, is done.
     pub(crate) async fn write(&self, req: WriteRequest) -> Result<WriteSummary, WriteError> {
+        let (_writing, _) = Counted::enter(&self.writing);
         let res = self.write_inner(req).await;
         if let Some(m) = &self.metrics {
             match &res {
@@ -310,10 +323,13 @@ impl<S> WriteHandler<S> {
         existing: &Option<Arc<CachedNamespace>>,
     ) -> Result<Vec<BuiltTable>, WriteError> {
         let lookup = |table: &str| existing.as_ref().and_then(|ns| ns.cached_table(table));
-        let others = self.validating.fetch_add(1, Ordering::Relaxed);
-        let _validating = Validating(&self.validating);
+        let (_validating, others) = Counted::enter(&self.validating);
         let cuts = match self.split {
-            Some(s) if body.len() >= s.min_bytes && others + 1 < s.cores => {
+            Some(s)
+                if body.len() >= s.min_bytes
+                    && others + 1 < s.cores
+                    && self.writing.load(Ordering::Relaxed) <= s.cores =>
+            {
                 split::cut_points(body, s.cores - others)
             }
             _ => Vec::new(),

@@ -941,3 +941,19 @@ async fn bodies_with_an_early_quote_or_under_the_size_are_not_split() {
     c.handler.write(lp("ns", &mixed_body(200))).await.unwrap();
     assert_eq!(split_count(&registry), 0, "under --write-split-bytes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_server_does_not_split() {
+    use std::sync::atomic::Ordering;
+    let body = mixed_body(200);
+    let (c, registry) = split_ctx(2);
+    // Two other writes in the handler on two cores: every core has work.
+    c.handler.writing.fetch_add(2, Ordering::Relaxed);
+    c.handler.write(lp("ns", &body)).await.unwrap();
+    assert_eq!(split_count(&registry), 0);
+    // One other write (waiting for the WAL, say) leaves a core to use.
+    c.handler.writing.fetch_sub(1, Ordering::Relaxed);
+    c.handler.write(lp("ns", &body)).await.unwrap();
+    assert_eq!(split_count(&registry), 1);
+    assert_eq!(c.sink.calls.lock().len(), 2);
+}
