@@ -76,9 +76,10 @@ pub(crate) struct SplitValidation {
     /// Bodies of at least this many bytes may be split.
     pub(crate) min_bytes: usize,
     /// Cores to spread validation over: a body is cut into one piece per
-    /// core not already validating another request, unless more requests
-    /// than cores are in the handler (the server is saturated: every core
-    /// has work, and pieces would only add the cost of cutting).
+    /// core not already validating another request, unless writes have
+    /// lately been arriving to find more than this many writes in the
+    /// handler (the server is saturated: every core has work, and pieces
+    /// would only add the cost of cutting).
     pub(crate) cores: usize,
 }
 
@@ -96,7 +97,13 @@ pub(crate) struct WriteHandler<S> {
     validating: AtomicUsize,
     /// Live writes between arrival and acknowledgement.
     pub(super) writing: AtomicUsize,
+    /// How many writes each write lately found in the handler on arrival
+    /// (itself included), as a moving average over ~8 arrivals, in 16ths.
+    pub(super) crowd: AtomicUsize,
 }
+
+/// [`WriteHandler::crowd`]'s unit: 1/16 of a write.
+const CROWD_ONE: usize = 16;
 
 /// Counts one request in a counter of [`WriteHandler`] while alive.
 struct Counted<'a>(&'a AtomicUsize);
@@ -133,6 +140,7 @@ impl<S: DmlSink> WriteHandler<S> {
             split: None,
             validating: AtomicUsize::new(0),
             writing: AtomicUsize::new(0),
+            crowd: AtomicUsize::new(0),
         })
     }
 
@@ -145,7 +153,13 @@ impl<S: DmlSink> WriteHandler<S> {
     /// A live write: refused unless the ingester accepts writes; acknowledged
     /// (returns `Ok`) only once the sink chain, WAL fsync included, is done.
     pub(crate) async fn write(&self, req: WriteRequest) -> Result<WriteSummary, WriteError> {
-        let (_writing, _) = Counted::enter(&self.writing);
+        let (_writing, others) = Counted::enter(&self.writing);
+        // Racy read-modify-write: a lost update only nudges an average.
+        let crowd = self.crowd.load(Ordering::Relaxed);
+        self.crowd.store(
+            crowd - crowd / 8 + (others + 1) * CROWD_ONE / 8,
+            Ordering::Relaxed,
+        );
         let res = self.write_inner(req).await;
         if let Some(m) = &self.metrics {
             match &res {
@@ -328,7 +342,7 @@ impl<S> WriteHandler<S> {
             Some(s)
                 if body.len() >= s.min_bytes
                     && others + 1 < s.cores
-                    && self.writing.load(Ordering::Relaxed) <= s.cores =>
+                    && self.crowd.load(Ordering::Relaxed) <= s.cores * CROWD_ONE =>
             {
                 split::cut_points(body, s.cores - others)
             }
