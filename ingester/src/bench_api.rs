@@ -35,10 +35,16 @@ pub fn parse_and_validate(body: &[u8]) -> usize {
     crate::write::bench_build_tables(body)
 }
 
-/// [`parse_and_validate`] in `pieces` on as many threads, then merged, as
-/// a write over `--write-split-bytes` is when cores are idle.
-pub fn parse_and_validate_split(body: &[u8], pieces: usize) -> usize {
-    crate::write::bench_build_tables_split(body, pieces)
+/// [`parse_and_validate`] cut into `pieces`, built at once by the
+/// server's code (the first on this thread, the others on `runtime`'s
+/// blocking threads) and merged, as a write over `--write-split-bytes`
+/// is when cores are idle. 0 if the body could not be cut.
+pub fn parse_and_validate_split(
+    runtime: &tokio::runtime::Runtime,
+    body: &bytes::Bytes,
+    pieces: usize,
+) -> usize {
+    crate::write::bench_build_tables_split(runtime, body, pieces)
 }
 
 /// A validated write (see [`BenchIngester::validated`]).

@@ -348,38 +348,12 @@ impl<S> WriteHandler<S> {
             }
             _ => Vec::new(),
         };
-        let Some(&first_end) = cuts.first() else {
+        if cuts.is_empty() {
             return lp::build_tables(body, precision, default_time, &lookup);
-        };
-        let mut later = Vec::with_capacity(cuts.len());
-        for (i, &start) in cuts.iter().enumerate() {
-            let end = cuts.get(i + 1).copied().unwrap_or(body.len());
-            let piece = body.slice(start..end);
-            let ns = existing.clone();
-            later.push(tokio::task::spawn_blocking(move || {
-                let lookup = |table: &str| ns.as_ref().and_then(|ns| ns.cached_table(table));
-                lp::build_tables(&piece, precision, default_time, &lookup)
-            }));
         }
-        let first = lp::build_tables(&body[..first_end], precision, default_time, &lookup);
-        let mut pieces = Vec::with_capacity(cuts.len() + 1);
-        let mut whole = first.is_ok();
-        pieces.extend(first.ok());
-        for h in later {
-            match h.await {
-                Ok(Ok(tables)) => pieces.push(tables),
-                // Refused, or the task died: one pass finds the first
-                // error, or does the work.
-                _ => whole = false,
-            }
-        }
-        let merged = whole
-            .then(|| {
-                split::merge(pieces, |i| {
-                    memchr::memchr_iter(b'\n', &body[..cuts[i - 1]]).count()
-                })
-            })
-            .flatten();
+        let ns = existing.clone();
+        let owned = move |table: &str| ns.as_ref().and_then(|ns| ns.cached_table(table));
+        let merged = split::build_in_pieces(body, &cuts, precision, default_time, owned).await;
         match merged {
             Some(tables) => {
                 if let Some(m) = &self.metrics {

@@ -161,36 +161,24 @@ pub(crate) fn bench_build_tables(body: &[u8]) -> usize {
         .unwrap_or(0)
 }
 
-/// Parse + validate in `pieces` on as many threads, then the merge: what
-/// a write split by `--write-split-bytes` costs (0 if it was not split).
+/// Parse + validate in `pieces` (one on this thread, the others on
+/// `runtime`'s blocking threads), then the merge: what a write split by
+/// `--write-split-bytes` costs, by the server's code (0 if not split).
 #[cfg(feature = "benches")]
-pub(crate) fn bench_build_tables_split(body: &[u8], pieces: usize) -> usize {
+pub(crate) fn bench_build_tables_split(
+    runtime: &tokio::runtime::Runtime,
+    body: &Bytes,
+    pieces: usize,
+) -> usize {
     let cuts = split::cut_points(body, pieces);
-    if cuts.is_empty() {
-        return 0;
-    }
-    let bounds: Vec<(usize, usize)> = std::iter::once(0)
-        .chain(cuts.iter().copied())
-        .zip(cuts.iter().copied().chain(std::iter::once(body.len())))
-        .collect();
-    let built = std::thread::scope(|s| {
-        let later: Vec<_> = bounds[1..]
-            .iter()
-            .map(|&(a, b)| {
-                s.spawn(move || lp::build_tables(&body[a..b], Precision::Nanoseconds, 0, &|_| None))
-            })
-            .collect();
-        let first = lp::build_tables(&body[..bounds[0].1], Precision::Nanoseconds, 0, &|_| None);
-        let mut all = vec![first];
-        all.extend(later.into_iter().map(|h| {
-            h.join()
-                .unwrap_or_else(|_| Err(WriteError::Internal("piece panicked".into())))
-        }));
-        all.into_iter().collect::<Result<Vec<_>, _>>()
-    });
-    built
-        .ok()
-        .and_then(|pieces| split::merge(pieces, |_| 0))
+    runtime
+        .block_on(split::build_in_pieces(
+            body,
+            &cuts,
+            Precision::Nanoseconds,
+            0,
+            |_: &str| None,
+        ))
         .map(|t| t.iter().map(|b| b.batch.num_rows()).sum())
         .unwrap_or(0)
 }

@@ -29,8 +29,12 @@ use arrow::array::{ArrayRef, new_null_array};
 use arrow::compute::concat;
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use bytes::Bytes;
 
 use super::builder::{BuiltTable, NewColumn};
+use super::lp;
+use super::request::Precision;
+use crate::catalog::TableSchema;
 
 /// Where the pieces after the first start: the first line start at or
 /// after `body.len() / pieces * i`, for each `i` in `1..pieces`,
@@ -69,6 +73,49 @@ fn line_end_from(body: &[u8], mut from: usize) -> Option<usize> {
         }
         from = at + 1;
     }
+}
+
+/// Builds the pieces of `body` that start at `cuts` ([`cut_points`]) at
+/// once: the first on this thread, the others on tokio's blocking threads;
+/// then [`merge`]s them. `None` when a piece was refused (or its task
+/// died), or when pieces disagree: the caller then makes one pass, which
+/// reports the body's first error as always.
+pub(super) async fn build_in_pieces<L>(
+    body: &Bytes,
+    cuts: &[usize],
+    precision: Precision,
+    default_time: i64,
+    lookup: L,
+) -> Option<Vec<BuiltTable>>
+where
+    L: Fn(&str) -> Option<Arc<TableSchema>> + Clone + Send + 'static,
+{
+    let first_end = *cuts.first()?;
+    let mut later = Vec::with_capacity(cuts.len());
+    for (i, &start) in cuts.iter().enumerate() {
+        let end = cuts.get(i + 1).copied().unwrap_or(body.len());
+        let piece = body.slice(start..end);
+        let lookup = lookup.clone();
+        later.push(tokio::task::spawn_blocking(move || {
+            lp::build_tables(&piece, precision, default_time, &lookup)
+        }));
+    }
+    let first = lp::build_tables(&body[..first_end], precision, default_time, &lookup);
+    let mut pieces = Vec::with_capacity(cuts.len() + 1);
+    let mut whole = first.is_ok();
+    pieces.extend(first.ok());
+    for h in later {
+        match h.await {
+            Ok(Ok(tables)) => pieces.push(tables),
+            _ => whole = false,
+        }
+    }
+    if !whole {
+        return None;
+    }
+    merge(pieces, |i| {
+        memchr::memchr_iter(b'\n', &body[..cuts[i - 1]]).count()
+    })
 }
 
 /// The tables of consecutive pieces as one pass over their bodies would
