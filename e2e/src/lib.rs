@@ -77,8 +77,29 @@ pub fn ingester_bin() -> &'static Path {
     })
 }
 
-/// A free localhost port (bound then released; good enough for tests).
+/// A free localhost port for a server a test starts.
+///
+/// Chosen at random *below* the kernel's ephemeral range and checked free
+/// by binding it, then released. A port from the ephemeral range (what
+/// binding port 0 gives) can be handed to any outgoing connection of any
+/// test between its release and the server's bind, and then the server
+/// fails with "Address already in use" (seen once in `soak_with_chaos`);
+/// below the range only another test's pick can collide.
 pub fn free_addr() -> SocketAddr {
+    use rand::Rng;
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut rng = rand::rng();
+    if low > 10_000 {
+        for _ in 0..1000 {
+            let port = rng.random_range(10_000..low);
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr().expect("local addr");
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     l.local_addr().expect("local addr")
 }

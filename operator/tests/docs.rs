@@ -22,7 +22,7 @@ mod crd_reference;
 mod tools;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,11 +117,7 @@ fn marked_blocks(md: &str) -> Vec<Block> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    sluice_e2e::free_addr().port()
 }
 
 /// The block as it runs here: the CI-built binary, the test's ports.

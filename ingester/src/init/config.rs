@@ -291,6 +291,16 @@ mod tests {
         assert!(parse(&["--wal-prewrite-bytes", "1k"]).is_err());
     }
 
+    /// `--write-split-bytes`: 1 MiB by default, 0 for never.
+    #[test]
+    fn write_split_bytes() {
+        assert_eq!(parse(&[]).expect("defaults").write_split_bytes, 1 << 20);
+        assert_eq!(super::Config::new("/tmp/x").write_split_bytes, 1 << 20);
+        let never = parse(&["--write-split-bytes", "0"]).expect("0");
+        assert_eq!(never.write_split_bytes, 0);
+        assert!(parse(&["--write-split-bytes", "-1"]).is_err());
+    }
+
     /// `--persist-thread-nice` and `--persist-lowered-below-percent`:
     /// lowered by 10 until a quarter full by default; 0..=19 and 1..=100.
     #[test]

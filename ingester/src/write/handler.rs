@@ -7,8 +7,7 @@ use bytes::Bytes;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
 
 use super::builder::BuiltTable;
-use super::request::Precision;
-use super::request::{Payload, WriteRequest};
+use super::request::{Payload, Precision, WriteRequest};
 use super::{
     DmlOperation, PartitionWrite, TableWrite, WriteError, arrow_batch, lp, names, partition, split,
     wal_record,
@@ -96,7 +95,7 @@ pub(crate) struct WriteHandler<S> {
     /// Line-protocol bodies being validated now.
     validating: AtomicUsize,
     /// Live writes between arrival and acknowledgement.
-    pub(super) writing: AtomicUsize,
+    writing: AtomicUsize,
     /// How many writes each write lately found in the handler on arrival
     /// (itself included), as a moving average over ~8 arrivals, in 16ths.
     pub(super) crowd: AtomicUsize,
@@ -336,7 +335,9 @@ impl<S> WriteHandler<S> {
         default_time: i64,
         existing: &Option<Arc<CachedNamespace>>,
     ) -> Result<Vec<BuiltTable>, WriteError> {
-        let lookup = |table: &str| existing.as_ref().and_then(|ns| ns.cached_table(table));
+        // Owned, so that pieces on other threads can use it too.
+        let ns = existing.clone();
+        let lookup = move |table: &str| ns.as_ref().and_then(|ns| ns.cached_table(table));
         let (_validating, others) = Counted::enter(&self.validating);
         let cuts = match self.split {
             Some(s)
@@ -351,9 +352,8 @@ impl<S> WriteHandler<S> {
         if cuts.is_empty() {
             return lp::build_tables(body, precision, default_time, &lookup);
         }
-        let ns = existing.clone();
-        let owned = move |table: &str| ns.as_ref().and_then(|ns| ns.cached_table(table));
-        let merged = split::build_in_pieces(body, &cuts, precision, default_time, owned).await;
+        let merged =
+            split::build_in_pieces(body, &cuts, precision, default_time, lookup.clone()).await;
         match merged {
             Some(tables) => {
                 if let Some(m) = &self.metrics {

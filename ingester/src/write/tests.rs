@@ -21,6 +21,10 @@ struct Ctx {
 }
 
 fn ctx_with_limit(max_request_bytes: usize) -> Ctx {
+    ctx_with(max_request_bytes, None)
+}
+
+fn ctx_with(max_request_bytes: usize, registry: Option<&prometheus::Registry>) -> Ctx {
     let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
     let cache = Arc::new(SchemaCache::new(Arc::clone(&catalog)));
     let state = Arc::new(IngestState::new(1 << 30));
@@ -32,7 +36,7 @@ fn ctx_with_limit(max_request_bytes: usize) -> Ctx {
         Arc::clone(&state),
         Arc::clone(&sink),
         max_request_bytes,
-        None,
+        registry,
     )
     .unwrap();
     Ctx {
@@ -137,15 +141,7 @@ async fn type_conflict_across_requests_uses_catalog() {
     let c = ctx();
     c.handler.write(lp("ns", "cpu v=1 1")).await.unwrap();
     // A second handler with a cold cache still sees the catalog's type.
-    let cold = WriteHandler::new(
-        Arc::new(SchemaCache::new(Arc::clone(&c.catalog))),
-        Arc::new(TimestampOracle::new(100)),
-        Arc::clone(&c.state),
-        Arc::new(MockDmlSink::default()),
-        1 << 20,
-        None,
-    )
-    .unwrap();
+    let cold = cold_handler(&c);
     let err = cold
         .write(lp("ns", "cpu w=1i 1\ncpu v=\"s\" 2"))
         .await
@@ -719,32 +715,25 @@ fn writes_of_the_same_columns_share_one_schema() {
 /// `sluice_write_split_requests_total`.
 fn split_ctx(cores: usize) -> (Ctx, prometheus::Registry) {
     let registry = prometheus::Registry::new();
-    let catalog: Arc<dyn Catalog> = Arc::new(MemCatalog::new());
-    let state = Arc::new(IngestState::new(1 << 30));
-    state.unset(crate::ingest_state::IngestStateError::Starting);
-    let sink = Arc::new(MockDmlSink::default());
-    let handler = WriteHandler::new(
-        Arc::new(SchemaCache::new(Arc::clone(&catalog))),
-        Arc::new(TimestampOracle::new(0)),
-        Arc::clone(&state),
-        Arc::clone(&sink),
-        1 << 24,
-        Some(&registry),
-    )
-    .unwrap()
-    .with_split(SplitValidation {
+    let c = ctx_with(1 << 24, Some(&registry));
+    let handler = c.handler.with_split(SplitValidation {
         min_bytes: 1,
         cores,
     });
-    (
-        Ctx {
-            handler,
-            sink,
-            catalog,
-            state,
-        },
-        registry,
+    (Ctx { handler, ..c }, registry)
+}
+
+/// Another writer on `c`'s catalog, with a cache of its own (cold).
+fn cold_handler(c: &Ctx) -> WriteHandler<Arc<MockDmlSink>> {
+    WriteHandler::new(
+        Arc::new(SchemaCache::new(Arc::clone(&c.catalog))),
+        Arc::new(TimestampOracle::new(100)),
+        Arc::clone(&c.state),
+        Arc::new(MockDmlSink::default()),
+        1 << 20,
+        None,
     )
+    .unwrap()
 }
 
 fn split_count(registry: &prometheus::Registry) -> u64 {
@@ -896,16 +885,10 @@ async fn split_validation_names_the_line_of_a_late_new_column_the_catalog_refuse
         // The handler's cache knows `cpu` without `extra`; another writer
         // then makes `extra` an integer in the catalog.
         c.handler.write(lp("ns", "cpu usage=1 1")).await.unwrap();
-        let other = WriteHandler::new(
-            Arc::new(SchemaCache::new(Arc::clone(&c.catalog))),
-            Arc::new(TimestampOracle::new(100)),
-            Arc::clone(&c.state),
-            Arc::new(MockDmlSink::default()),
-            1 << 20,
-            None,
-        )
-        .unwrap();
-        other.write(lp("ns", "cpu extra=1i 1")).await.unwrap();
+        cold_handler(&c)
+            .write(lp("ns", "cpu extra=1i 1"))
+            .await
+            .unwrap();
         let err = c.handler.write(lp("ns", &body)).await.unwrap_err();
         assert!(
             matches!(&err, WriteError::ColumnTypeConflict { line: Some(l), column, .. } if *l == extra_line && column == "extra"),
