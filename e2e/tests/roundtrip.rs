@@ -566,3 +566,63 @@ async fn edge_values_and_arrow_writes_round_trip() {
     })
     .await;
 }
+
+/// Writes large enough to be validated in pieces on both cores
+/// (`--write-split-bytes`, lowered here so the generator's batches qualify)
+/// come back value for value, from the buffer and after `kill -9` and a
+/// replay of their WAL records: the pieces' concatenated columns (their
+/// tag dictionaries repeat values) survive the WAL and the buffer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_validated_in_pieces_round_trip_and_replay() {
+    within(Duration::from_secs(180), "split writes test", split_run()).await;
+}
+
+async fn split_run() {
+    const WRITES: u64 = 12;
+    const LINES: u64 = 3_000;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut ing = Ingester::new(tmp.path().join("data"))
+        .arg("--write-split-bytes")
+        .arg("16384");
+    ing.start().await.expect("start ingester");
+    let mut client = ing.write_client().await.expect("write client");
+    // One writer, one request at a time: the server always has a free core.
+    for n in 0..WRITES {
+        let lp = data::lines(TABLE, 0, n * LINES..(n + 1) * LINES);
+        assert!(lp.len() > 16384);
+        let r = sluice_e2e::write_lp(&mut client, NS, lp.as_bytes())
+            .await
+            .unwrap_or_else(|s| panic!("write {n}: {s}"));
+        assert_eq!(r.rows, LINES);
+    }
+    let split = ing
+        .metric("sluice_write_split_requests_total")
+        .await
+        .expect("metrics")
+        .unwrap_or(0.0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores > 1 {
+        assert_eq!(split, WRITES as f64, "every write was split");
+    }
+
+    let check = |result: &sluice_e2e::QueryResult, when: &str| {
+        let rows = data::decode_rows(&result.batches);
+        assert_eq!(rows.len() as u64, WRITES * LINES, "{when}: rows");
+        let mut seen = vec![false; (WRITES * LINES) as usize];
+        for r in &rows {
+            let (w, i) = data::key_of_time(r.time);
+            assert_eq!(w, 0, "{when}: {r:?}");
+            let slot = &mut seen[i as usize];
+            assert!(!*slot, "{when}: row {i} twice");
+            *slot = true;
+            assert_eq!(r, &data::row(0, i), "{when}: row {i}");
+        }
+    };
+    let live = ing.query_table(NS, TABLE).await.expect("query");
+    check(&live, "live");
+
+    ing.kill9();
+    ing.start().await.expect("restart after kill -9");
+    let replayed = ing.query_table(NS, TABLE).await.expect("query after replay");
+    check(&replayed, "after replay");
+}
