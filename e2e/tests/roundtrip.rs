@@ -623,6 +623,9 @@ async fn split_run() {
 
     ing.kill9();
     ing.start().await.expect("restart after kill -9");
-    let replayed = ing.query_table(NS, TABLE).await.expect("query after replay");
+    let replayed = ing
+        .query_table(NS, TABLE)
+        .await
+        .expect("query after replay");
     check(&replayed, "after replay");
 }

@@ -25,22 +25,21 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, new_null_array};
-use arrow::compute::concat;
+use arrow::compute::concat_batches;
 use arrow::datatypes::{Field, Schema, SchemaRef};
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 use super::builder::{BuiltTable, NewColumn};
 use super::lp;
 use super::request::Precision;
 use crate::catalog::TableSchema;
+use crate::schema::align_batch;
 
 /// Where the pieces after the first start: the first line start at or
 /// after `body.len() / pieces * i`, for each `i` in `1..pieces`,
-/// increasing. Empty
-/// when the body cannot be cut safely (a `"` before the last cut) or has
-/// too few lines.
+/// increasing. Empty when the body cannot be cut safely (a `"` before the
+/// last cut) or has too few lines.
 pub(super) fn cut_points(body: &[u8], pieces: usize) -> Vec<usize> {
     let mut cuts = Vec::with_capacity(pieces.saturating_sub(1));
     let mut from = 0;
@@ -182,26 +181,12 @@ fn concat_in_order(first: &RecordBatch, rest: &[RecordBatch]) -> Option<RecordBa
     } else {
         ordered_union(first.schema_ref(), rest)?
     };
-    let batches: Vec<&RecordBatch> = std::iter::once(first).chain(rest).collect();
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for f in schema.fields() {
-        let parts: Vec<ArrayRef> = batches
-            .iter()
-            .map(|b| match b.column_by_name(f.name()) {
-                Some(c) => Arc::clone(c),
-                None => new_null_array(f.data_type(), b.num_rows()),
-            })
-            .collect();
-        let refs: Vec<&dyn arrow::array::Array> = parts.iter().map(|a| a.as_ref()).collect();
-        columns.push(concat(&refs).ok()?);
-    }
-    RecordBatch::try_new_with_options(
-        schema,
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(rows)),
-    )
-    .ok()
+    let aligned = std::iter::once(first)
+        .chain(rest)
+        .map(|b| align_batch(b, &schema))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    concat_batches(&schema, &aligned).ok()
 }
 
 /// `first`'s fields, then the others' new ones in order; time stays last,
