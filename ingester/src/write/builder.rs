@@ -6,6 +6,7 @@
 //! new to the table, by its first appearance in the request; any other type
 //! later in the request is a conflict naming the line.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -111,20 +112,23 @@ impl ColumnData {
         }
     }
 
-    fn finish(&mut self) -> Result<ArrayRef, String> {
+    fn finish(self) -> Result<ArrayRef, String> {
         Ok(match self {
             Self::Tag(b) => b.finish()?,
-            Self::I64(b) => Arc::new(b.finish()),
-            Self::U64(b) => Arc::new(b.finish()),
-            Self::F64(b) => Arc::new(b.finish()),
-            Self::Bool(b) => Arc::new(b.finish()),
-            Self::String(b) => Arc::new(b.finish()),
+            Self::I64(mut b) => Arc::new(b.finish()),
+            Self::U64(mut b) => Arc::new(b.finish()),
+            Self::F64(mut b) => Arc::new(b.finish()),
+            Self::Bool(mut b) => Arc::new(b.finish()),
+            Self::String(mut b) => Arc::new(b.finish()),
         })
     }
 }
 
-struct Column {
-    name: String,
+struct Column<'a> {
+    /// Borrowed from the request's body unless the name had escapes: a
+    /// one-line write creates every column, and an owned name was two
+    /// allocations per column (here and in the index).
+    name: Cow<'a, str>,
     column_type: ColumnType,
     data: ColumnData,
     /// Rows appended so far (values and nulls).
@@ -180,11 +184,11 @@ pub(crate) struct BuiltTable {
 }
 
 /// Builds one table's columns, row by row.
-pub(crate) struct TableBuilder {
-    name: String,
+pub(crate) struct TableBuilder<'a> {
+    name: Cow<'a, str>,
     cached: Option<Arc<TableSchema>>,
-    columns: Vec<Column>,
-    index: HashMap<String, usize>,
+    columns: Vec<Column<'a>>,
+    index: HashMap<Cow<'a, str>, usize>,
     times: Primitive<TimestampNanosecondType>,
     rows: usize,
     /// Column positions used by the previous row, in order: rows of one
@@ -199,8 +203,8 @@ pub(crate) struct TableBuilder {
     filled: usize,
 }
 
-impl TableBuilder {
-    pub(crate) fn new(name: String, cached: Option<Arc<TableSchema>>, cap: usize) -> Self {
+impl<'a> TableBuilder<'a> {
+    pub(crate) fn new(name: Cow<'a, str>, cached: Option<Arc<TableSchema>>, cap: usize) -> Self {
         // Room for the columns the catalog knows (time among them, which
         // has no builder here): a table's writes mostly carry them all, and growing
         // `columns` 4 → 8 → 16 → 32 copied ~200-byte `Column`s into blocks
@@ -226,13 +230,18 @@ impl TableBuilder {
     }
 
     /// Finds or creates the column `name` of type `t` for the current row.
-    fn column(&mut self, name: &str, t: ColumnType, line: usize) -> Result<usize, WriteError> {
+    fn column(
+        &mut self,
+        name: Cow<'a, str>,
+        t: ColumnType,
+        line: usize,
+    ) -> Result<usize, WriteError> {
         // Fast path: same key at the same position as in the previous row.
         let idx = match self.hint.get(self.hint_pos) {
-            Some(&i) if same_name(&self.columns[i].name, name) => i,
-            _ => match self.index.get(name) {
+            Some(&i) if same_name(&self.columns[i].name, &name) => i,
+            _ => match self.index.get(name.as_ref()) {
                 Some(&i) => i,
-                None => self.create_column(name, t, line)?,
+                None => self.create_column(name.clone(), t, line)?,
             },
         };
         if self.hint_pos < self.hint.len() {
@@ -245,7 +254,7 @@ impl TableBuilder {
         if col.column_type != t {
             return Err(WriteError::ColumnTypeConflict {
                 line: Some(line),
-                table: self.name.clone(),
+                table: self.name.to_string(),
                 column: name.to_string(),
                 existing: col.column_type,
                 requested: t,
@@ -256,24 +265,24 @@ impl TableBuilder {
 
     fn create_column(
         &mut self,
-        name: &str,
+        name: Cow<'a, str>,
         t: ColumnType,
         line: usize,
     ) -> Result<usize, WriteError> {
-        super::names::check_column(name).map_err(|reason| WriteError::InvalidName {
+        super::names::check_column(&name).map_err(|reason| WriteError::InvalidName {
             line: Some(line),
-            table: self.name.clone(),
+            table: self.name.to_string(),
             name: name.to_string(),
             reason,
         })?;
-        let (column_type, new) = match self.cached.as_ref().and_then(|s| s.column(name)) {
+        let (column_type, new) = match self.cached.as_ref().and_then(|s| s.column(&name)) {
             Some(existing) => (existing.column_type, false),
             None => (t, true),
         };
         if column_type != t {
             return Err(WriteError::ColumnTypeConflict {
                 line: Some(line),
-                table: self.name.clone(),
+                table: self.name.to_string(),
                 column: name.to_string(),
                 existing: column_type,
                 requested: t,
@@ -282,8 +291,9 @@ impl TableBuilder {
         let mut data = ColumnData::new(column_type, self.times.values.capacity());
         data.append_nulls(self.rows);
         let idx = self.columns.len();
+        self.index.insert(name.clone(), idx);
         self.columns.push(Column {
-            name: name.to_string(),
+            name,
             column_type,
             data,
             len: self.rows,
@@ -291,7 +301,6 @@ impl TableBuilder {
             new,
             mark: 0,
         });
-        self.index.insert(name.to_string(), idx);
         Ok(idx)
     }
 
@@ -391,8 +400,8 @@ impl TableBuilder {
         let col = &self.columns[idx];
         WriteError::ColumnTypeConflict {
             line: Some(line),
-            table: self.name.clone(),
-            column: col.name.clone(),
+            table: self.name.to_string(),
+            column: col.name.to_string(),
             existing: col.column_type,
             requested,
         }
@@ -402,7 +411,7 @@ impl TableBuilder {
     /// and dictionary key, for [`remember_tags`](Self::remember_tags).
     pub(crate) fn append_tag(
         &mut self,
-        name: &str,
+        name: Cow<'a, str>,
         value: &str,
         line: usize,
     ) -> Result<(u32, i32), WriteError> {
@@ -411,18 +420,18 @@ impl TableBuilder {
         let idx = match self.hint.get(self.hint_pos) {
             Some(&i)
                 if self.columns[i].column_type == ColumnType::Tag
-                    && same_name(&self.columns[i].name, name) =>
+                    && same_name(&self.columns[i].name, &name) =>
             {
                 self.hint_pos += 1;
                 i
             }
-            _ => self.column(name, ColumnType::Tag, line)?,
+            _ => self.column(name.clone(), ColumnType::Tag, line)?,
         };
         let col = &mut self.columns[idx];
         if col.len > self.rows {
             return Err(WriteError::DuplicateColumn {
                 line,
-                table: self.name.clone(),
+                table: self.name.to_string(),
                 column: name.to_string(),
             });
         }
@@ -487,16 +496,16 @@ impl TableBuilder {
     /// Appends `value` to column `name` of the current row.
     pub(crate) fn append(
         &mut self,
-        name: &str,
+        name: Cow<'a, str>,
         value: Value<'_>,
         line: usize,
     ) -> Result<(), WriteError> {
-        let idx = self.column(name, value.column_type(), line)?;
+        let idx = self.column(name.clone(), value.column_type(), line)?;
         let col = &mut self.columns[idx];
         if col.len > self.rows {
             return Err(WriteError::DuplicateColumn {
                 line,
-                table: self.name.clone(),
+                table: self.name.to_string(),
                 column: name.to_string(),
             });
         }
@@ -543,7 +552,7 @@ impl TableBuilder {
         let mut arrays = Vec::with_capacity(self.columns.len() + 1);
         let mut new_columns = Vec::new();
         let recent = recent_schema(&self.columns);
-        for c in &mut self.columns {
+        for c in self.columns {
             if recent.is_none() {
                 fields.push(arrow_field(&c.name, c.column_type));
             }
@@ -554,7 +563,7 @@ impl TableBuilder {
             );
             if c.new {
                 new_columns.push(NewColumn {
-                    name: c.name.clone(),
+                    name: c.name.into_owned(),
                     column_type: c.column_type,
                     first_line: c.first_line,
                 });
@@ -574,7 +583,7 @@ impl TableBuilder {
         )
         .map_err(|e| WriteError::Internal(format!("building batch for `{}`: {e}", self.name)))?;
         Ok(BuiltTable {
-            name: self.name,
+            name: self.name.into_owned(),
             batch,
             new_columns,
             cached: self.cached,

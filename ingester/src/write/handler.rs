@@ -303,11 +303,7 @@ impl<S: DmlSink> WriteHandler<S> {
                     .partition(&ns, schema.id, &key)
                     .await
                     .map_err(WriteError::Catalog)?;
-                partitions.push(PartitionWrite {
-                    id,
-                    key: key.into(),
-                    batch,
-                });
+                partitions.push(PartitionWrite { id, key, batch });
             }
             tables.push(TableWrite {
                 table: schema,

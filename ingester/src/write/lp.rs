@@ -40,7 +40,7 @@ pub(crate) fn build_tables_with(
     // `Vec`'s first growth (to four) is a block glibc serves only after
     // consolidating its small free chunks.
     let mut tables: Vec<TableBuilder> = Vec::with_capacity(1);
-    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut index: HashMap<Cow<'_, str>, usize> = HashMap::new();
     let mut last: Option<usize> = None;
     let rows_hint = rows_hint(body);
     // Positions of tag keys overridden later in the same line (rare).
@@ -106,11 +106,11 @@ pub(crate) fn build_tables_with(
                     // tables of a mixed body start small and grow.
                     let cap = if i == 0 { rows_hint } else { 64 };
                     tables.push(TableBuilder::new(
-                        measurement.to_string(),
+                        measurement.clone(),
                         cached(&measurement),
                         cap,
                     ));
-                    index.insert(measurement.to_string(), i);
+                    index.insert(measurement, i);
                     i
                 }
             },
@@ -146,12 +146,12 @@ pub(crate) fn build_tables_with(
                 mark_overridden(line.tags.iter().map(|(k, _)| k.unescaped()), &mut skip);
                 for (i, (k, v)) in line.tags.iter().enumerate() {
                     if !skip[i] {
-                        tag_keys.push(table.append_tag(&k.unescaped(), &v.unescaped(), n)?);
+                        tag_keys.push(table.append_tag(k.unescaped(), &v.unescaped(), n)?);
                     }
                 }
             } else {
                 for (k, v) in line.tags {
-                    tag_keys.push(table.append_tag(&k.unescaped(), &v.unescaped(), n)?);
+                    tag_keys.push(table.append_tag(k.unescaped(), &v.unescaped(), n)?);
                 }
             }
         }
@@ -218,10 +218,10 @@ impl FieldAppender {
     /// name sends the line to the general path, where the last of repeated
     /// keys wins.
     #[inline]
-    fn append(
+    fn append<'a>(
         &mut self,
-        table: &mut TableBuilder,
-        fields: &[(Name<'_>, FieldValue<'_>)],
+        table: &mut TableBuilder<'a>,
+        fields: &[(Name<'a>, FieldValue<'_>)],
         n: usize,
     ) -> Result<(), WriteError> {
         let start = table.fields_start();
@@ -246,12 +246,12 @@ impl FieldAppender {
             mark_overridden(fields.iter().map(|(k, _)| k.unescaped()), &mut self.skip);
             for (i, (k, v)) in fields.iter().enumerate() {
                 if !self.skip[i] {
-                    append_field(table, &k.unescaped(), v, n)?;
+                    append_field(table, k.unescaped(), v, n)?;
                 }
             }
         } else {
             for (k, v) in fields {
-                append_field(table, &k.unescaped(), v, n)?;
+                append_field(table, k.unescaped(), v, n)?;
             }
         }
         Ok(())
@@ -282,9 +282,9 @@ fn tag_section<'a>(body: &'a [u8], line: &Line<'_, 'a>) -> Option<&'a [u8]> {
     body.get(start..end)
 }
 
-fn append_field(
-    table: &mut TableBuilder,
-    name: &str,
+fn append_field<'a>(
+    table: &mut TableBuilder<'a>,
+    name: Cow<'a, str>,
     v: &FieldValue<'_>,
     line: usize,
 ) -> Result<(), WriteError> {

@@ -37,7 +37,10 @@ pub(crate) struct TagDictionary {
     /// `offsets[k]..offsets[k + 1]` is value `k` in `data`.
     offsets: Vec<i32>,
     data: Vec<u8>,
-    /// Keys, found by the hash of their value.
+    /// Keys, found by the hash of their value; empty (never allocated)
+    /// while the column has at most one distinct value, which is then
+    /// compared directly. A one-line write's ten tag columns each hold one
+    /// value: no table to allocate, nothing to hash.
     index: HashTable<i32>,
     hasher: DefaultHashBuilder,
 }
@@ -53,7 +56,7 @@ impl TagDictionary {
             nulls: None,
             offsets,
             data: Vec::with_capacity(distinct * 16),
-            index: HashTable::with_capacity(distinct),
+            index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
         }
     }
@@ -67,25 +70,49 @@ impl TagDictionary {
     /// outgrow 32-bit offsets (a request several GiB large).
     pub(crate) fn append_value(&mut self, v: &str) -> Option<i32> {
         let v = v.as_bytes();
+        match self.offsets.len() {
+            // No value yet: it becomes key 0.
+            1 => return self.push_value(v, None),
+            // One value: the same, or the second one, which needs the index.
+            2 if super::builder::same_bytes(self.value(0), v) => {
+                self.append_key(0);
+                return Some(0);
+            }
+            2 => {
+                let first = self.hasher.hash_one(self.value(0));
+                self.index
+                    .reserve(self.keys.capacity().clamp(2, 64), |_| first);
+                self.index.insert_unique(first, 0, |_| first);
+            }
+            _ => {}
+        }
         let hash = self.hasher.hash_one(v);
         let found = self
             .index
             .find(hash, |&k| super::builder::same_bytes(self.value(k), v));
-        let key = match found {
-            Some(&k) => k,
-            None => {
-                let key = i32::try_from(self.offsets.len() - 1).ok()?;
-                let end = i32::try_from(self.data.len() + v.len()).ok()?;
-                self.data.extend_from_slice(v);
-                self.offsets.push(end);
-                let (data, offsets, hasher) = (&self.data, &self.offsets, &self.hasher);
-                self.index.insert_unique(hash, key, |&k| {
-                    let k = k as usize;
-                    hasher.hash_one(&data[offsets[k] as usize..offsets[k + 1] as usize])
-                });
-                key
+        match found {
+            Some(&k) => {
+                self.append_key(k);
+                Some(k)
             }
-        };
+            None => self.push_value(v, Some(hash)),
+        }
+    }
+
+    /// Adds `v` as a new value (indexed by `hash` when the index is in
+    /// use) and appends its key.
+    fn push_value(&mut self, v: &[u8], hash: Option<u64>) -> Option<i32> {
+        let key = i32::try_from(self.offsets.len() - 1).ok()?;
+        let end = i32::try_from(self.data.len() + v.len()).ok()?;
+        self.data.extend_from_slice(v);
+        self.offsets.push(end);
+        if let Some(hash) = hash {
+            let (data, offsets, hasher) = (&self.data, &self.offsets, &self.hasher);
+            self.index.insert_unique(hash, key, |&k| {
+                let k = k as usize;
+                hasher.hash_one(&data[offsets[k] as usize..offsets[k + 1] as usize])
+            });
+        }
         self.append_key(key);
         Some(key)
     }
@@ -110,20 +137,18 @@ impl TagDictionary {
         self.keys.resize(self.keys.len() + n, 0);
     }
 
-    /// The finished column (empty afterwards).
-    pub(crate) fn finish(&mut self) -> Result<ArrayRef, String> {
-        let nulls = self.nulls.take().map(|mut b| NullBuffer::new(b.finish()));
-        let keys = Int32Array::new(ScalarBuffer::from(std::mem::take(&mut self.keys)), nulls);
-        let offsets = std::mem::replace(&mut self.offsets, vec![0]);
+    /// The finished column; its buffers become the array's, uncopied.
+    pub(crate) fn finish(self) -> Result<ArrayRef, String> {
+        let nulls = self.nulls.map(|mut b| NullBuffer::new(b.finish()));
+        let keys = Int32Array::new(ScalarBuffer::from(self.keys), nulls);
         // Offsets start at 0 and only grow (appended lengths), as
         // `OffsetBuffer::new` requires.
         let values = StringArray::try_new(
-            OffsetBuffer::new(ScalarBuffer::from(offsets)),
-            Buffer::from_vec(std::mem::take(&mut self.data)),
+            OffsetBuffer::new(ScalarBuffer::from(self.offsets)),
+            Buffer::from_vec(self.data),
             None,
         )
         .map_err(|e| e.to_string())?;
-        self.index.clear();
         let dict = DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
             .map_err(|e| e.to_string())?;
         Ok(Arc::new(dict))
@@ -235,6 +260,39 @@ mod tests {
         assert_eq!(values.into_iter().nth(206), Some(Some("v199")));
         assert_eq!(dict.values().len(), 202, "each value once");
         assert_eq!(a.null_count(), 3);
+    }
+
+    #[test]
+    fn a_column_of_one_value_then_more_keeps_every_key() {
+        // One distinct value is kept without the index; the second value
+        // builds it from the first. Every row must still find its own key.
+        let mut d = TagDictionary::with_capacity(4);
+        let rows = ["x", "x", "x", "y", "x", "z", "y", "x"];
+        let keys: Vec<_> = rows.iter().map(|v| d.append_value(v)).collect();
+        assert_eq!(
+            keys,
+            [0, 0, 0, 1, 0, 2, 1, 0].map(Some),
+            "each value its first key"
+        );
+        assert!(d.index.len() == 3, "the index holds every value once");
+        let a = d.finish().unwrap();
+        let dict = a.as_dictionary::<Int32Type>();
+        let got: Vec<Option<&str>> = dict
+            .downcast_dict::<StringArray>()
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(got, rows.map(Some));
+        assert_eq!(dict.values().len(), 3);
+    }
+
+    #[test]
+    fn one_value_needs_no_index() {
+        let mut d = TagDictionary::with_capacity(8);
+        for _ in 0..5 {
+            assert_eq!(d.append_value("only"), Some(0));
+        }
+        assert_eq!(d.index.capacity(), 0, "nothing allocated for one value");
     }
 
     #[test]
