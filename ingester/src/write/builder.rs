@@ -241,7 +241,7 @@ impl<'a> TableBuilder<'a> {
             Some(&i) if same_name(&self.columns[i].name, &name) => i,
             _ => match self.index.get(name.as_ref()) {
                 Some(&i) => i,
-                None => self.create_column(name.clone(), t, line)?,
+                None => self.create_column(name, t, line)?,
             },
         };
         if self.hint_pos < self.hint.len() {
@@ -255,7 +255,7 @@ impl<'a> TableBuilder<'a> {
             return Err(WriteError::ColumnTypeConflict {
                 line: Some(line),
                 table: self.name.to_string(),
-                column: name.to_string(),
+                column: col.name.to_string(),
                 existing: col.column_type,
                 requested: t,
             });
@@ -425,22 +425,25 @@ impl<'a> TableBuilder<'a> {
                 self.hint_pos += 1;
                 i
             }
-            _ => self.column(name.clone(), ColumnType::Tag, line)?,
+            _ => self.column(name, ColumnType::Tag, line)?,
         };
         let col = &mut self.columns[idx];
         if col.len > self.rows {
             return Err(WriteError::DuplicateColumn {
                 line,
                 table: self.name.to_string(),
-                column: name.to_string(),
+                column: col.name.to_string(),
             });
         }
         let ColumnData::Tag(d) = &mut col.data else {
             unreachable!("column type checked above");
         };
-        let key = d.append_value(value).ok_or_else(|| {
-            WriteError::Internal(format!("tag column `{name}` outgrew 32-bit offsets"))
-        })?;
+        let Some(key) = d.append_value(value) else {
+            return Err(WriteError::Internal(format!(
+                "tag column `{}` outgrew 32-bit offsets",
+                col.name
+            )));
+        };
         col.len += 1;
         self.filled += 1;
         Ok((idx as u32, key))
@@ -500,13 +503,13 @@ impl<'a> TableBuilder<'a> {
         value: Value<'_>,
         line: usize,
     ) -> Result<(), WriteError> {
-        let idx = self.column(name.clone(), value.column_type(), line)?;
+        let idx = self.column(name, value.column_type(), line)?;
         let col = &mut self.columns[idx];
         if col.len > self.rows {
             return Err(WriteError::DuplicateColumn {
                 line,
                 table: self.name.to_string(),
-                column: name.to_string(),
+                column: col.name.to_string(),
             });
         }
         match (&mut col.data, value) {
