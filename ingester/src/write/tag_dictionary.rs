@@ -78,11 +78,15 @@ impl TagDictionary {
                 self.append_key(0);
                 return Some(0);
             }
+            // A second value: index the first, then add this one, which
+            // is new (it differs from the only value).
             2 => {
                 let first = self.hasher.hash_one(self.value(0));
                 self.index
                     .reserve(self.keys.capacity().clamp(2, 64), |_| first);
                 self.index.insert_unique(first, 0, |_| first);
+                let hash = self.hasher.hash_one(v);
+                return self.push_value(v, Some(hash));
             }
             _ => {}
         }
@@ -274,7 +278,7 @@ mod tests {
             [0, 0, 0, 1, 0, 2, 1, 0].map(Some),
             "each value its first key"
         );
-        assert!(d.index.len() == 3, "the index holds every value once");
+        assert_eq!(d.index.len(), 3, "the index holds every value once");
         let a = d.finish().unwrap();
         let dict = a.as_dictionary::<Int32Type>();
         let got: Vec<Option<&str>> = dict
