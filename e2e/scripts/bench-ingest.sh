@@ -32,6 +32,9 @@
 #                        "--wal-segment-bytes 4294967296 --wal-rotation-interval 1h
 #                         --hot-partition-bytes 8589934592 --hot-partition-rows 100000000
 #                         --buffer-limit-bytes 8589934592"
+#   SLUICE_BENCH_THREADS=1  after the load, the server's CPU time by thread
+#                        name (tokio workers, WAL writer, merge, persist...),
+#                        in all and per write request, since it started
 #   CARGO_TARGET_DIR     where the release binaries are (built if missing)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -97,6 +100,26 @@ memory() {
   echo "memory $1: buffered Arrow ${buffered:-?} bytes, RSS $((rss / 1024)) MiB, peak RSS $((hwm / 1024)) MiB" >&2
 }
 memory "after the load"
+
+# CPU by thread name (utime + stime since start), per write request.
+if [[ "${SLUICE_BENCH_THREADS:-0}" == 1 ]]; then
+  requests=$(curl -sf "http://$http/metrics" | awk '$1 ~ /^sluice_write_requests_total/ {s += $2} END {print s + 0}')
+  tick=$(getconf CLK_TCK)
+  for t in /proc/"$pid"/task/*; do
+    # comm may hold spaces: the fields after it start at the last ')'.
+    stat=$(cat "$t/stat" 2>/dev/null) || continue
+    rest=${stat##*) }
+    read -r -a f <<<"$rest"
+    echo "$(cat "$t/comm" 2>/dev/null) $((f[11] + f[12]))"
+  done | awk -v req="$requests" -v tick="$tick" '
+    { sub(/-?[0-9]+$/, "", $1); cpu[$1] += $2; all += $2 }
+    END {
+      printf "server CPU by thread (%d write requests):\n", req
+      for (n in cpu) if (cpu[n] > 0)
+        printf "  %-22s %8.2f s  %8.1f us/request\n", n, cpu[n] / tick, req ? cpu[n] / tick / req * 1e6 : 0
+      printf "  %-22s %8.2f s  %8.1f us/request\n", "all", all / tick, req ? all / tick / req * 1e6 : 0
+    }' >&2
+fi
 
 if [[ "${SLUICE_BENCH_RESTART:-0}" == 1 ]]; then
   kill -KILL "$pid"

@@ -61,6 +61,16 @@ impl ValidatedWrite {
         encode_wal_record(&self.0).expect("encodable")
     }
 
+    /// Its batches, one per partition.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.0
+            .tables
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.batch.clone())
+            .collect()
+    }
+
     /// For comparison: its batches as Arrow IPC streams (schema, dictionary
     /// and record batch messages), one per partition, each prefixed by its
     /// length; without the names the WAL record also carries.
@@ -81,6 +91,18 @@ impl ValidatedWrite {
         }
         out.into()
     }
+}
+
+/// Merges a partition's small batches (all of the first one's schema) as
+/// the buffer does; returns the merged batch.
+pub fn merge_small_batches(batches: &[RecordBatch]) -> RecordBatch {
+    let refs: Vec<&RecordBatch> = batches.iter().collect();
+    crate::buffer_tree::concat_small(batches[0].schema_ref(), &refs).expect("mergeable")
+}
+
+/// For comparison: the same with Arrow's `concat_batches`.
+pub fn merge_small_batches_arrow(batches: &[RecordBatch]) -> RecordBatch {
+    arrow::compute::concat_batches(batches[0].schema_ref(), batches).expect("mergeable")
 }
 
 /// Decodes a WAL record (no catalog); returns its rows.

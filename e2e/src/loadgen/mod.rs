@@ -14,7 +14,7 @@
 //!   from sending to the acknowledgement. Open loop (`--rate`): from the
 //!   moment the batch was due, so a server that falls behind is charged for
 //!   the queueing it causes (no coordinated omission); the pure service time
-//!   is reported next to it.
+//!   is reported next to it. A batch is built before it is due.
 //! - **Errors** by status, with one example message each.
 //! - **Client CPU** (`getrusage`), so a result can be discounted by what the
 //!   client took from a shared machine; payload building is timed separately.
@@ -212,12 +212,10 @@ impl Writer {
             let due = self
                 .rate
                 .map(|r| self.start + Duration::from_secs_f64(first as f64 / r));
-            if let Some(due) = due {
-                tokio::time::sleep_until(due.into()).await;
-                if self.shared.stop.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
+            // Built before it is due, as a client sending at a fixed rate
+            // has its batch ready: the time it takes is the client's, not
+            // part of the latency (a build that ends past the due time is
+            // still counted, from the due time).
             let g = Instant::now();
             let payload = match self.gen_.build(b, first, n, &mut self.reuse) {
                 Ok(p) => p,
@@ -231,6 +229,12 @@ impl Writer {
             self.shared
                 .gen_nanos
                 .fetch_add(g.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            if let Some(due) = due {
+                tokio::time::sleep_until(due.into()).await;
+                if self.shared.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
             let len = payload.len() as u64;
             // A handle on the payload: once the request (and the client's
             // copy of it) is gone, its buffer is ours again for the next one.

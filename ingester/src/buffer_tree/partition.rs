@@ -5,10 +5,12 @@
 //! lock, so a query sees every write applied before it started and never
 //! blocks writers for longer than that clone. Many tiny writes are merged
 //! into one batch now and then, keeping per-batch overhead (and RSS) close
-//! to the data's Arrow size. A merge (Arrow `concat` of 32 batches, about a
-//! millisecond) runs outside the lock and, in a server, off the write path
-//! (see `BufferTree::start_merger`): merging inline made every 32nd one-line
-//! write ~1.5 ms slower, the whole of the p99 latency above the disk's.
+//! to the data's Arrow size. A merge (a concatenation of 32 batches that
+//! rebuilds their tag dictionaries as one, see `concat.rs`) runs outside
+//! the lock and, in a server, off the write path (see
+//! `BufferTree::start_merger`): merging inline with Arrow's `concat` made
+//! every 32nd one-line write ~1.5 ms slower, the whole of the p99 latency
+//! above the disk's.
 //!
 //! Persisting moves the whole buffer, as one batch, to the back of the
 //! `persisting` queue; the partition keeps accepting writes into a fresh
@@ -20,10 +22,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use parking_lot::Mutex;
 
+use super::concat::concat_small;
 use crate::catalog::{NamespaceId, PartitionId, TableId};
 use crate::schema::{align_batch, union_schema};
 
@@ -350,7 +352,8 @@ impl MergePlan {
             .iter()
             .all(|b| Arc::ptr_eq(b.batch.schema_ref(), first))
         {
-            concat_batches(first, self.parts.iter().map(|b| &b.batch)).ok()?
+            let parts: Vec<&RecordBatch> = self.parts.iter().map(|b| &b.batch).collect();
+            concat_small(first, &parts).ok()?
         } else {
             let schema = union_schema(self.parts.iter().map(|b| b.batch.schema_ref()));
             let aligned: Result<Vec<RecordBatch>, _> = self
@@ -358,7 +361,9 @@ impl MergePlan {
                 .iter()
                 .map(|b| align_batch(&b.batch, &schema))
                 .collect();
-            aligned.and_then(|a| concat_batches(&schema, &a)).ok()?
+            aligned
+                .and_then(|a| concat_small(&schema, &a.iter().collect::<Vec<_>>()))
+                .ok()?
         };
         let mut sequence_numbers = SequenceRuns::with_capacity(self.parts.len());
         for b in &self.parts {

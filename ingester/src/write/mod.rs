@@ -35,6 +35,7 @@ use bytes::Bytes;
 
 pub(crate) use handler::{SplitValidation, WriteHandler};
 pub use request::{Payload, Precision, WriteRequest};
+pub(crate) use tag_dictionary::TagDictionary;
 
 use crate::catalog::{CatalogError, ColumnType, NamespaceId, PartitionId, TableSchema};
 use crate::dml_sink::DmlError;
