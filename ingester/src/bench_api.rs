@@ -96,8 +96,7 @@ impl ValidatedWrite {
 /// Merges a partition's small batches (all of the first one's schema) as
 /// the buffer does; returns the merged batch.
 pub fn merge_small_batches(batches: &[RecordBatch]) -> RecordBatch {
-    let refs: Vec<&RecordBatch> = batches.iter().collect();
-    crate::buffer_tree::concat_small(batches[0].schema_ref(), &refs).expect("mergeable")
+    crate::buffer_tree::concat_small(batches[0].schema_ref(), batches).expect("mergeable")
 }
 
 /// For comparison: the same with Arrow's `concat_batches`.

@@ -26,18 +26,21 @@ use arrow::error::ArrowError;
 
 use crate::write::TagDictionary;
 
-/// `batches` (each of `schema`, which callers align first) as one batch.
-pub(crate) fn concat_small(
-    schema: &SchemaRef,
-    batches: &[&RecordBatch],
-) -> Result<RecordBatch, ArrowError> {
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+/// `batches` (each of `schema`, which callers align first) as one batch;
+/// the same signature as Arrow's `concat_batches`.
+pub(crate) fn concat_small<'b, I>(schema: &SchemaRef, batches: I) -> Result<RecordBatch, ArrowError>
+where
+    I: IntoIterator<Item = &'b RecordBatch>,
+    I::IntoIter: Clone,
+{
+    let batches = batches.into_iter();
+    let rows: usize = batches.clone().map(RecordBatch::num_rows).sum();
     let mut key_map = Vec::new();
     let mut columns = Vec::with_capacity(schema.fields().len());
-    let mut parts: Vec<&dyn Array> = Vec::with_capacity(batches.len());
+    let mut parts: Vec<&dyn Array> = Vec::new();
     for (i, field) in schema.fields().iter().enumerate() {
         parts.clear();
-        for b in batches {
+        for b in batches.clone() {
             let c = b.columns().get(i).ok_or_else(|| {
                 ArrowError::InvalidArgumentError(format!("a batch lacks column {i}"))
             })?;
@@ -182,8 +185,7 @@ mod tests {
                 &[Some(4.0); 3],
             ),
         ];
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        let ours = concat_small(&schema(), &refs).unwrap();
+        let ours = concat_small(&schema(), &batches).unwrap();
         let arrow = concat_batches(&schema(), &batches).unwrap();
         assert_eq!(ours.num_rows(), 7);
         assert_eq!(ours.schema(), arrow.schema());
@@ -225,8 +227,7 @@ mod tests {
         };
         let level = |from: usize| -> RecordBatch {
             let parts: Vec<RecordBatch> = (from..from + 32).map(one).collect();
-            let refs: Vec<&RecordBatch> = parts.iter().collect();
-            let ours = concat_small(&schema(), &refs).unwrap();
+            let ours = concat_small(&schema(), &parts).unwrap();
             assert_eq!(
                 plain(&ours),
                 plain(&concat_batches(&schema(), &parts).unwrap())
@@ -238,8 +239,7 @@ mod tests {
             ours
         };
         let firsts: Vec<RecordBatch> = (0..32).map(|l| level(l * 32)).collect();
-        let refs: Vec<&RecordBatch> = firsts.iter().collect();
-        let second = concat_small(&schema(), &refs).unwrap();
+        let second = concat_small(&schema(), &firsts).unwrap();
         assert_eq!(second.num_rows(), 1024);
         assert_eq!(
             plain(&second),
@@ -257,6 +257,6 @@ mod tests {
         let other = Arc::new(Schema::new(vec![Field::new("v", DataType::Float64, true)]));
         let wrong =
             RecordBatch::try_new(other, vec![Arc::new(Float64Array::from(vec![1.0]))]).unwrap();
-        assert!(concat_small(&schema(), &[&b, &wrong]).is_err());
+        assert!(concat_small(&schema(), [&b, &wrong]).is_err());
     }
 }

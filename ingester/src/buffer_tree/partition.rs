@@ -352,8 +352,7 @@ impl MergePlan {
             .iter()
             .all(|b| Arc::ptr_eq(b.batch.schema_ref(), first))
         {
-            let parts: Vec<&RecordBatch> = self.parts.iter().map(|b| &b.batch).collect();
-            concat_small(first, &parts).ok()?
+            concat_small(first, self.parts.iter().map(|b| &b.batch)).ok()?
         } else {
             let schema = union_schema(self.parts.iter().map(|b| b.batch.schema_ref()));
             let aligned: Result<Vec<RecordBatch>, _> = self
@@ -361,9 +360,7 @@ impl MergePlan {
                 .iter()
                 .map(|b| align_batch(&b.batch, &schema))
                 .collect();
-            aligned
-                .and_then(|a| concat_small(&schema, &a.iter().collect::<Vec<_>>()))
-                .ok()?
+            aligned.and_then(|a| concat_small(&schema, &a)).ok()?
         };
         let mut sequence_numbers = SequenceRuns::with_capacity(self.parts.len());
         for b in &self.parts {
