@@ -24,6 +24,12 @@
 #   SLUICE_BENCH_THEN="ARGS"  after the run, a second loadgen run with ARGS
 #                        against the same server (e.g. Flight scans of the
 #                        rows the first run left in the buffer; target 5)
+#   SLUICE_BENCH_ALSO="ARGS"  a second loadgen with ARGS runs alongside the
+#                        first, against the same server, from the same start;
+#                        its report is printed with "alongside| " before each
+#                        line (e.g. one writer of one line per request, with a
+#                        longer --warm-up and a shorter --duration than the
+#                        first, to measure small writes' latency under load)
 #   SLUICE_BENCH_RESTART=1  after the load, kill -9 the server and start it
 #                        again on the same data directory: prints the WAL's
 #                        size and the time until /ready (replay; target 3b).
@@ -81,8 +87,16 @@ if [[ -n "${SLUICE_PERF:-}" ]]; then
     echo "profile: $data.perf (perf report -i $data.perf)" >&2 ) &
   perf_pid=$!
 fi
+if [[ -n "${SLUICE_BENCH_ALSO:-}" ]]; then
+  echo "alongside: ${SLUICE_BENCH_ALSO}" >&2
+  # shellcheck disable=SC2086
+  ( "$bin/sluice-loadgen" --addr "$addr" --query-addr "http://$grpc" --quiet ${SLUICE_BENCH_ALSO} 2>&1 \
+      | sed 's/^/alongside| /' >&2 ) &
+  also_pid=$!
+fi
 "$bin/sluice-loadgen" --addr "$addr" --query-addr "http://$grpc" --server-pid "$pid" \
   --metrics-url "http://$http/metrics" "$@"
+if [[ -n "${also_pid:-}" ]]; then wait "$also_pid" || true; fi
 if [[ -n "${perf_pid:-}" ]]; then wait "$perf_pid" || true; fi
 if [[ -n "${SLUICE_BENCH_THEN:-}" ]]; then
   echo "second run against the same server: ${SLUICE_BENCH_THEN}" >&2

@@ -5,7 +5,8 @@
 //! lock, so a query sees every write applied before it started and never
 //! blocks writers for longer than that clone. Many tiny writes are merged
 //! into one batch now and then, keeping per-batch overhead (and RSS) close
-//! to the data's Arrow size. A merge (a concatenation of 32 batches that
+//! to the data's Arrow size, also when large writes to the same partition
+//! come between them (see `merge_plan`). A merge (a concatenation of 32 batches that
 //! rebuilds their tag dictionaries as one, see `concat.rs`) runs outside
 //! the lock and, in a server, off the write path (see
 //! `BufferTree::start_merger`): merging inline with Arrow's `concat` made
@@ -35,6 +36,9 @@ const SMALL_BATCH_ROWS: usize = 1024;
 const MERGE_AFTER_SMALL_BATCHES: usize = 32;
 /// Writes merge themselves once this many small batches trail the buffer.
 const MERGE_OVERDUE_BATCHES: usize = 4 * MERGE_AFTER_SMALL_BATCHES;
+/// How many batches back from the end a merge plan looks for a closed run
+/// of small writes (see [`merge_plan`]).
+const CLOSED_RUN_LOOKBACK: usize = 256;
 
 /// Sequence numbers of a batch's rows, as runs: `(sequence number, rows)`.
 pub(crate) type SequenceRuns = Vec<(u64, u32)>;
@@ -172,20 +176,25 @@ impl PartitionData {
         g.buffer_bytes += bytes;
         // n small single-write batches at the end.
         let unmerged_tail = |n: usize| {
-            g.buffer.len() >= n
-                && g.buffer[g.buffer.len() - n..]
-                    .iter()
-                    .all(|b| b.batch.num_rows() < SMALL_BATCH_ROWS && b.sequence_numbers.len() == 1)
+            g.buffer.len() >= n && g.buffer[g.buffer.len() - n..].iter().all(|b| b.is_single())
         };
         // 32 of them: a first-level merge (`merge_plan`), which the second
-        // level follows when due.
-        let merge_due = rows < SMALL_BATCH_ROWS && unmerged_tail(MERGE_AFTER_SMALL_BATCHES);
+        // level follows when due. A large write closes the run of small ones
+        // before it: due when two or more.
+        let merge_due = if rows < SMALL_BATCH_ROWS {
+            unmerged_tail(MERGE_AFTER_SMALL_BATCHES)
+        } else {
+            let before = &g.buffer[..g.buffer.len() - 1];
+            before.len() >= 2 && before[before.len() - 2..].iter().all(|b| b.is_single())
+        };
         Buffered {
             delta: bytes as isize,
             bytes: g.buffer_bytes,
             rows: g.buffer_rows,
             merge_due,
-            merge_overdue: merge_due && unmerged_tail(MERGE_OVERDUE_BATCHES),
+            merge_overdue: merge_due
+                && rows < SMALL_BATCH_ROWS
+                && unmerged_tail(MERGE_OVERDUE_BATCHES),
         }
     }
 
@@ -214,11 +223,10 @@ impl PartitionData {
 
     fn plan_merge(&self) -> Option<MergePlan> {
         let g = self.inner.lock();
-        let n = merge_plan(&g.buffer)?;
-        let start = g.buffer.len() - n;
+        let range = merge_plan(&g.buffer)?;
         Some(MergePlan {
-            start,
-            parts: g.buffer[start..].to_vec(),
+            start: range.start,
+            parts: g.buffer[range].to_vec(),
             generation: g.persists_started,
         })
     }
@@ -334,7 +342,14 @@ impl PartitionData {
     }
 }
 
-/// Batches at the end of a buffer to merge, as they were when planned.
+impl BufferedBatch {
+    /// A small batch of one write: what merges collect.
+    fn is_single(&self) -> bool {
+        self.batch.num_rows() < SMALL_BATCH_ROWS && self.sequence_numbers.len() == 1
+    }
+}
+
+/// Consecutive batches of a buffer to merge, as they were when planned.
 struct MergePlan {
     start: usize,
     parts: Vec<Arc<BufferedBatch>>,
@@ -388,12 +403,24 @@ pub(crate) struct Buffered {
     pub(crate) merge_overdue: bool,
 }
 
-/// How many batches at the end of `buffer` to merge now, in two levels so
-/// each row is copied at most twice: 32 single-write small batches merge
-/// into one; 32 small batches (merged ones included) merge again. (Merging
-/// one growing batch every 32 writes would copy each row of a stream of tiny
-/// writes some 17 times before it reached [`SMALL_BATCH_ROWS`].)
-fn merge_plan(buffer: &[Arc<BufferedBatch>]) -> Option<usize> {
+/// Which batches of `buffer` to merge now.
+///
+/// At its end, in two levels so each row is copied at most twice: 32
+/// single-write small batches merge into one; 32 small batches (merged ones
+/// included) merge again. (Merging one growing batch every 32 writes would
+/// copy each row of a stream of tiny writes some 17 times before it reached
+/// [`SMALL_BATCH_ROWS`].)
+///
+/// Before its end, closed runs: two or more single-write small batches
+/// followed by a large one. When small and large writes reach one partition
+/// together (a one-line writer next to batch writers), the large writes cut
+/// the small ones into runs shorter than 32 that the rule above never sees:
+/// unmerged, thousands of one-row batches made every persist and query
+/// slower and took their Arrow overhead each. A run merges once, in place,
+/// so row order (which dedup relies on: the last arrival wins) is kept; the
+/// small batches left are then at most about one per large batch.
+fn merge_plan(buffer: &[Arc<BufferedBatch>]) -> Option<std::ops::Range<usize>> {
+    let len = buffer.len();
     let mut small = 0;
     let mut unmerged = 0;
     for b in buffer.iter().rev() {
@@ -406,15 +433,32 @@ fn merge_plan(buffer: &[Arc<BufferedBatch>]) -> Option<usize> {
         small += 1;
     }
     if unmerged >= MERGE_AFTER_SMALL_BATCHES {
-        Some(unmerged)
+        return Some(len - unmerged..len);
     } else if unmerged == 0 && small >= MERGE_AFTER_SMALL_BATCHES {
         // Only right after a first-level merge, so that the second level
         // takes 32 merged batches, not the last one plus a few new writes
         // (which would copy one growing batch every 32 writes).
-        Some(small)
-    } else {
-        None
+        return Some(len - small..len);
     }
+    // The newest closed run within the lookback, looking back from the open
+    // run at the end (single-write batches are not followed by one there).
+    let stop = len.saturating_sub(CLOSED_RUN_LOOKBACK);
+    let mut end = len - unmerged;
+    while end > stop {
+        if !buffer[end - 1].is_single() {
+            end -= 1;
+            continue;
+        }
+        let mut start = end - 1;
+        while start > stop && buffer[start - 1].is_single() {
+            start -= 1;
+        }
+        if end - start >= 2 {
+            return Some(start..end);
+        }
+        end = start;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -491,6 +535,89 @@ mod tests {
                 .iter()
                 .all(|b| b.batch.column(0).len() == b.batch.num_rows())
         );
+    }
+
+    /// Small writes between large ones (a one-line writer next to batch
+    /// writers) merge in closed runs, in place: every row stays in order
+    /// with its sequence number, and only a run of one is left unmerged.
+    #[test]
+    fn small_writes_between_large_ones_merge_in_place() {
+        let p = partition();
+        let schema = one_row(0).schema();
+        let large = |from: i64| {
+            let values = from..from + SMALL_BATCH_ROWS as i64;
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from_iter_values(values))],
+            )
+            .unwrap()
+        };
+        let (mut next, mut seq) = (0i64, 0u64);
+        for run in [5, 1, 0, 12, 2, 40, 7] {
+            for _ in 0..run {
+                seq += 1;
+                if p.buffer_write(row(&schema, next), seq).merge_due {
+                    p.merge_all();
+                }
+                next += 1;
+            }
+            seq += 1;
+            let w = p.buffer_write(large(next), seq);
+            next += SMALL_BATCH_ROWS as i64;
+            // 40: the first 32 merged at the end already, 8 are left.
+            assert_eq!(w.merge_due, run >= 2, "run of {run}");
+            assert!(!w.merge_overdue);
+            if w.merge_due {
+                p.merge_all();
+            }
+        }
+        // An open run at the end waits for 32, or for a large write.
+        for _ in 0..3 {
+            seq += 1;
+            assert!(!p.buffer_write(row(&schema, next), seq).merge_due);
+            next += 1;
+        }
+        assert_eq!(p.merge_all(), 0);
+        let g = p.inner.lock();
+        let l = SMALL_BATCH_ROWS;
+        let shape: Vec<usize> = g.buffer.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(shape, [5, l, 1, l, l, 12, l, 2, l, 32, 8, l, 7, l, 1, 1, 1]);
+        assert_eq!(values(&g.buffer), (0..next).collect::<Vec<_>>());
+        assert_eq!(seqs(&g.buffer), (1..=seq).collect::<Vec<_>>());
+        assert_bytes_exact(&g);
+    }
+
+    /// A merger that fell behind finds every closed run within the
+    /// lookback, not only the newest.
+    #[test]
+    fn a_late_merge_finds_every_closed_run() {
+        let p = partition();
+        let schema = one_row(0).schema();
+        let (mut next, mut seq) = (0i64, 0u64);
+        for run in [3, 4, 1, 6] {
+            for _ in 0..run {
+                seq += 1;
+                p.buffer_write(row(&schema, next), seq);
+                next += 1;
+            }
+            seq += 1;
+            let values = next..next + SMALL_BATCH_ROWS as i64;
+            let large = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from_iter_values(values))],
+            )
+            .unwrap();
+            p.buffer_write(large, seq);
+            next += SMALL_BATCH_ROWS as i64;
+        }
+        assert!(p.merge_all() < 0, "merged batches take less memory");
+        let g = p.inner.lock();
+        let l = SMALL_BATCH_ROWS;
+        let shape: Vec<usize> = g.buffer.iter().map(|b| b.batch.num_rows()).collect();
+        assert_eq!(shape, [3, l, 4, l, 1, l, 6, l]);
+        assert_eq!(values(&g.buffer), (0..next).collect::<Vec<_>>());
+        assert_eq!(seqs(&g.buffer), (1..=seq).collect::<Vec<_>>());
+        assert_bytes_exact(&g);
     }
 
     fn partition() -> PartitionData {
