@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every issue-7 measurement in one sequence, against one set of release
 # binaries, on an otherwise idle machine: the probe, the floors, targets 2a/2b,
-# 1 (60 s; its rate sets 2c and 5c to half of it), 2c and its floor, 5c,
-# 5a/5b, 3/3b/6a, 6b. Each measured process runs in its own autogroup at
+# 1 (60 s; its rate sets 2c and 5c to half of it), 2c (both readings: the
+# batch writers' own latency, and a one-line writer's alongside them) and its
+# floor, 5c,
+# 5a/5b, 3/3b/6a, a mix of small and large writes (memory, scans), 6b. Each measured process runs in its own autogroup at
 # nice -15. Output: one log (default: bench-all.log).
 #
 #   e2e/scripts/bench-all.sh [log]
@@ -35,6 +37,9 @@ persist_off="--wal-segment-bytes 4294967296 --wal-rotation-interval 1h --hot-par
   rate=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['rows_per_sec'] / 2))" "$json" 2>/dev/null || echo 300000)
   step target 2c at "$rate" rows/s
   N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --duration 20s --warm-up 5s 2>&1 | quiet
+  step target 2c read as one writer of one line per request, alongside 8x5000 at "$rate" rows/s
+  SLUICE_BENCH_ALSO="--batch-lines 1 --writers 1 --duration 20s --warm-up 7s --seed 2" \
+    N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --duration 25s --warm-up 5s 2>&1 | quiet
   step floor 2c, no fsync
   N e2e/scripts/bench-floor.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --duration 15s --warm-up 3s 2>&1 | quiet
   step target 5c at "$rate" rows/s
@@ -46,6 +51,11 @@ persist_off="--wal-segment-bytes 4294967296 --wal-rotation-interval 1h --hot-par
   step target 3/3b/6a
   SLUICE_BENCH_RESTART=1 SLUICE_SERVER_ARGS="$persist_off --buffer-limit-bytes 8589934592" \
     N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --rows 8000000 2>&1 | quiet
+  step mixed: 1,024-line writer and 8 one-line writers, persistence held off, then full scans
+  SLUICE_SERVER_ARGS="$persist_off --buffer-limit-bytes 8589934592" \
+  SLUICE_BENCH_ALSO="--batch-lines 1 --writers 8 --duration 20s --seed 2" \
+  SLUICE_BENCH_THEN="--batch-lines 1 --writers 1 --rate 10 --duration 30s --query-concurrency 1 --start-ns 1777225600000000000" \
+    N e2e/scripts/bench-ingest.sh --batch-lines 1024 --writers 1 --duration 20s 2>&1 | quiet
   step target 6b
   SLUICE_SERVER_ARGS="$persist_off --buffer-limit-bytes 134217728" \
     N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --duration 20s 2>&1 | quiet

@@ -234,11 +234,12 @@ impl BenchIngester {
     pub fn replay_segment(&self, path: &std::path::Path) -> Result<(u64, u64), String> {
         self.rt.block_on(async {
             let (mut ops, mut rows) = (0u64, 0u64);
+            let mut state = crate::write::ReplayState::default();
             for entry in SegmentReader::open(path).map_err(|e| e.to_string())? {
                 let (seq, payload) = entry.map_err(|e| e.to_string())?;
                 rows += self
                     .handler
-                    .replay(seq, payload)
+                    .replay_with(&mut state, seq, payload)
                     .await
                     .map_err(|e| e.to_string())? as u64;
                 ops += 1;

@@ -16,7 +16,7 @@ use crate::dml_sink::DmlSink;
 use std::sync::Arc;
 
 use crate::wal::{SegmentFile, SegmentId};
-use crate::write::WriteHandler;
+use crate::write::{ReplayState, WriteHandler};
 
 /// The sequence numbers each replayed segment holds.
 pub(super) type ReplayedSegments = Vec<(SegmentId, Arc<[u64]>)>;
@@ -30,6 +30,7 @@ pub(super) async fn replay<S: DmlSink>(
     let start = Instant::now();
     let total_bytes: u64 = segments.iter().map(|s| s.bytes).sum();
     let (mut ops, mut rows) = (0u64, 0u64);
+    let mut state = ReplayState::default();
     for (i, seg) in segments.iter().enumerate() {
         let seg_start = Instant::now();
         let reader = seg.reader()?;
@@ -38,9 +39,12 @@ pub(super) async fn replay<S: DmlSink>(
         for entry in reader {
             let (seq, payload) = entry?;
             seqs.push(seq);
-            let n = handler.replay(seq, payload).await.map_err(|e| {
-                InitError::Replay(format!("segment {}: op {seq}: {e}", seg.path.display()))
-            })?;
+            let n = handler
+                .replay_with(&mut state, seq, payload)
+                .await
+                .map_err(|e| {
+                    InitError::Replay(format!("segment {}: op {seq}: {e}", seg.path.display()))
+                })?;
             seg_ops += 1;
             seg_rows += n as u64;
         }

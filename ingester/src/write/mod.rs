@@ -34,6 +34,7 @@ use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
 
 pub(crate) use handler::{SplitValidation, WriteHandler};
+pub(crate) use replay::ReplayState;
 pub use request::{Payload, Precision, WriteRequest};
 pub(crate) use tag_dictionary::TagDictionary;
 

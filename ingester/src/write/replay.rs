@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 
 use super::request::WriteRequest;
@@ -54,19 +55,65 @@ pub(crate) enum ReplayError {
     Request(WriteError),
 }
 
+/// What a replay keeps from one record to the next: the decoder's shared
+/// schemas, and which of them were last checked against which table.
+///
+/// A WAL of one-line writes holds a record per row, mostly of the same
+/// columns: decoding them into one shared Arrow schema (see
+/// [`wal_record::Decoder`]) lets the check against the catalog run once per
+/// schema and table version instead of a name lookup per column and row.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayState {
+    decoder: wal_record::Decoder,
+    /// Pairs found to fit, newest last. Both are held, so neither pointer
+    /// can be reused by another schema meanwhile.
+    checked: Vec<(SchemaRef, Arc<TableSchema>)>,
+}
+
+/// How many (schema, table) pairs a [`ReplayState`] remembers as checked.
+const CHECKED_PAIRS: usize = 8;
+
+impl ReplayState {
+    fn was_checked(&self, schema: &SchemaRef, table: &Arc<TableSchema>) -> bool {
+        self.checked
+            .iter()
+            .any(|(s, t)| Arc::ptr_eq(s, schema) && Arc::ptr_eq(t, table))
+    }
+
+    fn remember_checked(&mut self, schema: &SchemaRef, table: &Arc<TableSchema>) {
+        if self.checked.len() == CHECKED_PAIRS {
+            self.checked.remove(0);
+        }
+        self.checked.push((Arc::clone(schema), Arc::clone(table)));
+    }
+}
+
 impl<S: DmlSink> WriteHandler<S> {
     /// Replays one WAL payload with its original sequence number; returns
     /// the rows applied.
+    #[cfg(test)]
     pub(crate) async fn replay(
         &self,
         sequence_number: u64,
         payload: Bytes,
     ) -> Result<usize, ReplayError> {
+        self.replay_with(&mut ReplayState::default(), sequence_number, payload)
+            .await
+    }
+
+    /// [`Self::replay`] of one record of a sequence, with the state the
+    /// records before it left.
+    pub(crate) async fn replay_with(
+        &self,
+        state: &mut ReplayState,
+        sequence_number: u64,
+        payload: Bytes,
+    ) -> Result<usize, ReplayError> {
         match payload.first() {
             Some(&COLUMNAR_VERSION) => {
-                let record = wal_record::decode(&payload)?;
+                let record = state.decoder.decode(&payload)?;
                 drop(payload);
-                self.replay_record(sequence_number, record).await
+                self.replay_record(state, sequence_number, record).await
             }
             _ => {
                 // Version 1 (or unknown: the request decoder names it).
@@ -80,6 +127,7 @@ impl<S: DmlSink> WriteHandler<S> {
 
     async fn replay_record(
         &self,
+        state: &mut ReplayState,
         sequence_number: u64,
         record: WalRecord,
     ) -> Result<usize, ReplayError> {
@@ -101,15 +149,21 @@ impl<S: DmlSink> WriteHandler<S> {
                 .existing_table(&ns, &t.name)
                 .await?
                 .ok_or_else(unknown_table)?;
-            let columns = t.partitions.iter().flat_map(|p| p.columns.iter());
-            if check_columns(&schema, columns.clone()).is_err() {
-                // Columns another pod added may be missing from the cache.
-                schema = self
-                    .cache
-                    .refresh_table(&ns, &t.name)
-                    .await?
-                    .ok_or_else(unknown_table)?;
-                check_columns(&schema, columns)?;
+            for p in &t.partitions {
+                let batch_schema = p.batch.schema_ref();
+                if state.was_checked(batch_schema, &schema) {
+                    continue;
+                }
+                if check_columns(&schema, p.columns()).is_err() {
+                    // Columns another pod added may be missing from the cache.
+                    schema = self
+                        .cache
+                        .refresh_table(&ns, &t.name)
+                        .await?
+                        .ok_or_else(unknown_table)?;
+                    check_columns(&schema, p.columns())?;
+                }
+                state.remember_checked(batch_schema, &schema);
             }
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in t.partitions {
@@ -142,26 +196,26 @@ impl<S: DmlSink> WriteHandler<S> {
 /// Every column but `time` must be in `schema` with the record's type.
 fn check_columns<'a>(
     schema: &TableSchema,
-    columns: impl Iterator<Item = &'a (String, ColumnType)>,
+    columns: impl Iterator<Item = (&'a str, ColumnType)>,
 ) -> Result<(), ReplayError> {
     for (name, t) in columns {
-        if *t == ColumnType::Time {
+        if t == ColumnType::Time {
             continue;
         }
         match schema.column_type(name) {
-            Some(c) if c == *t => {}
+            Some(c) if c == t => {}
             Some(c) => {
                 return Err(ReplayError::ColumnTypeConflict {
                     table: schema.name.clone(),
-                    column: name.clone(),
-                    record: *t,
+                    column: name.to_string(),
+                    record: t,
                     catalog: c,
                 });
             }
             None => {
                 return Err(ReplayError::UnknownColumn {
                     table: schema.name.clone(),
-                    column: name.clone(),
+                    column: name.to_string(),
                 });
             }
         }

@@ -47,7 +47,7 @@ use arrow::array::{
     StringArray, TimestampNanosecondArray, UInt64Array,
 };
 use arrow::buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
-use arrow::datatypes::{ArrowNativeType, DataType, Field, Int32Type, Schema, TimeUnit};
+use arrow::datatypes::{ArrowNativeType, DataType, Field, Int32Type, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -96,10 +96,20 @@ pub(crate) struct RecordTable {
 #[derive(Debug)]
 pub(crate) struct RecordPartition {
     pub(crate) key: String,
-    /// Columns with their catalog types, in the order written.
-    pub(crate) columns: Vec<(String, ColumnType)>,
-    /// Canonical Arrow types (`schema.rs`), fields nullable except `time`.
+    /// Canonical Arrow types (`schema.rs`), fields nullable except `time`,
+    /// in the order written.
     pub(crate) batch: RecordBatch,
+}
+
+impl RecordPartition {
+    /// Columns with their catalog types, in the order written.
+    pub(crate) fn columns(&self) -> impl Iterator<Item = (&str, ColumnType)> + Clone {
+        self.batch.schema_ref().fields().iter().map(|f| {
+            // Every field was built from a type code (`decode_batch`).
+            let t = column_type_of(f.data_type()).unwrap_or(ColumnType::String);
+            (f.name().as_str(), t)
+        })
+    }
 }
 
 // ───────────────────────────── encoding ─────────────────────────────
@@ -230,80 +240,134 @@ fn put_strings(b: &mut BytesMut, a: &StringArray) {
 // ───────────────────────────── decoding ─────────────────────────────
 
 /// Decodes a columnar record (its first byte must be [`COLUMNAR_VERSION`]).
+#[cfg(any(test, feature = "benches"))]
 pub(crate) fn decode(data: &[u8]) -> Result<WalRecord, DecodeError> {
-    let mut r = Reader { data, pos: 0 };
-    let version = r.u8()?;
-    if version != COLUMNAR_VERSION {
-        return err(format!(
-            "unknown record format version {version} (this release reads 1 and {COLUMNAR_VERSION})"
-        ));
-    }
-    let namespace = r.str()?;
-    let n_tables = r.count(8)?;
-    let mut tables = Vec::with_capacity(n_tables);
-    for _ in 0..n_tables {
-        let name = r.str()?;
-        let n_parts = r.count(12)?;
-        let mut partitions = Vec::with_capacity(n_parts);
-        for _ in 0..n_parts {
-            let key = r.str()?;
-            let (columns, batch) = decode_batch(&mut r)
-                .map_err(|e| DecodeError(format!("table `{name}`: {}", e.0)))?;
-            partitions.push(RecordPartition {
-                key,
-                columns,
-                batch,
-            });
-        }
-        tables.push(RecordTable { name, partitions });
-    }
-    if r.pos != data.len() {
-        return err(format!(
-            "{} trailing bytes after the record",
-            data.len() - r.pos
-        ));
-    }
-    Ok(WalRecord { namespace, tables })
+    Decoder::default().decode(data)
 }
 
-type Columns = Vec<(String, ColumnType)>;
+/// How many Arrow schemas a [`Decoder`] remembers.
+const RECENT_SCHEMAS: usize = 8;
 
-fn decode_batch(r: &mut Reader<'_>) -> Result<(Columns, RecordBatch), DecodeError> {
-    let rows = r.u32()? as usize;
-    let n_cols = r.count(6)?;
-    let mut columns = Vec::with_capacity(n_cols);
-    let mut fields = Vec::with_capacity(n_cols);
-    let mut arrays = Vec::with_capacity(n_cols);
-    for _ in 0..n_cols {
-        let name = r.str()?;
-        if columns.iter().any(|(n, _)| *n == name) {
-            return err(format!("column `{name}` appears twice"));
+/// Decodes records one after another, as replay does, sharing one Arrow
+/// schema between records of the same columns (names, types, order).
+///
+/// Why: a WAL of one-line writes is a record per row. A schema of its own
+/// for each cost two allocations per column, and their frees, and made
+/// every merge of the replayed one-row batches align each batch to the
+/// union of their schemas first (`buffer_tree::partition`), where batches
+/// that share one schema are concatenated as they are. The live write path
+/// shares schemas the same way (`builder::recent_schema`).
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    recent: Vec<SchemaRef>,
+    next: usize,
+}
+
+impl Decoder {
+    /// Decodes a columnar record (its first byte must be [`COLUMNAR_VERSION`]).
+    pub(crate) fn decode(&mut self, data: &[u8]) -> Result<WalRecord, DecodeError> {
+        let mut r = Reader { data, pos: 0 };
+        let version = r.u8()?;
+        if version != COLUMNAR_VERSION {
+            return err(format!(
+                "unknown record format version {version} (this release reads 1 and {COLUMNAR_VERSION})"
+            ));
         }
-        let code = r.u8()?;
-        let t = ColumnType::from_i16(code.into())
-            .ok_or_else(|| DecodeError(format!("column `{name}`: unknown type code {code}")))?;
-        let array = decode_array(r, t, rows)
-            .map_err(|e| DecodeError(format!("column `{name}`: {}", e.0)))?;
-        if (t == ColumnType::Time) != (name == TIME_COLUMN) {
-            return err(format!("column `{name}` has type {t}"));
+        let namespace = r.str()?.to_string();
+        let n_tables = r.count(8)?;
+        let mut tables = Vec::with_capacity(n_tables);
+        for _ in 0..n_tables {
+            let name = r.str()?.to_string();
+            let n_parts = r.count(12)?;
+            let mut partitions = Vec::with_capacity(n_parts);
+            for _ in 0..n_parts {
+                let key = r.str()?.to_string();
+                let batch = self
+                    .decode_batch(&mut r)
+                    .map_err(|e| DecodeError(format!("table `{name}`: {}", e.0)))?;
+                partitions.push(RecordPartition { key, batch });
+            }
+            tables.push(RecordTable { name, partitions });
         }
-        if t == ColumnType::Time && array.null_count() > 0 {
-            return err("the `time` column has nulls");
+        if r.pos != data.len() {
+            return err(format!(
+                "{} trailing bytes after the record",
+                data.len() - r.pos
+            ));
         }
-        fields.push(arrow_field(&name, t));
-        arrays.push(array);
-        columns.push((name, t));
+        Ok(WalRecord { namespace, tables })
     }
-    if !columns.iter().any(|(_, t)| *t == ColumnType::Time) {
-        return err("no `time` column");
+
+    fn decode_batch(&mut self, r: &mut Reader<'_>) -> Result<RecordBatch, DecodeError> {
+        let rows = r.u32()? as usize;
+        let n_cols = r.count(6)?;
+        let mut columns = Vec::with_capacity(n_cols);
+        let mut arrays = Vec::with_capacity(n_cols);
+        for _ in 0..n_cols {
+            let name = r.str()?;
+            let code = r.u8()?;
+            let t = ColumnType::from_i16(code.into())
+                .ok_or_else(|| DecodeError(format!("column `{name}`: unknown type code {code}")))?;
+            let array = decode_array(r, t, rows)
+                .map_err(|e| DecodeError(format!("column `{name}`: {}", e.0)))?;
+            if (t == ColumnType::Time) != (name == TIME_COLUMN) {
+                return err(format!("column `{name}` has type {t}"));
+            }
+            if t == ColumnType::Time && array.null_count() > 0 {
+                return err("the `time` column has nulls");
+            }
+            arrays.push(array);
+            columns.push((name, t));
+        }
+        let schema = match self.recent(&columns) {
+            Some(schema) => schema,
+            None => {
+                // A schema remembered had no duplicate and a `time` column:
+                // only a new one needs checking.
+                for (i, (name, _)) in columns.iter().enumerate() {
+                    if columns[..i].iter().any(|(n, _)| n == name) {
+                        return err(format!("column `{name}` appears twice"));
+                    }
+                }
+                if !columns.iter().any(|(_, t)| *t == ColumnType::Time) {
+                    return err("no `time` column");
+                }
+                let fields: Vec<Field> = columns.iter().map(|(n, t)| arrow_field(n, *t)).collect();
+                let schema = Arc::new(Schema::new(fields));
+                self.remember(&schema);
+                schema
+            }
+        };
+        RecordBatch::try_new_with_options(
+            schema,
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| DecodeError(e.to_string()))
     }
-    let batch = RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(fields.into_iter().collect::<Vec<Field>>())),
-        arrays,
-        &RecordBatchOptions::new().with_row_count(Some(rows)),
-    )
-    .map_err(|e| DecodeError(e.to_string()))?;
-    Ok((columns, batch))
+
+    /// A remembered schema of exactly `columns`.
+    fn recent(&self, columns: &[(&str, ColumnType)]) -> Option<SchemaRef> {
+        self.recent
+            .iter()
+            .find(|s| {
+                let fields = s.fields();
+                fields.len() == columns.len()
+                    && fields.iter().zip(columns).all(|(f, (name, t))| {
+                        f.name() == name && column_type_of(f.data_type()) == Some(*t)
+                    })
+            })
+            .cloned()
+    }
+
+    fn remember(&mut self, schema: &SchemaRef) {
+        if self.recent.len() < RECENT_SCHEMAS {
+            self.recent.push(Arc::clone(schema));
+        } else {
+            self.recent[self.next] = Arc::clone(schema);
+            self.next = (self.next + 1) % RECENT_SCHEMAS;
+        }
+    }
 }
 
 fn decode_array(r: &mut Reader<'_>, t: ColumnType, rows: usize) -> Result<ArrayRef, DecodeError> {
@@ -374,12 +438,10 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn str(&mut self) -> Result<String, DecodeError> {
+    fn str(&mut self) -> Result<&'a str, DecodeError> {
         let n = self.u32()? as usize;
         let raw = self.take(n)?;
-        std::str::from_utf8(raw)
-            .map(str::to_string)
-            .map_err(|_| DecodeError("a name is not UTF-8".into()))
+        std::str::from_utf8(raw).map_err(|_| DecodeError("a name is not UTF-8".into()))
     }
 
     fn len_bytes(n: usize, width: usize) -> Result<usize, DecodeError> {

@@ -11,7 +11,7 @@ use crate::catalog::{Catalog, MemCatalog, SchemaCache};
 use crate::dml_sink::mock::MockDmlSink;
 use crate::ingest_state::IngestState;
 use crate::timestamp_oracle::TimestampOracle;
-use crate::write::replay::ReplayError;
+use crate::write::replay::{ReplayError, ReplayState};
 use crate::write::{Payload, Precision, WriteHandler, WriteRequest};
 
 /// Every column type, nulls, non-ASCII strings, two tables, two days.
@@ -79,9 +79,9 @@ async fn roundtrip_keeps_names_types_nulls_and_values() {
         assert_eq!(keys, orig_keys);
         for (p, o) in t.partitions.iter().zip(&orig.partitions) {
             assert_eq!(p.batch, o.batch, "table {} partition {}", t.name, p.key);
-            for (name, ty) in &p.columns {
+            for (name, ty) in p.columns() {
                 if name != "time" {
-                    assert_eq!(orig.table.column_type(name), Some(*ty), "{name}");
+                    assert_eq!(orig.table.column_type(name), Some(ty), "{name}");
                 }
             }
         }
@@ -184,6 +184,101 @@ async fn replay_sees_columns_added_by_another_pod() {
     pod.handler.write(lp("ns", "cpu v=2 2")).await.unwrap();
     let newer = write(&catalog, "ns", "cpu v=3,w=4 3").await;
     assert_eq!(pod.handler.replay(9, newer.wal_payload).await.unwrap(), 1);
+}
+
+/// The only batch of a decoded record.
+fn only_batch(rec: &WalRecord) -> &RecordBatch {
+    assert_eq!(rec.tables.len(), 1);
+    assert_eq!(rec.tables[0].partitions.len(), 1);
+    &rec.tables[0].partitions[0].batch
+}
+
+/// Records of the same columns share one schema through a decoder; other
+/// columns get their own, and a record naming a column twice is refused
+/// however many good records came before it.
+#[tokio::test]
+async fn a_decoder_shares_one_schema_between_records_of_the_same_columns() {
+    let catalog = mem();
+    let a = write(&catalog, "ns", "cpu,host=a v=1,w=2 1").await;
+    let b = write(&catalog, "ns", "cpu,host=b v=3,w=4 2").await;
+    let c = write(&catalog, "ns", "cpu,host=c v=5 3").await;
+    let mut d = Decoder::default();
+    let (ra, rb, rc) = (
+        d.decode(&a.wal_payload).unwrap(),
+        d.decode(&b.wal_payload).unwrap(),
+        d.decode(&c.wal_payload).unwrap(),
+    );
+    assert!(Arc::ptr_eq(
+        only_batch(&ra).schema_ref(),
+        only_batch(&rb).schema_ref()
+    ));
+    assert!(!Arc::ptr_eq(
+        only_batch(&ra).schema_ref(),
+        only_batch(&rc).schema_ref()
+    ));
+    // The values are each record's own.
+    assert_eq!(only_batch(&rb), &b.tables[0].partitions[0].batch);
+    assert_eq!(only_batch(&rc), &c.tables[0].partitions[0].batch);
+    assert_eq!(
+        d.decode(&a.wal_payload).unwrap().tables[0].partitions[0].key,
+        "1970-01-01"
+    );
+
+    // `w` renamed `v` (same length) in a's bytes: a column named twice.
+    let mut twice = a.wal_payload.to_vec();
+    let at = twice
+        .windows(5)
+        .position(|x| x == b"\x01\x00\x00\x00w")
+        .expect("the name `w` in the record");
+    twice[at + 4] = b'v';
+    let e = d.decode(&twice).unwrap_err().to_string();
+    assert!(e.contains("column `v` appears twice"), "{e}");
+}
+
+/// One replay state across records, as start-up replays them: every record
+/// is applied, and a record that does not fit the catalog is still refused
+/// after records that did.
+#[tokio::test]
+async fn a_replay_state_still_refuses_a_record_that_does_not_fit() {
+    let catalog = mem();
+    let ops = [
+        write(&catalog, "ns", "cpu,host=a v=1 1").await,
+        write(&catalog, "ns", "cpu,host=b v=2 2").await,
+    ];
+    let pod = ctx(&catalog);
+    let mut state = ReplayState::default();
+    for (i, op) in ops.iter().enumerate() {
+        let n = pod
+            .handler
+            .replay_with(&mut state, 10 + i as u64, op.wal_payload.clone())
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    {
+        let applied = pod.sink.calls.lock();
+        assert_eq!(applied.len(), 2);
+        for (i, (r, o)) in applied.iter().zip(&ops).enumerate() {
+            assert_eq!(r.sequence_number, 10 + i as u64);
+            assert_eq!(
+                r.tables[0].partitions[0].batch,
+                o.tables[0].partitions[0].batch
+            );
+        }
+    }
+    // Same columns, another type for `v`.
+    let other = write(&mem(), "ns", "cpu,host=a v=1i 3").await;
+    let e = pod
+        .handler
+        .replay_with(&mut state, 12, other.wal_payload)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("column `v` has type i64 in the WAL but f64"),
+        "{e}"
+    );
+    assert_eq!(pod.sink.calls.lock().len(), 2, "nothing more applied");
 }
 
 #[test]
