@@ -6,9 +6,9 @@
 //! blocks writers for longer than that clone. Many tiny writes are merged
 //! into one batch now and then, keeping per-batch overhead (and RSS) close
 //! to the data's Arrow size, also when large writes to the same partition
-//! come between them (see `merge_plan`). A merge (a concatenation of 32 batches that
-//! rebuilds their tag dictionaries as one, see `concat.rs`) runs outside
-//! the lock and, in a server, off the write path (see
+//! come between them (see `merge_plan`). A merge (a concatenation of 32
+//! batches that rebuilds their tag dictionaries as one, see `concat.rs`)
+//! runs outside the lock and, in a server, off the write path (see
 //! `BufferTree::start_merger`): merging inline with Arrow's `concat` made
 //! every 32nd one-line write ~1.5 ms slower, the whole of the p99 latency
 //! above the disk's.
@@ -415,10 +415,12 @@ pub(crate) struct Buffered {
 /// followed by a large one. When small and large writes reach one partition
 /// together (a one-line writer next to batch writers), the large writes cut
 /// the small ones into runs shorter than 32 that the rule above never sees:
-/// unmerged, thousands of one-row batches made every persist and query
-/// slower and took their Arrow overhead each. A run merges once, in place,
-/// so row order (which dedup relies on: the last arrival wins) is kept; the
-/// small batches left are then at most about one per large batch.
+/// unmerged, every one-row batch kept its own ~22 Arrow arrays (a 1,024-line
+/// writer next to 8 one-line writers: RSS 1.6 GiB instead of 0.95, and a
+/// full scan 13.5 s instead of 2.5; `docs/benchmarks.md`, session 17).
+/// A run merges once, in place, so row order (which dedup relies on: the
+/// last arrival wins) is kept; the small batches left are then at most
+/// about one per large batch.
 fn merge_plan(buffer: &[Arc<BufferedBatch>]) -> Option<std::ops::Range<usize>> {
     let len = buffer.len();
     let mut small = 0;
