@@ -244,6 +244,11 @@ impl BenchIngester {
                     .map_err(|e| e.to_string())? as u64;
                 ops += 1;
             }
+            rows += self
+                .handler
+                .finish_run(&mut state)
+                .await
+                .map_err(|e| e.to_string())? as u64;
             Ok((ops, rows))
         })
     }

@@ -249,6 +249,9 @@ impl BufferTree {
         let Some(f) = guard.as_mut() else {
             return true;
         };
+        if !op.replayed_runs.is_empty() {
+            return filter_replayed_run(f, op);
+        }
         let seq = op.sequence_number;
         for tw in &mut op.tables {
             let before = tw.partitions.len();
@@ -331,6 +334,8 @@ impl BufferTree {
         if !self.filter_replayed(&mut op) {
             return;
         }
+        // A replayed run's sequence numbers, for its one partition.
+        let mut runs = std::mem::take(&mut op.replayed_runs);
         let partitions: usize = op.tables.iter().map(|t| t.partitions.len()).sum();
         if partitions > 1
             && let Some(f) = self.multi_partition.get()
@@ -375,7 +380,11 @@ impl BufferTree {
                         }
                     }
                 };
-                let w = partition.buffer_write(pw.batch, op.sequence_number);
+                let w = if runs.is_empty() {
+                    partition.buffer_write(pw.batch, op.sequence_number)
+                } else {
+                    partition.buffer_write_runs(pw.batch, std::mem::take(&mut runs))
+                };
                 delta += w.delta;
                 if w.merge_due {
                     delta += self.merge(&partition, w.merge_overdue);
@@ -394,9 +403,138 @@ impl BufferTree {
     }
 }
 
+/// [`BufferTree::filter_replayed`] for a replayed run of small records of
+/// one partition (`DmlOperation::replayed_runs`): the rows of the records
+/// already persisted are dropped, and those records no longer hold their
+/// segments. `false` if nothing is left to apply.
+fn filter_replayed_run(f: &mut ReplayFilter, op: &mut DmlOperation) -> bool {
+    let Some(pw) = op.tables.first_mut().and_then(|t| t.partitions.first_mut()) else {
+        return false;
+    };
+    let persisted: Vec<bool> = op
+        .replayed_runs
+        .iter()
+        .map(|(seq, _)| f.persisted.is_persisted(pw.id, *seq))
+        .collect();
+    if !persisted.contains(&true) {
+        return true;
+    }
+    let mut keep = arrow::array::BooleanBufferBuilder::new(pw.batch.num_rows());
+    for ((seq, rows), done) in op.replayed_runs.iter().zip(&persisted) {
+        keep.append_n(*rows as usize, !done);
+        if *done {
+            f.skipped.push(*seq);
+            f.skipped_partition_writes += 1;
+        }
+    }
+    if persisted.iter().all(|done| *done) {
+        op.tables.clear();
+        return false;
+    }
+    let keep = arrow::array::BooleanArray::new(keep.finish(), None);
+    match arrow::compute::filter_record_batch(&pw.batch, &keep) {
+        Ok(batch) => pw.batch = batch,
+        // The run's rows add up to the batch's (`replay.rs`): not reached.
+        // Applying the persisted rows again loses nothing (dedup keeps one).
+        Err(e) => {
+            tracing::warn!(error = %e, "replay: could not drop a run's persisted rows");
+            return true;
+        }
+    }
+    let mut done = persisted.iter();
+    op.replayed_runs
+        .retain(|_| !done.next().copied().unwrap_or(false));
+    op.rows = pw.batch.num_rows();
+    true
+}
+
 impl DmlSink for BufferTree {
     async fn apply(&self, op: DmlOperation) -> Result<(), DmlError> {
         self.apply_op(op);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema};
+    use arrow::record_batch::RecordBatch;
+
+    use super::*;
+    use crate::catalog::{ColumnId, ColumnSchema, ColumnType, PartitionId, TableSchema};
+    use crate::persist::journal::Recovered;
+    use crate::write::{PartitionWrite, TableWrite};
+
+    /// A replayed run of four one-row records to partition 7.
+    fn run_op(values: [i64; 4], seqs: [u64; 4]) -> DmlOperation {
+        let table = TableSchema::new(
+            TableId(1),
+            NamespaceId(1),
+            "cpu".into(),
+            vec![ColumnSchema {
+                id: ColumnId(1),
+                name: "v".into(),
+                column_type: ColumnType::I64,
+            }],
+        );
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values.to_vec()))])
+            .unwrap();
+        DmlOperation {
+            sequence_number: seqs[3],
+            namespace_id: NamespaceId(1),
+            namespace: "ns".into(),
+            tables: vec![TableWrite {
+                table: Arc::new(table),
+                partitions: vec![PartitionWrite {
+                    id: PartitionId(7),
+                    key: "2026-01-01".into(),
+                    batch,
+                }],
+            }],
+            wal_payload: bytes::Bytes::new(),
+            rows: 4,
+            replayed_runs: seqs.iter().map(|s| (*s, 1)).collect(),
+        }
+    }
+
+    /// Of a replayed run, the rows of records already persisted are
+    /// dropped and their sequence numbers handed back as skipped; the rest
+    /// is buffered with each record's own sequence number. A run persisted
+    /// whole is skipped whole.
+    #[test]
+    fn a_replayed_run_keeps_only_what_is_not_yet_persisted() {
+        let tree = BufferTree::new(
+            Arc::new(IngestState::new(u64::MAX)),
+            &prometheus::Registry::new(),
+        )
+        .unwrap();
+        tree.begin_replay(Arc::new(Recovered::with_persisted(
+            PartitionId(7),
+            &[11, 13, 20, 21, 22, 23],
+        )));
+        tree.apply_op(run_op([1, 2, 3, 4], [10, 11, 12, 13]));
+        tree.apply_op(run_op([5, 6, 7, 8], [20, 21, 22, 23]));
+        let (skipped, pairs) = tree.end_replay();
+        assert_eq!(skipped, [11, 13, 20, 21, 22, 23]);
+        assert_eq!(pairs, 6);
+        let partitions = tree.partitions();
+        assert_eq!(partitions.len(), 1);
+        let persisting = partitions[0].mark_persisting().unwrap();
+        assert_eq!(persisting.rows, 2);
+        let values: Vec<i64> = persisting
+            .batches
+            .iter()
+            .flat_map(|b| {
+                b.batch
+                    .column(0)
+                    .as_primitive::<Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(values, [1, 3]);
+        assert_eq!(persisting.sequence_numbers().collect::<Vec<_>>(), [10, 12]);
     }
 }

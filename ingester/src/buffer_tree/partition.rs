@@ -164,13 +164,24 @@ impl PartitionData {
     /// Appends a write's rows: its Arrow bytes, the buffer's new size, and
     /// whether small batches are due a [`Self::merge_small`].
     pub(crate) fn buffer_write(&self, batch: RecordBatch, sequence_number: u64) -> Buffered {
+        let rows = batch.num_rows() as u32;
+        self.buffer_write_runs(batch, vec![(sequence_number, rows)])
+    }
+
+    /// [`Self::buffer_write`] of rows of several writes (a replayed run of
+    /// small WAL records): each one's sequence number and rows, in order.
+    pub(crate) fn buffer_write_runs(
+        &self,
+        batch: RecordBatch,
+        sequence_numbers: SequenceRuns,
+    ) -> Buffered {
         let rows = batch.num_rows();
         let bytes = batch.get_array_memory_size();
         let mut g = self.inner.lock();
         g.oldest_write.get_or_insert_with(Instant::now);
         g.buffer.push(Arc::new(BufferedBatch {
             batch,
-            sequence_numbers: vec![(sequence_number, rows as u32)],
+            sequence_numbers,
         }));
         g.buffer_rows += rows;
         g.buffer_bytes += bytes;

@@ -48,6 +48,12 @@ pub(super) async fn replay<S: DmlSink>(
             seg_ops += 1;
             seg_rows += n as u64;
         }
+        // A run of small records ends with its segment.
+        let n = handler
+            .finish_run(&mut state)
+            .await
+            .map_err(|e| InitError::Replay(format!("segment {}: {e}", seg.path.display())))?;
+        seg_rows += n as u64;
         ops += seg_ops;
         rows += seg_rows;
         seqs.sort_unstable();

@@ -93,6 +93,17 @@ pub(crate) struct Recovered {
 }
 
 impl Recovered {
+    /// Sequence numbers of `partition` known persisted, for tests.
+    #[cfg(test)]
+    pub(crate) fn with_persisted(partition: PartitionId, seqs: &[u64]) -> Self {
+        let mut runs: Vec<(u64, u64)> = seqs.iter().map(|s| (*s, 1)).collect();
+        runs.sort_unstable();
+        Self {
+            persisted: HashMap::from([(partition, runs)]),
+            ..Self::default()
+        }
+    }
+
     /// Whether write `seq` is already in a Parquet file of `partition`.
     pub(crate) fn is_persisted(&self, partition: PartitionId, seq: u64) -> bool {
         let Some(runs) = self.persisted.get(&partition) else {

@@ -317,6 +317,7 @@ impl<S: DmlSink> WriteHandler<S> {
             tables,
             wal_payload: bytes::Bytes::new(),
             rows,
+            replayed_runs: Vec::new(),
         })
     }
 }

@@ -53,6 +53,11 @@ pub(crate) struct DmlOperation {
     /// The WAL record of `tables` (`wal_record.rs`); empty on replay.
     pub(crate) wal_payload: Bytes,
     pub(crate) rows: usize,
+    /// Replay only, for a run of small WAL records of one partition
+    /// decoded as one batch (`replay.rs`): each record's sequence number
+    /// and rows, in row order; `sequence_number` is the last of them.
+    /// Empty otherwise: every row has `sequence_number`.
+    pub(crate) replayed_runs: Vec<(u64, u32)>,
 }
 
 /// The rows of one table, by partition.

@@ -11,6 +11,14 @@
 //! not belong together (or the record is damaged): replay stops with an
 //! error rather than guess or drop the data.
 //!
+//! Consecutive small records of one partition (one-line writes, mostly)
+//! are collected into a run and decoded as one batch
+//! (`wal_record/run.rs`), which carries each record's sequence number
+//! (`DmlOperation::replayed_runs`): a WAL of one-line writes is a record
+//! per row, and a batch per record made its replay allocate and free ~140
+//! times per row. A run ends at a record that does not join it (another
+//! partition, a large one) and at the end of each segment.
+//!
 //! Request-format (version 1) records, written by older releases, are
 //! re-validated through the normal write path.
 
@@ -20,7 +28,9 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 
 use super::request::WriteRequest;
-use super::wal_record::{self, COLUMNAR_VERSION, DecodeError, WalRecord};
+use super::wal_record::{
+    self, COLUMNAR_VERSION, DecodeError, RecordPartition, RecordTable, WalRecord,
+};
 use super::{DmlOperation, PartitionWrite, TableWrite, WriteError, WriteHandler};
 use crate::catalog::{CatalogError, ColumnType, TableSchema};
 use crate::dml_sink::{DmlError, DmlSink};
@@ -53,6 +63,13 @@ pub(crate) enum ReplayError {
     Sink(#[from] DmlError),
     #[error("{0}")]
     Request(WriteError),
+    #[error("WAL records {first} to {last} (replayed as a run of {records}): {source}")]
+    Run {
+        first: u64,
+        last: u64,
+        records: usize,
+        source: Box<ReplayError>,
+    },
 }
 
 /// What a replay keeps from one record to the next: the decoder's shared
@@ -68,7 +85,13 @@ pub(crate) struct ReplayState {
     /// Pairs found to fit, newest last. Both are held, so neither pointer
     /// can be reused by another schema meanwhile.
     checked: Vec<(SchemaRef, Arc<TableSchema>)>,
+    /// Small records of one partition not yet applied, in order.
+    run: Vec<(u64, Bytes)>,
+    run_rows: usize,
 }
+
+/// A run is applied once it holds this many rows (at most).
+const RUN_ROWS: usize = 1024;
 
 /// How many (schema, table) pairs a [`ReplayState`] remembers as checked.
 const CHECKED_PAIRS: usize = 8;
@@ -97,13 +120,109 @@ impl<S: DmlSink> WriteHandler<S> {
         sequence_number: u64,
         payload: Bytes,
     ) -> Result<usize, ReplayError> {
-        self.replay_with(&mut ReplayState::default(), sequence_number, payload)
-            .await
+        let mut state = ReplayState::default();
+        let rows = self
+            .replay_with(&mut state, sequence_number, payload)
+            .await?;
+        Ok(rows + self.finish_run(&mut state).await?)
     }
 
-    /// [`Self::replay`] of one record of a sequence, with the state the
-    /// records before it left.
+    /// Replays one record of a sequence, with the state the records before
+    /// it left; returns the rows applied by this call. A small record may
+    /// wait in the state's run: [`Self::finish_run`] applies what is left.
     pub(crate) async fn replay_with(
+        &self,
+        state: &mut ReplayState,
+        sequence_number: u64,
+        payload: Bytes,
+    ) -> Result<usize, ReplayError> {
+        if let Some(small) = wal_record::peek_small(&payload) {
+            self.oracle.observe(sequence_number);
+            let joins = match state.run.first() {
+                None => true,
+                Some((_, first)) => {
+                    wal_record::peek_small(first).is_some_and(|f| {
+                        (f.namespace, f.table, f.key) == (small.namespace, small.table, small.key)
+                    }) && state.run_rows + small.rows <= RUN_ROWS
+                }
+            };
+            let rows = if joins {
+                0
+            } else {
+                self.finish_run(state).await?
+            };
+            state.run_rows += small.rows;
+            state.run.push((sequence_number, payload));
+            return Ok(rows);
+        }
+        let rows = self.finish_run(state).await?;
+        Ok(rows + self.replay_one(state, sequence_number, payload).await?)
+    }
+
+    /// Applies the records waiting in `state`'s run; returns their rows.
+    pub(crate) async fn finish_run(&self, state: &mut ReplayState) -> Result<usize, ReplayError> {
+        let run = std::mem::take(&mut state.run);
+        state.run_rows = 0;
+        let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+            return Ok(0);
+        };
+        let (first, last, records) = (*first, *last, run.len());
+        self.apply_run(state, run)
+            .await
+            .map_err(|e| ReplayError::Run {
+                first,
+                last,
+                records,
+                source: Box::new(e),
+            })
+    }
+
+    /// A run's records as one batch, or one by one if their columns differ.
+    async fn apply_run(
+        &self,
+        state: &mut ReplayState,
+        run: Vec<(u64, Bytes)>,
+    ) -> Result<usize, ReplayError> {
+        let headers: Vec<_> = run
+            .iter()
+            .filter_map(|(_, p)| wal_record::peek_small(p))
+            .collect();
+        let decoded = if headers.len() == run.len() && run.len() > 1 {
+            let records: Vec<_> = run.iter().map(|(_, p)| &p[..]).zip(&headers).collect();
+            state.decoder.decode_run(&records)?
+        } else {
+            None
+        };
+        let (Some(batch), Some(h), Some((last, _))) = (decoded, headers.first(), run.last()) else {
+            drop(headers);
+            let mut rows = 0;
+            for (seq, payload) in run {
+                rows += self.replay_one(state, seq, payload).await?;
+            }
+            return Ok(rows);
+        };
+        let runs = run
+            .iter()
+            .zip(&headers)
+            .map(|((seq, _), h)| (*seq, h.rows as u32))
+            .collect();
+        let record = WalRecord {
+            namespace: h.namespace.to_string(),
+            tables: vec![RecordTable {
+                name: h.table.to_string(),
+                partitions: vec![RecordPartition {
+                    key: h.key.to_string(),
+                    batch,
+                }],
+            }],
+        };
+        let last = *last;
+        drop(headers);
+        self.replay_record(state, last, record, runs).await
+    }
+
+    /// One record, decoded and applied alone.
+    async fn replay_one(
         &self,
         state: &mut ReplayState,
         sequence_number: u64,
@@ -113,7 +232,8 @@ impl<S: DmlSink> WriteHandler<S> {
             Some(&COLUMNAR_VERSION) => {
                 let record = state.decoder.decode(&payload)?;
                 drop(payload);
-                self.replay_record(state, sequence_number, record).await
+                self.replay_record(state, sequence_number, record, Vec::new())
+                    .await
             }
             _ => {
                 // Version 1 (or unknown: the request decoder names it).
@@ -130,6 +250,7 @@ impl<S: DmlSink> WriteHandler<S> {
         state: &mut ReplayState,
         sequence_number: u64,
         record: WalRecord,
+        replayed_runs: Vec<(u64, u32)>,
     ) -> Result<usize, ReplayError> {
         self.oracle.observe(sequence_number);
         let ns = self
@@ -187,6 +308,7 @@ impl<S: DmlSink> WriteHandler<S> {
             tables,
             wal_payload: Bytes::new(),
             rows,
+            replayed_runs,
         };
         self.sink.apply(op).await?;
         Ok(rows)

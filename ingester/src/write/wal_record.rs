@@ -319,31 +319,34 @@ impl Decoder {
             arrays.push(array);
             columns.push((name, t));
         }
-        let schema = match self.recent(&columns) {
-            Some(schema) => schema,
-            None => {
-                // A schema remembered had no duplicate and a `time` column:
-                // only a new one needs checking.
-                for (i, (name, _)) in columns.iter().enumerate() {
-                    if columns[..i].iter().any(|(n, _)| n == name) {
-                        return err(format!("column `{name}` appears twice"));
-                    }
-                }
-                if !columns.iter().any(|(_, t)| *t == ColumnType::Time) {
-                    return err("no `time` column");
-                }
-                let fields: Vec<Field> = columns.iter().map(|(n, t)| arrow_field(n, *t)).collect();
-                let schema = Arc::new(Schema::new(fields));
-                self.remember(&schema);
-                schema
-            }
-        };
+        let schema = self.schema_for(&columns)?;
         RecordBatch::try_new_with_options(
             schema,
             arrays,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
         .map_err(|e| DecodeError(e.to_string()))
+    }
+
+    /// The schema of `columns`: a remembered one, or a new one once checked
+    /// (a remembered schema had no duplicate and a `time` column, so only a
+    /// new one needs checking).
+    fn schema_for(&mut self, columns: &[(&str, ColumnType)]) -> Result<SchemaRef, DecodeError> {
+        if let Some(schema) = self.recent(columns) {
+            return Ok(schema);
+        }
+        for (i, (name, _)) in columns.iter().enumerate() {
+            if columns[..i].iter().any(|(n, _)| n == name) {
+                return err(format!("column `{name}` appears twice"));
+            }
+        }
+        if !columns.iter().any(|(_, t)| *t == ColumnType::Time) {
+            return err("no `time` column");
+        }
+        let fields: Vec<Field> = columns.iter().map(|(n, t)| arrow_field(n, *t)).collect();
+        let schema = Arc::new(Schema::new(fields));
+        self.remember(&schema);
+        Ok(schema)
     }
 
     /// A remembered schema of exactly `columns`.
@@ -488,6 +491,9 @@ impl<'a> Reader<'a> {
         .map_err(|e| DecodeError(e.to_string()))
     }
 }
+
+mod run;
+pub(crate) use run::peek_small;
 
 #[cfg(test)]
 mod tests;

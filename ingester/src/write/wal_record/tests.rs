@@ -13,6 +13,7 @@ use crate::ingest_state::IngestState;
 use crate::timestamp_oracle::TimestampOracle;
 use crate::write::replay::{ReplayError, ReplayState};
 use crate::write::{Payload, Precision, WriteHandler, WriteRequest};
+use arrow::array::ArrayRef;
 
 /// Every column type, nulls, non-ASCII strings, two tables, two days.
 const BODY: &str = "cpu,host=a,region=eu usage=0.5,count=3i 10\n\
@@ -253,24 +254,35 @@ async fn a_replay_state_still_refuses_a_record_that_does_not_fit() {
             .replay_with(&mut state, 10 + i as u64, op.wal_payload.clone())
             .await
             .unwrap();
-        assert_eq!(n, 1);
+        assert_eq!(n, 0, "small records wait in the run");
     }
+    assert_eq!(pod.handler.finish_run(&mut state).await.unwrap(), 2);
     {
         let applied = pod.sink.calls.lock();
-        assert_eq!(applied.len(), 2);
-        for (i, (r, o)) in applied.iter().zip(&ops).enumerate() {
-            assert_eq!(r.sequence_number, 10 + i as u64);
-            assert_eq!(
-                r.tables[0].partitions[0].batch,
-                o.tables[0].partitions[0].batch
-            );
-        }
+        assert_eq!(applied.len(), 1);
+        assert_eq!(applied[0].replayed_runs, [(10, 1), (11, 1)]);
+        let p = &applied[0].tables[0].partitions[0];
+        assert_eq!(
+            plain(&p.batch.slice(0, 1)),
+            plain(&ops[0].tables[0].partitions[0].batch)
+        );
+        assert_eq!(
+            plain(&p.batch.slice(1, 1)),
+            plain(&ops[1].tables[0].partitions[0].batch)
+        );
     }
-    // Same columns, another type for `v`.
+    // Same columns, another type for `v`: refused when its run is applied,
+    // naming the run.
     let other = write(&mem(), "ns", "cpu,host=a v=1i 3").await;
-    let e = pod
+    let n = pod
         .handler
         .replay_with(&mut state, 12, other.wal_payload)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let e = pod
+        .handler
+        .finish_run(&mut state)
         .await
         .unwrap_err()
         .to_string();
@@ -278,7 +290,163 @@ async fn a_replay_state_still_refuses_a_record_that_does_not_fit() {
         e.contains("column `v` has type i64 in the WAL but f64"),
         "{e}"
     );
-    assert_eq!(pod.sink.calls.lock().len(), 2, "nothing more applied");
+    assert!(
+        e.contains("WAL records 12 to 12 (replayed as a run of 1)"),
+        "{e}"
+    );
+    assert_eq!(pod.sink.calls.lock().len(), 1, "nothing more applied");
+}
+
+/// `batch` with every dictionary column cast to strings, so batches whose
+/// dictionaries differ only in key order compare equal.
+fn plain(batch: &RecordBatch) -> Vec<ArrayRef> {
+    batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Dictionary(_, _) => arrow::compute::cast(c, &DataType::Utf8).unwrap(),
+            _ => Arc::clone(c),
+        })
+        .collect()
+}
+
+/// Small records of one partition, each of one or two lines (so columns a
+/// line lacks are null), with every column type.
+const RUN_LINES: [&str; 4] = [
+    "cpu,host=a,region=eu usage=0.5,count=3i,big=7u,ok=t,msg=\"h\u{e9}\" 10",
+    "cpu,host=b,region=eu usage=1.5,count=4i,big=8u,ok=f,msg=\"\" 11\n\
+     cpu,host=a usage=2.5,count=5i,big=9u,ok=t 12",
+    "cpu,host=c,region=us usage=3.5,count=6i,big=10u,ok=t,msg=\"x\" 13",
+    "cpu,region=us usage=4.5,count=7i,big=11u,ok=f,msg=\"yz\" 14",
+];
+
+async fn run_records(catalog: &Arc<dyn Catalog>) -> Vec<DmlOperation> {
+    let mut ops = Vec::new();
+    for body in RUN_LINES {
+        ops.push(write(catalog, "ns", body).await);
+    }
+    ops
+}
+
+/// A run of small records decodes as the records' batches one after
+/// another: the same values, nulls, strings and tags, in order.
+#[tokio::test]
+async fn a_run_decodes_as_its_records_one_after_another() {
+    let ops = run_records(&mem()).await;
+    let payloads: Vec<&[u8]> = ops.iter().map(|o| &o.wal_payload[..]).collect();
+    let headers: Vec<_> = payloads.iter().map(|p| peek_small(p).unwrap()).collect();
+    assert!(
+        headers
+            .iter()
+            .all(|h| (h.namespace, h.table) == ("ns", "cpu"))
+    );
+    assert_eq!(
+        headers.iter().map(|h| h.rows).collect::<Vec<_>>(),
+        [1, 2, 1, 1]
+    );
+    // The records do not all have the same columns (no `msg` in the second
+    // line of the second, nulls elsewhere): each is decoded alone first.
+    let mut d = Decoder::default();
+    let alone: Vec<RecordBatch> = payloads
+        .iter()
+        .map(|p| only_batch(&d.decode(p).unwrap()).clone())
+        .collect();
+    let same: Vec<usize> = (0..alone.len())
+        .filter(|&i| alone[i].schema_ref() == alone[0].schema_ref())
+        .collect();
+    assert!(same.len() >= 2, "a run needs records of the same columns");
+    let records: Vec<_> = same.iter().map(|&i| (payloads[i], &headers[i])).collect();
+    let run = d.decode_run(&records).unwrap().expect("same columns");
+    let parts: Vec<RecordBatch> = same.iter().map(|&i| alone[i].clone()).collect();
+    let expected = arrow::compute::concat_batches(parts[0].schema_ref(), &parts).unwrap();
+    assert_eq!(run.schema_ref(), expected.schema_ref());
+    assert_eq!(plain(&run), plain(&expected));
+    assert_eq!(
+        run.columns()
+            .iter()
+            .map(|c| c.null_count())
+            .collect::<Vec<_>>(),
+        expected
+            .columns()
+            .iter()
+            .map(|c| c.null_count())
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Records whose columns differ are not a run; large or multi-partition
+/// records are never offered as one.
+#[tokio::test]
+async fn records_of_other_columns_are_not_a_run() {
+    let catalog = mem();
+    let a = write(&catalog, "ns", "cpu,host=a v=1 1").await;
+    let b = write(&catalog, "ns", "cpu,host=a v=1,w=2 2").await;
+    let c = write(&catalog, "ns", "cpu,host=a w=2 3").await;
+    let (pa, pb, pc) = (&a.wal_payload[..], &b.wal_payload[..], &c.wal_payload[..]);
+    let (ha, hb, hc) = (
+        peek_small(pa).unwrap(),
+        peek_small(pb).unwrap(),
+        peek_small(pc).unwrap(),
+    );
+    let mut d = Decoder::default();
+    assert!(d.decode_run(&[(pa, &ha), (pb, &hb)]).unwrap().is_none());
+    assert!(d.decode_run(&[(pa, &ha), (pc, &hc)]).unwrap().is_none());
+    // Two partitions (days), or more rows than a run takes: not small.
+    let two_days = write(&catalog, "ns", "cpu v=1 1\ncpu v=2 86400000000001").await;
+    assert!(peek_small(&two_days.wal_payload).is_none());
+    let many: String = (0..=run::RUN_RECORD_ROWS)
+        .map(|i| format!("cpu v={i} {i}\n"))
+        .collect();
+    assert!(peek_small(&write(&catalog, "ns", &many).await.wal_payload).is_none());
+}
+
+/// Replay collects small records of one partition into one batch that
+/// carries each record's sequence number; a record of another partition
+/// ends the run, and the end of the replay applies what is left.
+#[tokio::test]
+async fn replay_applies_a_run_as_one_batch_with_every_sequence_number() {
+    let catalog = mem();
+    let ops = [
+        write(&catalog, "ns", "cpu,host=a v=1 1").await,
+        write(&catalog, "ns", "cpu,host=b v=2 2").await,
+        write(&catalog, "ns", "cpu,host=a v=3 3").await,
+        write(&catalog, "ns", "cpu,host=c v=4 86400000000004").await,
+        write(&catalog, "ns", "cpu,host=d v=5 86400000000005").await,
+    ];
+    let pod = ctx(&catalog);
+    let mut state = ReplayState::default();
+    let mut rows = 0;
+    for (i, op) in ops.iter().enumerate() {
+        rows += pod
+            .handler
+            .replay_with(&mut state, 20 + i as u64, op.wal_payload.clone())
+            .await
+            .unwrap();
+    }
+    assert_eq!(rows, 3, "the first day's run, ended by the second day's");
+    rows += pod.handler.finish_run(&mut state).await.unwrap();
+    assert_eq!(rows, 5);
+    {
+        let applied = pod.sink.calls.lock();
+        assert_eq!(applied.len(), 2);
+        assert_eq!(applied[0].replayed_runs, [(20, 1), (21, 1), (22, 1)]);
+        assert_eq!(applied[0].sequence_number, 22);
+        assert_eq!(applied[1].replayed_runs, [(23, 1), (24, 1)]);
+        for (op, range) in applied.iter().zip([0..3, 3..5]) {
+            let p = &op.tables[0].partitions[0];
+            let parts: Vec<_> = ops[range.clone()]
+                .iter()
+                .map(|o| o.tables[0].partitions[0].batch.clone())
+                .collect();
+            let expected = arrow::compute::concat_batches(parts[0].schema_ref(), &parts).unwrap();
+            assert_eq!(plain(&p.batch), plain(&expected));
+            assert_eq!(p.key, ops[range.start].tables[0].partitions[0].key);
+            assert_eq!(op.rows, p.batch.num_rows());
+        }
+    }
+    // The oracle moved past the run's last sequence number.
+    let s = pod.handler.write(lp("ns", "cpu v=6 6")).await.unwrap();
+    assert_eq!(s.sequence_number, 25);
 }
 
 #[test]
@@ -295,6 +463,25 @@ fn sample() -> &'static Bytes {
             .build()
             .unwrap()
             .block_on(async { write(&mem(), "ns", BODY).await.wal_payload })
+    })
+}
+
+/// Four one-line records of the same columns, built once.
+fn run_payloads() -> &'static Vec<Bytes> {
+    static RUN: OnceLock<Vec<Bytes>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let catalog = mem();
+                let mut v = Vec::new();
+                for i in 0..4 {
+                    let line = format!("cpu,host=h{i},region=eu usage={i}.5,ok=t,msg=\"m{i}\" {i}");
+                    v.push(write(&catalog, "ns", &line).await.wal_payload);
+                }
+                v
+            })
     })
 }
 
@@ -335,6 +522,33 @@ proptest! {
         let rec = sample();
         let cut = cut % rec.len();
         prop_assert!(decode(&rec[..cut]).is_err());
+    }
+
+    /// A run with one damaged record decodes or fails, never panics.
+    #[test]
+    fn damaged_runs_never_panic(
+        which in 0usize..4,
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let payloads = run_payloads();
+        let mut damaged: Vec<Vec<u8>> = payloads.iter().map(|p| p.to_vec()).collect();
+        for (at, byte) in edits {
+            let i = at.index(damaged[which].len());
+            damaged[which][i] = byte;
+        }
+        let headers: Option<Vec<_>> = damaged.iter().map(|p| peek_small(p)).collect();
+        if let Some(headers) = headers {
+            let records: Vec<_> = damaged.iter().map(|p| &p[..]).zip(&headers).collect();
+            if let Ok(Some(batch)) = Decoder::default().decode_run(&records) {
+                read_all(&WalRecord {
+                    namespace: String::new(),
+                    tables: vec![RecordTable {
+                        name: String::new(),
+                        partitions: vec![RecordPartition { key: String::new(), batch }],
+                    }],
+                });
+            }
+        }
     }
 
     #[test]
