@@ -4,7 +4,8 @@
 # 1 (60 s; its rate sets 2c and 5c to half of it), 2c (both readings: the
 # batch writers' own latency, and a one-line writer's alongside them) and its
 # floor, 5c,
-# 5a/5b, 3/3b/6a, a mix of small and large writes (memory, scans), 6b. Each measured process runs in its own autogroup at
+# 5a/5b, 3/3b/6a, 3b with one-line writes, a mix of small and large writes
+# (memory, scans), 6b. Each measured process runs in its own autogroup at
 # nice -15. Output: one log (default: bench-all.log).
 #
 #   e2e/scripts/bench-all.sh [log]
@@ -51,6 +52,9 @@ persist_off="--wal-segment-bytes 4294967296 --wal-rotation-interval 1h --hot-par
   step target 3/3b/6a
   SLUICE_BENCH_RESTART=1 SLUICE_SERVER_ARGS="$persist_off --buffer-limit-bytes 8589934592" \
     N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --rows 8000000 2>&1 | quiet
+  step target 3b with one-line writes: ~1 GiB of WAL, a record per row
+  SLUICE_BENCH_RESTART=1 SLUICE_SERVER_ARGS="$persist_off --buffer-limit-bytes 8589934592" \
+    N e2e/scripts/bench-ingest.sh --batch-lines 1 --writers 16 --rows 1500000 2>&1 | quiet
   step mixed: 1,024-line writer and 8 one-line writers, persistence held off, then full scans
   SLUICE_SERVER_ARGS="$persist_off --buffer-limit-bytes 8589934592" \
   SLUICE_BENCH_ALSO="--batch-lines 1 --writers 8 --duration 20s --seed 2" \
