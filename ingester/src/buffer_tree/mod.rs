@@ -523,18 +523,10 @@ mod tests {
         assert_eq!(partitions.len(), 1);
         let persisting = partitions[0].mark_persisting().unwrap();
         assert_eq!(persisting.rows, 2);
-        let values: Vec<i64> = persisting
-            .batches
-            .iter()
-            .flat_map(|b| {
-                b.batch
-                    .column(0)
-                    .as_primitive::<Int64Type>()
-                    .values()
-                    .to_vec()
-            })
-            .collect();
-        assert_eq!(values, [1, 3]);
+        let batches: Vec<RecordBatch> =
+            persisting.batches.iter().map(|b| b.batch.clone()).collect();
+        let all = arrow::compute::concat_batches(batches[0].schema_ref(), &batches).unwrap();
+        assert_eq!(all.column(0).as_primitive::<Int64Type>().values(), &[1, 3]);
         assert_eq!(persisting.sequence_numbers().collect::<Vec<_>>(), [10, 12]);
     }
 }
