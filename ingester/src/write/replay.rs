@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use super::request::WriteRequest;
 use super::wal_record::{
-    self, COLUMNAR_VERSION, DecodeError, RecordPartition, RecordTable, WalRecord,
+    self, COLUMNAR_VERSION, DecodeError, RecordPartition, RecordTable, SmallBody, WalRecord,
 };
 use super::{DmlOperation, PartitionWrite, TableWrite, WriteError, WriteHandler};
 use crate::catalog::{CatalogError, ColumnType, TableSchema};
@@ -86,7 +86,7 @@ pub(crate) struct ReplayState {
     /// can be reused by another schema meanwhile.
     checked: Vec<(SchemaRef, Arc<TableSchema>)>,
     /// Small records of one partition not yet applied, in order.
-    run: Vec<(u64, Bytes)>,
+    run: Vec<(u64, Bytes, SmallBody)>,
     run_rows: usize,
 }
 
@@ -136,14 +136,13 @@ impl<S: DmlSink> WriteHandler<S> {
         sequence_number: u64,
         payload: Bytes,
     ) -> Result<usize, ReplayError> {
-        if let Some(small) = wal_record::peek_small(&payload) {
+        if let Some(body) = wal_record::peek_small(&payload).map(|s| s.body) {
             self.oracle.observe(sequence_number);
             let joins = match state.run.first() {
                 None => true,
-                Some((_, first)) => {
-                    wal_record::peek_small(first).is_some_and(|f| {
-                        (f.namespace, f.table, f.key) == (small.namespace, small.table, small.key)
-                    }) && state.run_rows + small.rows <= RUN_ROWS
+                Some((_, first, first_body)) => {
+                    first_body.header(first) == body.header(&payload)
+                        && state.run_rows + body.rows <= RUN_ROWS
                 }
             };
             let rows = if joins {
@@ -151,8 +150,8 @@ impl<S: DmlSink> WriteHandler<S> {
             } else {
                 self.finish_run(state).await?
             };
-            state.run_rows += small.rows;
-            state.run.push((sequence_number, payload));
+            state.run_rows += body.rows;
+            state.run.push((sequence_number, payload, body));
             return Ok(rows);
         }
         let rows = self.finish_run(state).await?;
@@ -163,7 +162,7 @@ impl<S: DmlSink> WriteHandler<S> {
     pub(crate) async fn finish_run(&self, state: &mut ReplayState) -> Result<usize, ReplayError> {
         let run = std::mem::take(&mut state.run);
         state.run_rows = 0;
-        let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+        let (Some((first, ..)), Some((last, ..))) = (run.first(), run.last()) else {
             return Ok(0);
         };
         let (first, last, records) = (*first, *last, run.len());
@@ -181,44 +180,35 @@ impl<S: DmlSink> WriteHandler<S> {
     async fn apply_run(
         &self,
         state: &mut ReplayState,
-        run: Vec<(u64, Bytes)>,
+        run: Vec<(u64, Bytes, SmallBody)>,
     ) -> Result<usize, ReplayError> {
-        let headers: Vec<_> = run
-            .iter()
-            .filter_map(|(_, p)| wal_record::peek_small(p))
-            .collect();
-        let decoded = if headers.len() == run.len() && run.len() > 1 {
-            let records: Vec<_> = run.iter().map(|(_, p)| &p[..]).zip(&headers).collect();
-            state.decoder.decode_run(&records)?
-        } else {
-            None
-        };
-        let (Some(batch), Some(h), Some((last, _))) = (decoded, headers.first(), run.last()) else {
-            drop(headers);
-            let mut rows = 0;
-            for (seq, payload) in run {
-                rows += self.replay_one(state, seq, payload).await?;
+        if let [(_, first, _), .., (last, _, _)] = run.as_slice() {
+            let parts: Vec<_> = run.iter().map(|(_, p, body)| (&p[..], *body)).collect();
+            // The run's namespace, table and key: its first record's.
+            let names = wal_record::peek_small(first);
+            if let (Some(names), Some(batch)) = (names, state.decoder.decode_run(&parts)?) {
+                let record = WalRecord {
+                    namespace: names.namespace.to_string(),
+                    tables: vec![RecordTable {
+                        name: names.table.to_string(),
+                        partitions: vec![RecordPartition {
+                            key: names.key.to_string(),
+                            batch,
+                        }],
+                    }],
+                };
+                let runs = run
+                    .iter()
+                    .map(|(seq, _, body)| (*seq, body.rows as u32))
+                    .collect();
+                return self.replay_record(state, *last, record, runs).await;
             }
-            return Ok(rows);
-        };
-        let runs = run
-            .iter()
-            .zip(&headers)
-            .map(|((seq, _), h)| (*seq, h.rows as u32))
-            .collect();
-        let record = WalRecord {
-            namespace: h.namespace.to_string(),
-            tables: vec![RecordTable {
-                name: h.table.to_string(),
-                partitions: vec![RecordPartition {
-                    key: h.key.to_string(),
-                    batch,
-                }],
-            }],
-        };
-        let last = *last;
-        drop(headers);
-        self.replay_record(state, last, record, runs).await
+        }
+        let mut rows = 0;
+        for (seq, payload, _) in run {
+            rows += self.replay_one(state, seq, payload).await?;
+        }
+        Ok(rows)
     }
 
     /// One record, decoded and applied alone.

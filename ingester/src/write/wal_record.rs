@@ -466,34 +466,72 @@ impl<'a> Reader<'a> {
     }
 
     fn validity(&mut self, n: usize) -> Result<Option<NullBuffer>, DecodeError> {
+        Ok(self
+            .validity_bits(n)?
+            .map(|bits| NullBuffer::new(BooleanBuffer::new(Buffer::from_slice_ref(bits), 0, n))))
+    }
+
+    /// The validity bitmap of `n` values, if the record has one, in place.
+    fn validity_bits(&mut self, n: usize) -> Result<Option<&'a [u8]>, DecodeError> {
         match self.u8()? {
             0 => Ok(None),
-            1 => Ok(Some(NullBuffer::new(self.bitmap(n)?))),
+            1 => Ok(Some(self.take(n.div_ceil(8))?)),
             other => err(format!("bad validity flag {other}")),
         }
     }
 
     fn strings(&mut self, n: usize, nulls: Option<NullBuffer>) -> Result<StringArray, DecodeError> {
-        let offsets: ScalarBuffer<i32> = self.scalars(n.checked_add(1).unwrap_or(n))?;
-        // `OffsetBuffer::new` panics on bad offsets: check them first.
-        if offsets.len() != n + 1 || offsets[0] != 0 {
-            return err("string offsets must start at 0");
-        }
-        if offsets.windows(2).any(|w| w[1] < w[0]) {
-            return err("string offsets decrease");
-        }
-        let data = self.take(offsets[n] as usize)?;
+        let s = self.string_parts(n)?;
+        // Checked by `string_parts`: `OffsetBuffer::new` panics on bad ones.
+        let offsets = ScalarBuffer::new(Buffer::from_slice_ref(s.offsets.as_flattened()), 0, n + 1);
         StringArray::try_new(
             OffsetBuffer::new(offsets),
-            Buffer::from_slice_ref(data),
+            Buffer::from_slice_ref(s.bytes),
             nulls,
         )
         .map_err(|e| DecodeError(e.to_string()))
     }
+
+    /// `n` strings in place, their offsets checked (`n + 1` of them, from
+    /// 0, never decreasing, the last within the record).
+    fn string_parts(&mut self, n: usize) -> Result<Strings<'a>, DecodeError> {
+        let raw = self.take(Self::len_bytes(n.saturating_add(1), 4)?)?;
+        let (offsets, _) = raw.as_chunks::<4>();
+        let at = |w: &[u8; 4]| i32::from_le_bytes(*w);
+        if offsets.first().map(at) != Some(0) {
+            return err("string offsets must start at 0");
+        }
+        if offsets.windows(2).any(|w| at(&w[1]) < at(&w[0])) {
+            return err("string offsets decrease");
+        }
+        let last = offsets.last().map_or(0, at) as usize;
+        let bytes = self.take(last)?;
+        Ok(Strings { offsets, bytes })
+    }
+}
+
+/// Strings as they are in a record: little-endian `i32` offsets and bytes.
+struct Strings<'a> {
+    offsets: &'a [[u8; 4]],
+    bytes: &'a [u8],
+}
+
+impl<'a> Strings<'a> {
+    /// Where value `k` (< n) ends.
+    fn end(&self, k: usize) -> usize {
+        i32::from_le_bytes(self.offsets[k + 1]) as usize
+    }
+
+    /// Value `k` (< n).
+    fn value(&self, k: usize) -> Result<&'a str, DecodeError> {
+        let start = i32::from_le_bytes(self.offsets[k]) as usize;
+        std::str::from_utf8(&self.bytes[start..self.end(k)])
+            .map_err(|_| DecodeError("a string is not UTF-8".into()))
+    }
 }
 
 mod run;
-pub(crate) use run::peek_small;
+pub(crate) use run::{SmallBody, peek_small};
 
 #[cfg(test)]
 mod tests;

@@ -34,16 +34,31 @@ use crate::write::TagDictionary;
 /// Records of at most this many rows may join a run.
 pub(crate) const RUN_RECORD_ROWS: usize = 64;
 
-/// The names of a record of one table and one partition, and where its
-/// columns start.
+/// The names of a record of one table and one partition, and its body.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct SmallRecord<'a> {
     pub(crate) namespace: &'a str,
     pub(crate) table: &'a str,
     pub(crate) key: &'a str,
+    pub(crate) body: SmallBody,
+}
+
+/// How many rows a small record has and where its columns start: what a
+/// run keeps of each record, so it parses each header once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SmallBody {
     pub(crate) rows: usize,
     /// Offset of the column count.
     columns_at: usize,
+}
+
+impl SmallBody {
+    /// The record's bytes before its row count: version, namespace, table
+    /// and partition key. Records of one partition have the same.
+    pub(crate) fn header<'a>(&self, data: &'a [u8]) -> &'a [u8] {
+        data.get(..self.columns_at.saturating_sub(4))
+            .unwrap_or_default()
+    }
 }
 
 /// The header of a columnar record of one table, one partition and at most
@@ -68,8 +83,10 @@ pub(crate) fn peek_small(data: &[u8]) -> Option<SmallRecord<'_>> {
         namespace,
         table,
         key,
-        rows,
-        columns_at: r.pos,
+        body: SmallBody {
+            rows,
+            columns_at: r.pos,
+        },
     })
 }
 
@@ -86,12 +103,12 @@ enum Builder {
 }
 
 impl Decoder {
-    /// Decodes `records` (each found by [`peek_small`], all of one
-    /// namespace, table and partition key) as one batch of all their rows,
-    /// in order; `None` if they do not all have the same columns.
+    /// Decodes `records` (each with the body [`peek_small`] found, all of
+    /// one namespace, table and partition key) as one batch of all their
+    /// rows, in order; `None` if they do not all have the same columns.
     pub(crate) fn decode_run(
         &mut self,
-        records: &[(&[u8], &SmallRecord<'_>)],
+        records: &[(&[u8], SmallBody)],
     ) -> Result<Option<RecordBatch>, DecodeError> {
         let total: usize = records.iter().map(|(_, h)| h.rows).sum();
         let mut readers: Vec<Reader<'_>> = records
@@ -237,7 +254,7 @@ fn append(
     rows: usize,
     key_map: &mut Vec<i32>,
 ) -> Result<(), DecodeError> {
-    let valid = validity(r, rows)?;
+    let valid = r.validity_bits(rows)?;
     match b {
         Builder::Fixed(v) => {
             let raw = r.take(Reader::len_bytes(rows, 8)?)?;
@@ -249,7 +266,7 @@ fn append(
             values.append_packed_range(0..rows, bits);
         }
         Builder::Str { offsets, data } => {
-            let strings = Strings::read(r, rows)?;
+            let strings = r.string_parts(rows)?;
             let base = data.len();
             for k in 0..rows {
                 strings.value(k)?;
@@ -264,8 +281,8 @@ fn append(
             const UNSEEN: i32 = -1;
             let keys = r.take(Reader::len_bytes(rows, 4)?)?;
             let n = r.u32()? as usize;
-            let value_valid = validity(r, n)?;
-            let values = Strings::read(r, n)?;
+            let value_valid = r.validity_bits(n)?;
+            let values = r.string_parts(n)?;
             key_map.clear();
             key_map.resize(n, UNSEEN);
             let (keys, _) = keys.as_chunks::<4>();
@@ -300,48 +317,4 @@ fn append(
         Some(bits) => (0..rows).for_each(|i| nulls.append(bit_util::get_bit(bits, i))),
     }
     Ok(())
-}
-
-/// A validity bitmap of `n` values, if the record has one.
-fn validity<'a>(r: &mut Reader<'a>, n: usize) -> Result<Option<&'a [u8]>, DecodeError> {
-    match r.u8()? {
-        0 => Ok(None),
-        1 => Ok(Some(r.take(n.div_ceil(8))?)),
-        other => err(format!("bad validity flag {other}")),
-    }
-}
-
-/// `n` strings, their offsets checked (from 0, never decreasing).
-struct Strings<'a> {
-    offsets: &'a [[u8; 4]],
-    bytes: &'a [u8],
-}
-
-impl<'a> Strings<'a> {
-    fn read(r: &mut Reader<'a>, n: usize) -> Result<Self, DecodeError> {
-        let raw = r.take(Reader::len_bytes(n.saturating_add(1), 4)?)?;
-        let (offsets, _) = raw.as_chunks::<4>();
-        let at = |w: &[u8; 4]| i32::from_le_bytes(*w);
-        if offsets.first().map(at) != Some(0) {
-            return err("string offsets must start at 0");
-        }
-        if offsets.windows(2).any(|w| at(&w[1]) < at(&w[0])) {
-            return err("string offsets decrease");
-        }
-        let last = offsets.last().map_or(0, at) as usize;
-        let bytes = r.take(last)?;
-        Ok(Self { offsets, bytes })
-    }
-
-    /// Where value `k` (< n) ends.
-    fn end(&self, k: usize) -> usize {
-        i32::from_le_bytes(self.offsets[k + 1]) as usize
-    }
-
-    /// Value `k` (< n).
-    fn value(&self, k: usize) -> Result<&'a str, DecodeError> {
-        let start = i32::from_le_bytes(self.offsets[k]) as usize;
-        std::str::from_utf8(&self.bytes[start..self.end(k)])
-            .map_err(|_| DecodeError("a string is not UTF-8".into()))
-    }
 }

@@ -341,7 +341,7 @@ async fn a_run_decodes_as_its_records_one_after_another() {
             .all(|h| (h.namespace, h.table) == ("ns", "cpu"))
     );
     assert_eq!(
-        headers.iter().map(|h| h.rows).collect::<Vec<_>>(),
+        headers.iter().map(|h| h.body.rows).collect::<Vec<_>>(),
         [1, 2, 1, 1]
     );
     // The records do not all have the same columns (no `msg` in the second
@@ -355,7 +355,10 @@ async fn a_run_decodes_as_its_records_one_after_another() {
         .filter(|&i| alone[i].schema_ref() == alone[0].schema_ref())
         .collect();
     assert!(same.len() >= 2, "a run needs records of the same columns");
-    let records: Vec<_> = same.iter().map(|&i| (payloads[i], &headers[i])).collect();
+    let records: Vec<_> = same
+        .iter()
+        .map(|&i| (payloads[i], headers[i].body))
+        .collect();
     let run = d.decode_run(&records).unwrap().expect("same columns");
     let parts: Vec<RecordBatch> = same.iter().map(|&i| alone[i].clone()).collect();
     let expected = arrow::compute::concat_batches(parts[0].schema_ref(), &parts).unwrap();
@@ -389,8 +392,16 @@ async fn records_of_other_columns_are_not_a_run() {
         peek_small(pc).unwrap(),
     );
     let mut d = Decoder::default();
-    assert!(d.decode_run(&[(pa, &ha), (pb, &hb)]).unwrap().is_none());
-    assert!(d.decode_run(&[(pa, &ha), (pc, &hc)]).unwrap().is_none());
+    assert!(
+        d.decode_run(&[(pa, ha.body), (pb, hb.body)])
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        d.decode_run(&[(pa, ha.body), (pc, hc.body)])
+            .unwrap()
+            .is_none()
+    );
     // Two partitions (days), or more rows than a run takes: not small.
     let two_days = write(&catalog, "ns", "cpu v=1 1\ncpu v=2 86400000000001").await;
     assert!(peek_small(&two_days.wal_payload).is_none());
@@ -538,7 +549,11 @@ proptest! {
         }
         let headers: Option<Vec<_>> = damaged.iter().map(|p| peek_small(p)).collect();
         if let Some(headers) = headers {
-            let records: Vec<_> = damaged.iter().map(|p| &p[..]).zip(&headers).collect();
+            let records: Vec<_> = damaged
+                .iter()
+                .map(|p| &p[..])
+                .zip(headers.iter().map(|h| h.body))
+                .collect();
             if let Ok(Some(batch)) = Decoder::default().decode_run(&records) {
                 read_all(&WalRecord {
                     namespace: String::new(),
