@@ -877,13 +877,17 @@ async fn loadgen_tls() {
     ];
 
     // gRPC and HTTP over TLS with a write token: every row acknowledged
-    // and queryable (over TLS, with the query token).
-    for (target, addr, ns) in [
-        ("grpc-lp", &grpc, "lg_grpc"),
-        ("grpc-arrow", &grpc, "lg_arrow"),
-        ("http", &http_addr, "lg_http"),
+    // and queryable (over TLS, with the query token). Line protocol over
+    // gRPC both ways: its payload handed to the connection as it is (the
+    // default), and through tonic's encoder.
+    for (target, addr, ns, extra) in [
+        ("grpc-lp", &grpc, "lg_grpc", None),
+        ("grpc-lp", &grpc, "lg_grpc_tonic", Some("--tonic-encode")),
+        ("grpc-arrow", &grpc, "lg_arrow", None),
+        ("http", &http_addr, "lg_http", None),
     ] {
         let mut args = vec!["--target", target, "--addr", addr, "--namespace", ns];
+        args.extend(extra);
         args.extend(common);
         args.extend(["--token", W]);
         let r = loadgen(tmp.path(), &args).await;

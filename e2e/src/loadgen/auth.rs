@@ -29,6 +29,8 @@ use tonic::transport::{Channel, Endpoint};
 pub struct ClientAuth {
     /// `Bearer <token>`, ready to send.
     bearer: Option<AsciiMetadataValue>,
+    /// The same, as an HTTP header value (`direct.rs` writes).
+    bearer_header: Option<http::HeaderValue>,
     /// The raw token (HTTP sends `Authorization: Token <token>`).
     token: Option<String>,
     /// For `https://` addresses; `None` without `--ca-cert`.
@@ -62,11 +64,25 @@ impl ClientAuth {
             None => None,
             Some(path) => Some(Arc::new(client_config(path)?)),
         };
+        let bearer_header = token
+            .map(|t| http::HeaderValue::try_from(format!("Bearer {t}")))
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("--token must be printable ASCII"))?
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
         Ok(Self {
             bearer,
+            bearer_header,
             token: token.map(str::to_string),
             tls,
         })
+    }
+
+    /// The `authorization` header of a gRPC request, if a token was given.
+    pub fn authorization(&self) -> Option<&http::HeaderValue> {
+        self.bearer_header.as_ref()
     }
 
     /// The token for HTTP's `Authorization` header.

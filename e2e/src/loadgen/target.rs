@@ -10,6 +10,7 @@ use sluice_proto::v1;
 use tonic::transport::Channel;
 
 use super::auth::ClientAuth;
+use super::direct;
 use super::http::HttpWriter;
 use super::workload::{ArrowGen, LineProtocolGen, MEASUREMENT, Reuse, TAG_KEYS, Workload};
 
@@ -68,6 +69,9 @@ pub struct TargetConfig {
     pub org: String,
     /// Token and TLS (`--token`, `--ca-cert`).
     pub auth: ClientAuth,
+    /// Line protocol through the generated client's encoder (a copy of each
+    /// payload) rather than handed to the connection as it is (`direct.rs`).
+    pub tonic_encode: bool,
 }
 
 /// One writer's connection.
@@ -75,6 +79,10 @@ pub struct TargetConfig {
 pub enum Sender {
     Grpc {
         client: v1::write_service_client::WriteServiceClient<Channel>,
+        /// The same connection, for `direct::write`.
+        channel: Channel,
+        /// Line protocol through `direct::write`.
+        direct: bool,
         arrow: bool,
         namespace: String,
         auth: ClientAuth,
@@ -98,16 +106,19 @@ pub async fn grpc_channel(addr: &str, auth: &ClientAuth) -> anyhow::Result<Chann
 impl Sender {
     pub async fn connect(t: &TargetConfig) -> anyhow::Result<Self> {
         Ok(match t.kind {
-            TargetKind::GrpcLp | TargetKind::GrpcArrow => Self::Grpc {
-                client: v1::write_service_client::WriteServiceClient::new(
-                    grpc_channel(&t.addr, &t.auth).await?,
-                )
-                .max_encoding_message_size(usize::MAX)
-                .max_decoding_message_size(usize::MAX),
-                arrow: t.kind == TargetKind::GrpcArrow,
-                namespace: t.namespace.clone(),
-                auth: t.auth.clone(),
-            },
+            TargetKind::GrpcLp | TargetKind::GrpcArrow => {
+                let channel = grpc_channel(&t.addr, &t.auth).await?;
+                Self::Grpc {
+                    client: v1::write_service_client::WriteServiceClient::new(channel.clone())
+                        .max_encoding_message_size(usize::MAX)
+                        .max_decoding_message_size(usize::MAX),
+                    channel,
+                    direct: t.kind == TargetKind::GrpcLp && !t.tonic_encode,
+                    arrow: t.kind == TargetKind::GrpcArrow,
+                    namespace: t.namespace.clone(),
+                    auth: t.auth.clone(),
+                }
+            }
             TargetKind::Http => Self::Http(HttpWriter::new(
                 &t.addr,
                 &t.namespace,
@@ -121,10 +132,28 @@ impl Sender {
     pub async fn send(&mut self, payload: Bytes) -> Result<(), SendError> {
         match self {
             Self::Grpc {
+                channel,
+                direct: true,
+                namespace,
+                auth,
+                ..
+            } => {
+                let precision = v1::Precision::Nanoseconds;
+                let sent = match direct::head(namespace, precision, payload.len()) {
+                    Ok(head) => direct::write(channel, auth.authorization(), head, payload).await,
+                    Err(e) => Err(e),
+                };
+                sent.map_err(|s| SendError {
+                    status: format!("grpc:{:?}", s.code()),
+                    message: s.message().to_string(),
+                })
+            }
+            Self::Grpc {
                 client,
                 arrow,
                 namespace,
                 auth,
+                ..
             } => {
                 let payload = if *arrow {
                     v1::write_request::Payload::Arrow(v1::ArrowBatch {

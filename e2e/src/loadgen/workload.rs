@@ -357,17 +357,32 @@ impl LineProtocolGen {
     /// `width` digits at `time_at`); false, leaving `out` half-written, if
     /// one has another width.
     fn patch_times(&self, first: u64, out: &mut [u8], time_at: &[usize], width: usize) -> bool {
-        let mut digits = BytesMut::with_capacity(20);
         for (r, &at) in (first..).zip(time_at) {
-            digits.clear();
-            push_i64(&mut digits, self.workload.row(r).time);
-            if digits.len() != width {
+            let Some(slot) = out.get_mut(at..at + width) else {
+                return false;
+            };
+            if !overwrite_digits(slot, self.workload.row(r).time) {
                 return false;
             }
-            out[at..at + width].copy_from_slice(&digits);
         }
         true
     }
+}
+
+/// Writes the decimal digits of `v` over `slot`, in place (no copy through
+/// a scratch buffer: this runs for every line of a reused batch); false if
+/// `v` is negative or has another number of digits than `slot` holds.
+#[inline]
+fn overwrite_digits(slot: &mut [u8], v: i64) -> bool {
+    let Ok(mut x) = u64::try_from(v) else {
+        return false;
+    };
+    for d in slot.iter_mut().rev() {
+        *d = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    // All digits written, and no leading zero (unless `v` is 0 itself).
+    x == 0 && (slot.len() == 1 || slot.first() != Some(&b'0'))
 }
 
 /// A writer's previous line-protocol batch, kept so that the next one costs
@@ -705,6 +720,23 @@ mod tests {
         let b = g.build_reusing(10, 5, &mut reuse);
         assert_eq!(b, g.build(10, 5));
         assert!(lines(&b).iter().all(|l| l.1 == 198));
+    }
+
+    #[test]
+    fn digits_are_overwritten_only_at_their_own_width() {
+        let mut slot = *b"xxxxx";
+        assert!(overwrite_digits(&mut slot, 12345));
+        assert_eq!(&slot, b"12345");
+        // Fewer digits would leave a leading zero, more would not fit.
+        assert!(!overwrite_digits(&mut slot, 1234));
+        assert!(!overwrite_digits(&mut slot, 123_456));
+        assert!(!overwrite_digits(&mut slot, -1234));
+        let mut one = *b"x";
+        assert!(overwrite_digits(&mut one, 0));
+        assert_eq!(&one, b"0");
+        let mut wide = [0u8; 19];
+        assert!(overwrite_digits(&mut wide, 1_767_225_600_000_000_000));
+        assert_eq!(&wide, b"1767225600000000000");
     }
 
     #[test]
