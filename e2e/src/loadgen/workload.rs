@@ -357,12 +357,24 @@ impl LineProtocolGen {
     /// `width` digits at `time_at`); false, leaving `out` half-written, if
     /// one has another width.
     fn patch_times(&self, first: u64, out: &mut [u8], time_at: &[usize], width: usize) -> bool {
+        // Consecutive lines mostly share a time (one per host and tick):
+        // the digits are worked out once per time and copied after that.
+        let mut last: Option<(i64, [u8; 20])> = None;
         for (r, &at) in (first..).zip(time_at) {
             let Some(slot) = out.get_mut(at..at + width) else {
                 return false;
             };
-            if !overwrite_digits(slot, self.workload.row(r).time) {
-                return false;
+            let time = self.workload.row(r).time;
+            match &mut last {
+                Some((t, digits)) if *t == time => slot.copy_from_slice(&digits[..width]),
+                _ => {
+                    if width > 20 || !overwrite_digits(slot, time) {
+                        return false;
+                    }
+                    let mut digits = [0u8; 20];
+                    digits[..width].copy_from_slice(slot);
+                    last = Some((time, digits));
+                }
             }
         }
         true
