@@ -37,12 +37,12 @@ use crate::timestamp_oracle::TimestampOracle;
 use crate::wal::{ReferenceTracker, Wal, WalConfig, WalError, WalSink};
 use crate::write::{SplitValidation, WriteHandler};
 
-/// Why the ingester could not start or stopped with an error.
-/// HTTP/2 settings of the gRPC listener (see where they are applied).
+// HTTP/2 settings of the gRPC listener (see where they are applied).
 const GRPC_MAX_FRAME: u32 = 1 << 20;
 const GRPC_STREAM_WINDOW: u32 = 8 << 20;
 const GRPC_CONNECTION_WINDOW: u32 = 16 << 20;
 
+/// Why the ingester could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot create directory {path}: {source}")]
