@@ -64,10 +64,11 @@ impl ClientAuth {
             None => None,
             Some(path) => Some(Arc::new(client_config(path)?)),
         };
-        let bearer_header = token
-            .map(|t| http::HeaderValue::try_from(format!("Bearer {t}")))
-            .transpose()
-            .map_err(|_| anyhow::anyhow!("--token must be printable ASCII"))?
+        // The same bytes, already checked, as an HTTP header value.
+        let bearer_header = bearer
+            .as_ref()
+            .map(|b| http::HeaderValue::from_bytes(b.as_encoded_bytes()))
+            .transpose()?
             .map(|mut v| {
                 v.set_sensitive(true);
                 v

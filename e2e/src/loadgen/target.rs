@@ -81,13 +81,22 @@ pub enum Sender {
         client: v1::write_service_client::WriteServiceClient<Channel>,
         /// The same connection, for `direct::write`.
         channel: Channel,
-        /// Line protocol through `direct::write`.
-        direct: bool,
-        arrow: bool,
+        encoding: GrpcEncoding,
         namespace: String,
         auth: ClientAuth,
     },
     Http(HttpWriter),
+}
+
+/// How a gRPC writer puts its payload in a `WriteRequest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcEncoding {
+    /// Line protocol handed to the connection as it is (`direct.rs`).
+    Direct,
+    /// Line protocol through the generated client (`--tonic-encode`).
+    TonicLp,
+    /// An Arrow IPC batch through the generated client.
+    Arrow,
 }
 
 /// Why a write failed, as reported: a status name and a message.
@@ -113,8 +122,11 @@ impl Sender {
                         .max_encoding_message_size(usize::MAX)
                         .max_decoding_message_size(usize::MAX),
                     channel,
-                    direct: t.kind == TargetKind::GrpcLp && !t.tonic_encode,
-                    arrow: t.kind == TargetKind::GrpcArrow,
+                    encoding: match (t.kind, t.tonic_encode) {
+                        (TargetKind::GrpcArrow, _) => GrpcEncoding::Arrow,
+                        (_, true) => GrpcEncoding::TonicLp,
+                        (_, false) => GrpcEncoding::Direct,
+                    },
                     namespace: t.namespace.clone(),
                     auth: t.auth.clone(),
                 }
@@ -133,7 +145,7 @@ impl Sender {
         match self {
             Self::Grpc {
                 channel,
-                direct: true,
+                encoding: GrpcEncoding::Direct,
                 namespace,
                 auth,
                 ..
@@ -143,19 +155,16 @@ impl Sender {
                     Ok(head) => direct::write(channel, auth.authorization(), head, payload).await,
                     Err(e) => Err(e),
                 };
-                sent.map_err(|s| SendError {
-                    status: format!("grpc:{:?}", s.code()),
-                    message: s.message().to_string(),
-                })
+                sent.map_err(grpc_error)
             }
             Self::Grpc {
                 client,
-                arrow,
+                encoding,
                 namespace,
                 auth,
                 ..
             } => {
-                let payload = if *arrow {
+                let payload = if *encoding == GrpcEncoding::Arrow {
                     v1::write_request::Payload::Arrow(v1::ArrowBatch {
                         table: MEASUREMENT.into(),
                         ipc_stream: payload,
@@ -172,10 +181,7 @@ impl Sender {
                     }))
                     .await
                     .map(|_| ())
-                    .map_err(|s| SendError {
-                        status: format!("grpc:{:?}", s.code()),
-                        message: s.message().to_string(),
-                    })
+                    .map_err(grpc_error)
             }
             Self::Http(w) => match w.write(&payload).await {
                 Ok(r) if (200..300).contains(&r.status) => Ok(()),
@@ -189,5 +195,13 @@ impl Sender {
                 }),
             },
         }
+    }
+}
+
+/// A refused gRPC write, reported by its status code.
+fn grpc_error(s: tonic::Status) -> SendError {
+    SendError {
+        status: format!("grpc:{:?}", s.code()),
+        message: s.message().to_string(),
     }
 }
