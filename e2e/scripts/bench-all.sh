@@ -3,7 +3,7 @@
 # binaries, on an otherwise idle machine: the probe, the floors, targets 2a/2b,
 # 1 (60 s; its rate sets 2c and 5c to half of it), 2c (both readings: the
 # batch writers' own latency, and a one-line writer's alongside them) and its
-# floor, 5c,
+# floors (transport only; transport + parsing CPU + fdatasync), 5c,
 # 5a/5b, 3/3b/6a, 3b with one-line writes, a mix of small and large writes
 # (memory, scans), 6b. Each measured process runs in its own autogroup at
 # nice -15. Output: one log (default: bench-all.log).
@@ -43,6 +43,9 @@ persist_off="--wal-segment-bytes 4294967296 --wal-rotation-interval 1h --hot-par
     N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --duration 25s --warm-up 5s 2>&1 | quiet
   step floor 2c, no fsync
   N e2e/scripts/bench-floor.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --duration 15s --warm-up 3s 2>&1 | quiet
+  step floor 2c, the least a durable parsing server does: 3.4 ms of CPU and an fdatasync of 27% of each request
+  SLUICE_FLOOR_FSYNC=1 SLUICE_SINK_FSYNC_PERCENT=27 SLUICE_SINK_WORK_US=3400 \
+    N e2e/scripts/bench-floor.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --duration 15s --warm-up 3s 2>&1 | quiet
   step target 5c at "$rate" rows/s
   N e2e/scripts/bench-ingest.sh --hosts 1000 --batch-lines 5000 --writers 8 --rate "$rate" --query-concurrency 20 --duration 30s --warm-up 5s 2>&1 | quiet
   step target 5a/5b

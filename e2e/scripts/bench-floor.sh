@@ -17,6 +17,10 @@
 #   SLUICE_BENCH_PARENT  where the fsync file is created (default: the
 #                        repository root, i.e. the same filesystem as ./data)
 #   SLUICE_FLOOR_FSYNC=1 append + fdatasync every payload before answering
+#   SLUICE_SINK_FSYNC_PERCENT=N  with it: write only N% of each payload (27:
+#                        the size of the ingester's WAL record of a TSBS batch)
+#   SLUICE_SINK_WORK_US=N  spin N µs of CPU per request before answering
+#                        (3400: parsing and validating 5,000 TSBS lines)
 #   SLUICE_FLOOR_PREALLOCATE=BYTES  with it: write that many zeros to the file
 #                        first, then overwrite it in place (wrapping) instead
 #                        of appending, so no fdatasync has metadata to write

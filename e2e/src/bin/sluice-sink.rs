@@ -44,6 +44,13 @@ struct Args {
     /// pre-written segments costs).
     #[arg(long, env = "SLUICE_SINK_PREALLOCATE", default_value_t = 0)]
     preallocate: u64,
+    /// With `--fsync-file`: write only this share (percent) of each
+    /// payload. A server that logs a compact encoding of what it received
+    /// writes less than the request: the ingester's columnar WAL record of
+    /// a 5,000-line TSBS batch is 27% of its line protocol.
+    #[arg(long, env = "SLUICE_SINK_FSYNC_PERCENT", default_value_t = 100,
+          value_parser = clap::value_parser!(u8).range(1..=100))]
+    fsync_percent: u8,
     /// HTTP/2 stream receive window (bytes; the ingester's by default).
     #[arg(long, env = "SLUICE_SINK_STREAM_WINDOW", default_value_t = 8 << 20)]
     stream_window: u32,
@@ -89,6 +96,7 @@ impl SinkFile {
 
 struct Sink {
     file: Option<Arc<Mutex<SinkFile>>>,
+    fsync_percent: u8,
     work: std::time::Duration,
     bytes: AtomicU64,
     requests: AtomicU64,
@@ -120,7 +128,8 @@ impl v1::write_service_server::WriteService for Sink {
             let mut f = file
                 .lock()
                 .map_err(|_| Status::internal("sink file lock poisoned"))?;
-            f.write(&body)
+            let logged = body.len() * usize::from(self.fsync_percent) / 100;
+            f.write(&body[..logged])
                 .map_err(|e| Status::unavailable(format!("sink file: {e}")))?;
         }
         Ok(Response::new(v1::WriteResponse::default()))
@@ -138,6 +147,7 @@ fn main() -> anyhow::Result<()> {
     };
     let sink = Arc::new(Sink {
         file,
+        fsync_percent: args.fsync_percent,
         work: std::time::Duration::from_micros(args.work_us),
         bytes: AtomicU64::new(0),
         requests: AtomicU64::new(0),
