@@ -75,11 +75,15 @@ struct SinkFile {
     /// `Some(size)`: overwrite a pre-written file of `size` bytes.
     wrap: Option<u64>,
     offset: u64,
+    /// The share of each payload written (`--fsync-percent`).
+    percent: u8,
 }
 
 impl SinkFile {
+    /// Writes the first `percent`% of `body` and fdatasyncs it.
     fn write(&mut self, body: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::FileExt;
+        let body = &body[..body.len() * usize::from(self.percent) / 100];
         match self.wrap {
             None => self.file.write_all(body)?,
             Some(size) => {
@@ -96,7 +100,6 @@ impl SinkFile {
 
 struct Sink {
     file: Option<Arc<Mutex<SinkFile>>>,
-    fsync_percent: u8,
     work: std::time::Duration,
     bytes: AtomicU64,
     requests: AtomicU64,
@@ -128,8 +131,7 @@ impl v1::write_service_server::WriteService for Sink {
             let mut f = file
                 .lock()
                 .map_err(|_| Status::internal("sink file lock poisoned"))?;
-            let logged = body.len() * usize::from(self.fsync_percent) / 100;
-            f.write(&body[..logged])
+            f.write(&body)
                 .map_err(|e| Status::unavailable(format!("sink file: {e}")))?;
         }
         Ok(Response::new(v1::WriteResponse::default()))
@@ -142,12 +144,12 @@ fn main() -> anyhow::Result<()> {
         Some(path) => Some(Arc::new(Mutex::new(open_sink_file(
             path,
             args.preallocate,
+            args.fsync_percent,
         )?))),
         None => None,
     };
     let sink = Arc::new(Sink {
         file,
-        fsync_percent: args.fsync_percent,
         work: std::time::Duration::from_micros(args.work_us),
         bytes: AtomicU64::new(0),
         requests: AtomicU64::new(0),
@@ -182,7 +184,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_sink_file(path: &std::path::Path, preallocate: u64) -> anyhow::Result<SinkFile> {
+fn open_sink_file(
+    path: &std::path::Path,
+    preallocate: u64,
+    percent: u8,
+) -> anyhow::Result<SinkFile> {
     let mut file = File::options()
         .create(true)
         .write(true)
@@ -194,6 +200,7 @@ fn open_sink_file(path: &std::path::Path, preallocate: u64) -> anyhow::Result<Si
             file,
             wrap: None,
             offset: 0,
+            percent,
         });
     }
     let zeros = vec![0u8; 1 << 20];
@@ -209,6 +216,7 @@ fn open_sink_file(path: &std::path::Path, preallocate: u64) -> anyhow::Result<Si
         file,
         wrap: Some(preallocate),
         offset: 0,
+        percent,
     })
 }
 
@@ -224,4 +232,35 @@ fn tokio_stream_incoming(
         });
         Some((conn, listener))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_asked_share_of_each_payload_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let body: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let path = dir.path().join("appended");
+        let mut f = open_sink_file(&path, 0, 27).expect("open");
+        f.write(&body).expect("write");
+        f.write(&body[..10]).expect("write");
+        let written = std::fs::read(&path).expect("read");
+        // 27% of 1,000 bytes, then 2 of 10: each payload's first bytes.
+        assert_eq!(written.len(), 270 + 2);
+        assert_eq!(&written[..270], &body[..270]);
+        assert_eq!(&written[270..], &body[..2]);
+
+        // Overwriting a pre-written file wraps by the share written too.
+        let path = dir.path().join("prewritten");
+        let mut f = open_sink_file(&path, 600, 50).expect("open");
+        f.write(&body).expect("write");
+        assert_eq!(f.offset, 500);
+        f.write(&body).expect("write");
+        assert_eq!(f.offset, 500, "the second half-payload wrapped to 0");
+        let written = std::fs::read(&path).expect("read");
+        assert_eq!(written.len(), 600);
+        assert_eq!(&written[..500], &body[..500]);
+    }
 }
